@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Everything speechkit needs on a fresh Debian machine: Debian packages, torch, the package itself.
+# Idempotent and quick when all is there already.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+DEBS="espeak-ng ffmpeg fonts-dejavu-core"  # speech synthesis (recipes, tests), video I/O, a font
+missing=""
+for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+# torchaudio 2.11 from PyPI needs torch 2.14.1's CUDA build (it runs on CPU too).
+if ! "$PY" -c "import torch, torchaudio, sys; sys.exit(not (torch.__version__.startswith('2.14.1') and torchaudio.__version__.startswith('2.11')))" 2>/dev/null; then
+  echo "setup: installing torch 2.14.1 and torchaudio 2.11.0"
+  "$PY" -m pip install -q torch==2.14.1 torchaudio==2.11.0
+fi
+if ! "$PY" -c "import speechkit, hydra, librosa, pytest, hypothesis, ruff" 2>/dev/null \
+   || ! command -v speechkit-train >/dev/null; then
+  echo "setup: installing speechkit (editable) and its dependencies"
+  "$PY" -m pip install -q -e ".[dev]"
+fi

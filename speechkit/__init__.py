@@ -1,0 +1,31 @@
+"""speechkit: sequences of frames to text with recurrent networks trained by CTC.
+
+    from speechkit import build, load_checkpoint
+    decoder = build("decoder", "greedy", tokens=["<blank>", " ", "a", "b"])
+    pipeline = load_checkpoint("runs/asr_grid/…/checkpoints/best.pt")
+    pipeline.transcribe(["a.wav", "b.wav"])
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from speechkit.registry import build as _build
+from speechkit.registry import load_plugins, register
+
+
+def build(kind: str, name: str | None = None, /, **params):
+    """Build any registered plugin: ``build("decoder", "beam", tokens=…, beam_size=16)``."""
+    load_plugins()
+    return _build(kind, name, **params)
+
+
+def load_checkpoint(path, decoder=None, device: str = "cpu", batch_size: int = 16):
+    """A ready pipeline (frontend → … → decoder) from a checkpoint file alone."""
+    load_plugins()
+    from speechkit.checkpoint import load_checkpoint as _load
+
+    return _load(path, decoder=decoder, device=device, batch_size=batch_size)
+
+
+__all__ = ["__version__", "build", "load_checkpoint", "load_plugins", "register"]

@@ -1,0 +1,135 @@
+"""Checkpoints: everything needed to rebuild the pipeline (resolved config, vocabulary, weights)
+plus the trainer's state for resuming, written atomically and loaded without unpickling code.
+
+A checkpoint is a ``torch.save`` file of plain containers and tensors only, so it loads with
+``torch.load(weights_only=True)``: a file carrying pickled code is refused, not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from speechkit.registry import PluginError, registry
+
+log = logging.getLogger(__name__)
+
+FORMAT = "speechkit-checkpoint"
+FORMAT_VERSION = 1  # bump when the layout below changes incompatibly
+MODEL_KINDS = ("frontend", "augment", "encoder")  # stages whose weights live in the checkpoint
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file, the problem and the fix."""
+
+    def __init__(self, path: str | Path, problem: str, fix: str = "") -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {problem}" + (f" — {fix}" if fix else ""))
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    A crash at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint file; raise :class:`CheckpointError` saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file", "pass checkpoint=<run dir>/checkpoints/best.pt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            path,
+            f"refused: the file holds pickled objects that are not plain data ({str(e).splitlines()[0]})",
+            "only load checkpoints written by speechkit from sources you trust",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            path, f"truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            "use another checkpoint (checkpoints/last.pt or best.pt of the run)",
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(path, "not a speechkit checkpoint", "pass a file written by speechkit-train")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            path,
+            f"checkpoint format version {version} (written by speechkit {ckpt.get('speechkit_version')}), "
+            f"but this speechkit reads version {FORMAT_VERSION}",
+            "use the speechkit version that wrote it, or retrain",
+        )
+    cfg = ckpt.get("config", {})
+    for kind in MODEL_KINDS:
+        name = (cfg.get(kind) or {}).get("name")
+        try:
+            registry(kind).get(name)
+        except PluginError:
+            raise CheckpointError(
+                path,
+                f"built with {kind} plugin {name!r}, which is not installed here "
+                f"(installed: {', '.join(registry(kind).names())})",
+                "install the package that provides it",
+            ) from None
+    return ckpt
+
+
+def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>"):
+    """(model, tokenizer, config) rebuilt from a validated checkpoint dict."""
+    from speechkit.data.tokenizer import CharTokenizer  # noqa: F401  (registers the tokenizer)
+    from speechkit.pipeline import CTCModel, _params
+    from speechkit.registry import build
+
+    cfg = OmegaConf.create(ckpt["config"])
+    tokenizer = build("tokenizer", **_params(cfg.tokenizer), tokens=ckpt["tokens"])
+    model = CTCModel.from_config(cfg, len(tokenizer))
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            "its weights do not fit the model its config describes "
+            f"(missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'})",
+            "it was written by a different plugin version or set; retrain or use the matching speechkit",
+        )
+    return model, tokenizer, cfg
+
+
+def load_checkpoint(
+    path: str | Path, decoder: Any = None, device: str = "cpu", batch_size: int = 16
+):
+    """A ready :class:`~speechkit.pipeline.Pipeline` from a checkpoint file alone.
+
+    ``decoder``: a config dict (``{"name": "beam", "beam_size": 16}``), a built decoder, or None
+    for the decoder the model was trained with.
+    """
+    from speechkit.pipeline import Pipeline, resolve_device
+
+    ckpt = read_checkpoint(path)
+    model, tokenizer, cfg = build_from_checkpoint(ckpt, path)
+    pipe = Pipeline(model, tokenizer, cfg, device=resolve_device(device), batch_size=batch_size)
+    if decoder is not None:
+        pipe.set_decoder(decoder)
+    return pipe

@@ -1,0 +1,127 @@
+"""A manifest as a torch Dataset, and the one collate function every modality shares."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from speechkit.data.errors import DataError
+from speechkit.data.manifest import Example
+from speechkit.data.tokenizer import CharTokenizer, UnknownSymbolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    index: int
+    raw: Tensor  # time-first: audio (samples,), image (width, height), video (frames, C, H, W)
+    target: Tensor | None  # token ids (L,), None when transcribing
+
+
+@dataclass
+class Skipped:
+    index: int
+    where: str  # manifest:line
+    reason: str
+
+
+@dataclass
+class Batch:
+    x: Tensor  # (B, N, ...) raw inputs padded along dim 1
+    lengths: Tensor  # (B,) valid size along dim 1
+    targets: Tensor  # (sum L,) concatenated token ids (empty when transcribing)
+    target_lengths: Tensor  # (B,)
+    indices: list[int]  # dataset index of each row
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.x.to(device, non_blocking=True),
+            self.lengths.to(device),
+            self.targets.to(device),
+            self.target_lengths.to(device),
+            self.indices,
+            self.skipped,
+        )
+
+
+class ManifestDataset(Dataset):
+    """Examples of a manifest, loaded by the frontend's ``load`` and tokenised.
+
+    ``on_error='raise'`` stops at the first bad example with an error naming its manifest line;
+    ``'skip'`` hands the problem to the collate function, which drops the example and reports
+    it in ``Batch.skipped`` so the trainer counts and logs it.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        load: Callable[[Path], Tensor],
+        tokenizer: CharTokenizer | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error={on_error!r}: use raise or skip")
+        self.examples = list(examples)
+        self.load = load
+        self.tokenizer = tokenizer
+        self.on_error = on_error
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Item | Skipped:
+        ex = self.examples[index]
+        try:
+            target = None
+            if self.tokenizer is not None and ex.text is not None:
+                try:
+                    target = torch.tensor(self.tokenizer.encode(ex.text), dtype=torch.long)
+                except UnknownSymbolError as e:
+                    raise DataError(ex.where, str(e)) from None
+            try:
+                raw = self.load(ex.path)
+            except DataError as e:
+                raise DataError(f"{ex.where}: {e.where}", e.problem, e.fix) from None
+            return Item(index, raw, target)
+        except DataError as e:
+            if self.on_error == "raise":
+                raise
+            return Skipped(index, ex.where, f"{e.problem}" + (f" ({e.where})" if e.where != ex.where else ""))
+
+
+def pad_time_first(raws: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Stack time-first tensors ``(N_i, ...)`` into ``(B, max N, ...)`` zero-padded, with lengths ``(B,)``."""
+    lengths = torch.tensor([r.shape[0] for r in raws], dtype=torch.long)
+    shape = (len(raws), int(lengths.max()) if len(raws) else 0, *raws[0].shape[1:]) if raws else (0, 0)
+    x = raws[0].new_zeros(shape) if raws else torch.zeros(shape)
+    for i, r in enumerate(raws):
+        x[i, : r.shape[0]] = r
+    return x, lengths
+
+
+def collate(items: Sequence[Item | Skipped]) -> Batch:
+    good = [it for it in items if isinstance(it, Item)]
+    skipped = [it for it in items if isinstance(it, Skipped)]
+    if not good:
+        return Batch(torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                     torch.zeros(0, dtype=torch.long), [], skipped)
+    x, lengths = pad_time_first([it.raw for it in good])
+    targets = [it.target for it in good if it.target is not None]
+    if len(targets) == len(good):
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        flat = torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long)
+    else:
+        target_lengths = torch.zeros(len(good), dtype=torch.long)
+        flat = torch.zeros(0, dtype=torch.long)
+    return Batch(x, lengths, flat, target_lengths, [it.index for it in good], skipped)

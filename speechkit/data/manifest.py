@@ -1,0 +1,104 @@
+"""Manifests: JSON lines, one example a line (NeMo-compatible for audio).
+
+``{"audio_filepath": "wav/0001.wav", "duration": 1.93, "text": "bin blue at c five please"}``;
+images use ``image_filepath``, videos ``video_filepath``. Relative paths are relative to the
+manifest's own folder. Every unusable line is reported with the manifest's name and line number.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from speechkit.data.errors import DataError
+
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path  # the media file, absolute or relative to the working directory
+    text: str | None  # None where the manifest has no transcript (transcription only)
+    manifest: Path
+    line: int  # 1-based line number in the manifest
+    duration: float | None = None  # seconds, where the manifest says
+    fields: tuple[tuple[str, object], ...] = ()  # the line's other fields (speaker, fps, …)
+
+    @property
+    def where(self) -> str:
+        return f"{self.manifest}:{self.line}"
+
+
+class ManifestError(DataError):
+    """One or more lines of a manifest cannot be used; ``problems`` lists them all."""
+
+    def __init__(self, manifest: Path, problems: list[tuple[int, str]]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {manifest}:{line}: {msg}" for line, msg in problems[:MAX_ERRORS_SHOWN])
+        more = len(problems) - MAX_ERRORS_SHOWN
+        if more > 0:
+            shown += f"\n  … and {more} more"
+        super().__init__(
+            manifest,
+            f"{len(problems)} unusable line(s):\n{shown}\n",
+            "fix or remove these lines (speechkit-validate lists every problem)",
+        )
+
+
+def read_manifest(path: str | Path, modality: str = "audio", require_text: bool = True) -> list[Example]:
+    """Read every example of a JSON-lines manifest whose media key is ``{modality}_filepath``.
+
+    Raises :class:`ManifestError` naming every bad line (not JSON, not an object, missing or
+    wrongly typed key, empty transcript) — nothing is dropped silently.
+    """
+    path = Path(path)
+    key = f"{modality}_filepath"
+    if not path.is_file():
+        raise DataError(path, "manifest not found", "check data.*_manifest, or run the recipe's prepare.py")
+    root = path.parent
+    examples: list[Example] = []
+    problems: list[tuple[int, str]] = []
+    try:
+        raw_lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(path, f"not UTF-8 text ({e})", "write the manifest as UTF-8 JSON lines") from None
+    for n, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            item = json.loads(raw)
+        except json.JSONDecodeError as e:
+            problems.append((n, f"not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"))
+            continue
+        if not isinstance(item, dict):
+            problems.append((n, f"expected a JSON object, got {type(item).__name__}"))
+            continue
+        media = item.get(key)
+        if not isinstance(media, str) or not media:
+            others = [k for k in item if k.endswith("_filepath")]
+            hint = f" (it has {', '.join(others)}: is this a manifest for another modality?)" if others else ""
+            problems.append((n, f"no {key!r} string{hint}"))
+            continue
+        text = item.get("text")
+        if require_text or text is not None:
+            if not isinstance(text, str):
+                problems.append((n, f"'text' must be a string, got {type(text).__name__}"))
+                continue
+            if not text.strip():
+                problems.append((n, "empty transcript; CTC needs at least one label"))
+                continue
+        duration = item.get("duration")
+        if duration is not None and (not isinstance(duration, int | float) or duration < 0):
+            problems.append((n, f"'duration' must be a non-negative number, got {duration!r}"))
+            continue
+        media_path = Path(media)
+        if not media_path.is_absolute():
+            media_path = root / media_path
+        rest = tuple((k, v) for k, v in item.items() if k not in (key, "text", "duration"))
+        examples.append(Example(media_path, text, path, n, duration, rest))
+    if problems:
+        raise ManifestError(path, problems)
+    if not examples:
+        raise DataError(path, "manifest has no examples", "point data.*_manifest at a non-empty manifest")
+    return examples

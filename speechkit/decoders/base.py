@@ -1,0 +1,74 @@
+"""What every decoder returns, and the helpers that turn token paths into text and word times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+BLANK = 0  # CTC blank id, everywhere in speechkit
+
+
+@dataclass
+class Hypothesis:
+    """One decoded label sequence.
+
+    ``score`` is the log-probability the search assigns (for ``greedy`` the best path's,
+    for ``beam`` without an LM the CTC log-probability of the label sequence).
+    ``token_frames[i]`` is the frame where token ``i`` is first emitted.
+    ``words`` holds ``(word, start_s, end_s)``; with no frame rate known, times are in frames.
+    """
+
+    text: str
+    score: float
+    tokens: list[int] = field(default_factory=list)
+    token_frames: list[int] = field(default_factory=list)
+    words: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def word_spans(
+    tokens: list[int],
+    frames: list[int],
+    symbols: list[str],
+    frame_shift_s: float | None,
+    end_frames: list[int] | None = None,
+    space: str = " ",
+) -> list[tuple[str, float, float]]:
+    """Group tokens into words at ``space`` tokens: ``(word, start, end)`` in seconds (or frames).
+
+    A word starts at the frame its first token is emitted and ends after the frame of its last
+    token (``end_frames[i]`` when given: the last frame token ``i`` stays non-blank).
+    """
+    scale = frame_shift_s if frame_shift_s else 1.0
+    words: list[tuple[str, float, float]] = []
+    chars: list[str] = []
+    start = end = 0
+    for i, (tok, fr) in enumerate(zip(tokens, frames)):
+        sym = symbols[tok]
+        if sym == space:
+            if chars:
+                words.append(("".join(chars), start * scale, end * scale))
+                chars = []
+            continue
+        if not chars:
+            start = fr
+        chars.append(sym)
+        end = (end_frames[i] if end_frames is not None else fr) + 1
+    if chars:
+        words.append(("".join(chars), start * scale, end * scale))
+    return words
+
+
+class Decoder:
+    """Base of decoder plugins: ``decoder(log_probs (B, T, V), lengths (B,))`` → n-best lists.
+
+    Context every decoder takes: ``tokens`` (symbol of each id, id 0 the blank) and
+    ``frame_shift_s`` (seconds per log-prob frame, after the encoder's subsampling).
+    """
+
+    def __init__(self, tokens: list[str], frame_shift_s: float | None = None) -> None:
+        self.tokens = list(tokens)
+        self.frame_shift_s = frame_shift_s
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
+        raise NotImplementedError

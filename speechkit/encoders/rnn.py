@@ -1,0 +1,115 @@
+"""Recurrent encoders: stacks of LSTM/GRU layers over packed sequences, with optional subsampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from speechkit.registry import register
+
+
+class Subsample(nn.Module):
+    """Reduce the frame rate by ``factor``: ``stack`` concatenates neighbouring frames,
+    ``conv`` uses a strided 1-D convolution. ``(B, T, F)`` → ``(B, ceil(T / factor), F')``.
+    """
+
+    def __init__(self, input_size: int, factor: int, mode: str = "stack") -> None:
+        super().__init__()
+        if mode not in ("stack", "conv"):
+            raise ValueError(f"subsampling mode {mode!r} is not one of: stack, conv")
+        self.factor, self.mode = factor, mode
+        if mode == "conv" and factor > 1:
+            self.conv = nn.Conv1d(input_size, input_size, kernel_size=factor, stride=factor)
+            self.output_dim = input_size
+        else:
+            self.output_dim = input_size * factor
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.factor == 1:
+            return x, lengths
+        B, T, F = x.shape
+        pad = (-T) % self.factor
+        valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
+        x = nn.functional.pad(x * valid[..., None], (0, 0, 0, pad))  # padding frames become zeros
+        if self.mode == "stack":
+            x = x.reshape(B, (T + pad) // self.factor, F * self.factor)
+        else:
+            x = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return x, self.output_lengths(lengths)
+
+
+@dataclass
+class RNNConfig:
+    hidden_size: int = 256  # units per direction
+    num_layers: int = 3
+    dropout: float = 0.1  # between layers
+    subsample: int = 1  # time reduction factor before the recurrence (1 = none)
+    subsample_mode: str = "stack"  # stack | conv
+
+
+class _TorchRNN(nn.Module):
+    """A stack of torch's fused RNN layers (cuDNN on GPU) over packed sequences."""
+
+    rnn_cls: type[nn.RNNBase] = nn.LSTM
+    bidirectional: bool = True
+
+    def __init__(self, cfg: RNNConfig, input_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode)
+        self.rnn = self.rnn_cls(
+            self.sub.output_dim,
+            cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            bidirectional=self.bidirectional,
+            batch_first=True,
+        )
+        self.output_dim = cfg.hidden_size * (2 if self.bidirectional else 1)
+        self.subsampling = cfg.subsample  # output frames per input frame: 1 / subsampling
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return self.sub.output_lengths(lengths)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, T, F)``, ``(B,)`` → ``(B, T', H)``, ``(B,)`` with ``T' = ceil(T / subsample)``."""
+        x, lengths = self.sub(x, lengths)
+        T = x.shape[1]
+        packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        y, _ = self.rnn(packed)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=T)
+        return y, lengths
+
+
+@register("encoder", "blstm", RNNConfig)
+class BLSTM(_TorchRNN):
+    """Bidirectional LSTM stack (torch's fused kernels)."""
+
+    rnn_cls, bidirectional = nn.LSTM, True
+
+
+@register("encoder", "lstm", RNNConfig)
+class LSTM(_TorchRNN):
+    """Unidirectional LSTM stack (torch's fused kernels)."""
+
+    rnn_cls, bidirectional = nn.LSTM, False
+
+
+@register("encoder", "bgru", RNNConfig)
+class BGRU(_TorchRNN):
+    """Bidirectional GRU stack (torch's fused kernels)."""
+
+    rnn_cls, bidirectional = nn.GRU, True
+
+
+@register("encoder", "gru", RNNConfig)
+class GRU(_TorchRNN):
+    """Unidirectional GRU stack (torch's fused kernels)."""
+
+    rnn_cls, bidirectional = nn.GRU, False

@@ -1,0 +1,108 @@
+"""Pure feature functions on batched tensors: framing, spectra, deltas, masked normalisation.
+
+Stateless, and computed on the device of the input, like ``torchaudio.functional``; the
+plugins in :mod:`speechkit.frontends.audio` hold the configuration and buffers and call
+these. Features are ``(B, T, F)`` with time on dim 1, and ``lengths`` ``(B,)`` counts the
+valid frames (or samples) of each row; frames past a row's length are zero.
+
+Framing follows Kaldi's ``snip_edges=true``: frame ``t`` covers samples
+``[t * hop, t * hop + win)``, so ``N`` samples give ``T = 1 + (N - win) // hop`` frames
+(0 when ``N < win``). No frame reads past the end of its utterance, so an utterance's
+features inside a padded batch equal its features computed alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+from torch.nn import functional as F
+
+DELTA_WIDTH = 2  # frames on each side of the delta regression window (5 frames in all)
+
+
+def num_frames(lengths: Tensor, win_length: int, hop_length: int) -> Tensor:
+    """Frames of ``lengths`` ``(B,)`` samples: ``1 + (N - win) // hop``, 0 when ``N < win``."""
+    frames = torch.div(lengths - win_length, hop_length, rounding_mode="floor") + 1
+    return frames.clamp_min(0)
+
+
+def lengths_mask(lengths: Tensor, size: int) -> Tensor:
+    """``(B, size)`` bool, true at the valid positions ``t < lengths[b]``."""
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
+def mask_padding(x: Tensor, lengths: Tensor) -> Tensor:
+    """Zero ``x`` ``(B, T, ...)`` at every ``t >= lengths[b]``: padding never carries data."""
+    mask = lengths_mask(lengths.to(x.device), x.shape[1])
+    return x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
+
+
+def power_spectrogram(x: Tensor, window: Tensor, n_fft: int, hop_length: int, power: float = 2.0) -> Tensor:
+    """``|STFT|^power`` of waveforms ``(B, N)`` → ``(B, T, n_fft // 2 + 1)``, snip-edges framing.
+
+    Each frame is ``win = len(window)`` samples times ``window``, zero-padded to ``n_fft``
+    points. ``power`` 2 gives power (amplitude² per bin, unnormalised DFT), 1 magnitude.
+    """
+    win = window.numel()
+    # torch.stft centres a short window inside its n_fft-sample frame; padding by that offset
+    # makes frame t's window cover samples [t * hop, t * hop + win) of the signal.
+    left = (n_fft - win) // 2
+    right = n_fft - win - left + max(0, win - x.shape[-1])  # at least one frame for tiny batches
+    x = F.pad(x, (left, right))
+    spec = AF.spectrogram(
+        x,
+        pad=0,
+        window=window,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win,
+        power=power,
+        normalized=False,
+        center=False,
+    )
+    return spec.transpose(1, 2)  # (B, freq, T) → (B, T, freq)
+
+
+def log_floored(x: Tensor, floor: float) -> Tensor:
+    """``log(max(x, floor))``, elementwise: natural log of energies with a floor."""
+    return x.clamp_min(floor).log()
+
+
+def deltas(x: Tensor, lengths: Tensor, width: int = DELTA_WIDTH) -> Tensor:
+    """Regression deltas of features ``(B, T, F)`` along time, exact per utterance.
+
+    ``d_t = Σ_{n=1..W} n (c_{t+n} − c_{t−n}) / (2 Σ_{n=1..W} n²)`` (HTK, Kaldi), with ``c``
+    clamped to each utterance's first and last *valid* frame, so the result does not depend
+    on padding. Same as ``librosa.feature.delta(width=2W+1, order=1, mode="nearest")``.
+    """
+    B, T, Fdim = x.shape
+    t = torch.arange(T, device=x.device)
+    last = (lengths.to(x.device) - 1).clamp_min(0)[:, None]  # (B, 1) index of the last valid frame
+    out = torch.zeros_like(x)
+    for n in range(1, width + 1):
+        ahead = torch.minimum((t + n).expand(B, T), last)
+        behind = torch.minimum((t - n).clamp_min(0).expand(B, T), last)
+        ahead_x = x.gather(1, ahead[..., None].expand(B, T, Fdim))
+        behind_x = x.gather(1, behind[..., None].expand(B, T, Fdim))
+        out = out + n * (ahead_x - behind_x)
+    out = out / (2 * sum(n * n for n in range(1, width + 1)))
+    return mask_padding(out, lengths)
+
+
+def masked_mean_std(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (population) standard deviation ``(B, F)`` of ``x`` ``(B, T, F)`` over valid frames."""
+    mask = lengths_mask(lengths.to(x.device), x.shape[1])[..., None].to(x.dtype)
+    count = lengths.to(x.device).clamp_min(1)[:, None].to(x.dtype)
+    mean = (x * mask).sum(1) / count
+    var = (((x - mean[:, None]) * mask) ** 2).sum(1) / count
+    return mean, var.sqrt()
+
+
+def normalize(x: Tensor, lengths: Tensor, mean: Tensor, std: Tensor, eps: float = 1e-5) -> Tensor:
+    """``(x - mean) / max(std, eps)`` for ``x`` ``(B, T, F)``, ``mean``/``std`` ``(B, F)`` or ``(F,)``;
+    padding stays zero."""
+    if mean.dim() == 1:
+        mean, std = mean[None], std[None]
+    y = (x - mean[:, None]) / std.clamp_min(eps)[:, None]
+    return mask_padding(y, lengths)

@@ -1,0 +1,37 @@
+"""Word and character error rates from Levenshtein distances."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def edit_distance(ref: Sequence, hyp: Sequence) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
+    if len(ref) < len(hyp):
+        ref, hyp = hyp, ref
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, start=1):
+        cur = [i]
+        for j, h in enumerate(hyp, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1]
+
+
+def error_counts(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, int]:
+    """Word and character edits and reference lengths, summed over utterances."""
+    out = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0}
+    for r, h in zip(refs, hyps, strict=True):
+        rw, hw = r.split(), h.split()
+        out["word_errors"] += edit_distance(rw, hw)
+        out["words"] += len(rw)
+        rc, hc = " ".join(rw), " ".join(hw)
+        out["char_errors"] += edit_distance(rc, hc)
+        out["chars"] += len(rc)
+    return out
+
+
+def wer_cer(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
+    """Corpus WER and CER as fractions (0.05 = 5 %)."""
+    c = error_counts(refs, hyps)
+    return c["word_errors"] / max(c["words"], 1), c["char_errors"] / max(c["chars"], 1)

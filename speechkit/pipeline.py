@@ -1,0 +1,133 @@
+"""The model (frontend → augment → encoder → head) and the inference pipeline around it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from speechkit.data.dataset import ManifestDataset, collate
+from speechkit.data.manifest import Example
+from speechkit.data.tokenizer import CharTokenizer
+from speechkit.decoders.base import Hypothesis
+from speechkit.registry import build
+
+log = logging.getLogger(__name__)
+
+
+def _params(node: Any) -> dict[str, Any]:
+    """A config node (DictConfig, dict or dataclass) as a plain dict of plugin parameters."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    if isinstance(node, dict):
+        return dict(node)
+    return OmegaConf.to_container(OmegaConf.structured(node), resolve=True)  # type: ignore[return-value]
+
+
+class CTCModel(nn.Module):
+    """frontend → augment (training only) → encoder → linear head → log-probs ``(B, T', V)``."""
+
+    def __init__(self, frontend: nn.Module, augment: nn.Module, encoder: nn.Module, vocab_size: int) -> None:
+        super().__init__()
+        self.frontend, self.augment, self.encoder = frontend, augment, encoder
+        self.head = nn.Linear(encoder.output_dim, vocab_size)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | dict, vocab_size: int) -> CTCModel:
+        frontend = build("frontend", **_params(cfg["frontend"]))
+        augment = build("augment", **_params(cfg["augment"]))
+        encoder = build("encoder", **_params(cfg["encoder"]), input_size=frontend.output_dim)
+        return cls(frontend, augment, encoder, vocab_size)
+
+    @property
+    def frame_shift_s(self) -> float | None:
+        """Seconds per output frame (frontend hop × encoder subsampling), None for images."""
+        shift = getattr(self.frontend, "frame_shift_s", None)
+        return None if shift is None else shift * getattr(self.encoder, "subsampling", 1)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``."""
+        feats, lengths = self.frontend(x, lengths)
+        if self.training:
+            feats, lengths = self.augment(feats, lengths)
+        hidden, lengths = self.encoder(feats, lengths)
+        return self.head(hidden).log_softmax(dim=-1), lengths
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; use cpu or auto")
+    return torch.device(name)
+
+
+class Pipeline:
+    """A trained model with its tokenizer and a decoder: files in, text out.
+
+    ``load_checkpoint(path)`` returns one; ``transcribe(files)`` gives their text,
+    ``decode(files)`` their n-best lists of :class:`Hypothesis` with word times.
+    """
+
+    def __init__(
+        self,
+        model: CTCModel,
+        tokenizer: CharTokenizer,
+        config: DictConfig,
+        decoder: Any = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+    ) -> None:
+        self.device = torch.device(device) if not isinstance(device, torch.device) else device
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.batch_size = batch_size
+        self.decoder = decoder if decoder is not None else self.build_decoder(config.get("decoder") or {"name": "greedy"})
+
+    def build_decoder(self, node: Any) -> Any:
+        return build("decoder", **_params(node), tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s)
+
+    def set_decoder(self, node: Any) -> None:
+        """Swap the decoder: a config node/dict with a ``name``, or a built decoder."""
+        self.decoder = self.build_decoder(node) if isinstance(node, dict | DictConfig) else node
+
+    @torch.no_grad()
+    def log_probs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model(x.to(self.device), lengths.to(self.device))
+
+    def decode_batches(self, dataset: ManifestDataset, num_workers: int = 0, progress: bool = False):
+        """Yield ``(batch, n-best lists)`` for every batch of ``dataset``, in order."""
+        from tqdm import tqdm
+
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+        )
+        for batch in tqdm(loader, desc="decode", unit="batch", disable=not progress, mininterval=2.0):
+            if len(batch) == 0:
+                yield batch, []
+                continue
+            lp, lengths = self.log_probs(batch.x, batch.lengths)
+            yield batch, self.decoder(lp.float(), lengths)
+
+    def decode(self, files: Sequence[str | Path]) -> list[list[Hypothesis]]:
+        """n-best hypotheses (with word times) for each file, in order."""
+        examples = [Example(Path(f), None, Path("<input>"), i + 1) for i, f in enumerate(files)]
+        dataset = ManifestDataset(examples, self.model.frontend.load, None)
+        out: list[list[Hypothesis]] = []
+        for _, hyps in self.decode_batches(dataset):
+            out.extend(hyps)
+        return out
+
+    def transcribe(self, files: Sequence[str | Path]) -> list[str]:
+        """The best hypothesis's text for each file, in order."""
+        return [nbest[0].text if nbest else "" for nbest in self.decode(files)]

@@ -1,0 +1,240 @@
+"""Plugin registry: one :class:`Registry` per stage kind, bound to Hydra's ConfigStore.
+
+A plugin is a class plus a dataclass of its parameters::
+
+    @dataclass
+    class MyConfig:
+        n_bins: int = 40
+
+    @register("frontend", "my_frontend", MyConfig)
+    class MyFrontend(torch.nn.Module):
+        def __init__(self, cfg: MyConfig, **context): ...
+
+Registering stores the class here and the dataclass (plus a ``name`` field holding the
+plugin's name) in Hydra's ConfigStore under the kind's group, so
+``frontend=my_frontend frontend.n_bins=64`` is type-checked and a misspelt key is an error.
+
+Plugins from other packages are found through the entry-point group ``speechkit.plugins``:
+each entry point names a module (or a callable) whose import registers its plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "speechkit.plugins"
+
+#: Stage kinds and the Hydra config group each one is stored under.
+KINDS: dict[str, str] = {
+    "frontend": "frontend",
+    "augment": "augment",
+    "encoder": "encoder",
+    "loss": "loss",
+    "decoder": "decoder",
+    "lm": "lm",
+    "tokenizer": "tokenizer",
+}
+
+#: Further groups a kind's configs are stored under: an LM is chosen inside the beam
+#: decoder's config (``decoder.lm=ngram decoder.lm.path=…``) as well as on its own (``lm=…``).
+EXTRA_GROUPS: dict[str, tuple[str, ...]] = {"lm": ("decoder/lm",)}
+
+#: Built-in modules whose import registers speechkit's own plugins.
+BUILTIN_MODULES = (
+    "speechkit.frontends",
+    "speechkit.augment",
+    "speechkit.encoders",
+    "speechkit.losses",
+    "speechkit.decoders",
+    "speechkit.lm",
+    "speechkit.data.tokenizer",
+)
+
+
+class PluginError(LookupError):
+    """An unknown plugin name, an unknown parameter, or a plugin that cannot be registered."""
+
+
+@dataclass
+class Plugin:
+    kind: str
+    name: str
+    cls: type
+    config: type  # the plugin's own parameter dataclass
+    node: type  # the dataclass stored in Hydra's ConfigStore (config + ``name``)
+    module: str = ""
+
+    def parameters(self) -> list[tuple[str, str, Any]]:
+        """(name, type, default) of every parameter, in declaration order."""
+        out = []
+        for f in dataclasses.fields(self.config):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = "???"
+            tname = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            out.append((f.name, tname, default))
+        return out
+
+
+@dataclass
+class Registry:
+    """The plugins of one stage kind, by name."""
+
+    kind: str
+    group: str
+    plugins: dict[str, Plugin] = field(default_factory=dict)
+
+    def add(self, name: str, cls: type, config: type) -> Plugin:
+        if not dataclasses.is_dataclass(config):
+            raise PluginError(f"{self.kind} plugin {name!r}: its config {config!r} is not a dataclass")
+        if "name" in {f.name for f in dataclasses.fields(config)}:
+            raise PluginError(
+                f"{self.kind} plugin {name!r}: 'name' is reserved for the plugin's name; "
+                f"rename that field of {config.__name__}"
+            )
+        old = self.plugins.get(name)
+        if old is not None and (old.cls.__module__, old.cls.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise PluginError(
+                f"{self.kind} plugin {name!r} is registered twice: by "
+                f"{old.cls.__module__}.{old.cls.__qualname__} and {cls.__module__}.{cls.__qualname__}"
+            )
+        node = dataclasses.make_dataclass(
+            config.__name__,
+            [("name", str, field(default=name))],
+            bases=(config,),
+        )
+        node.__module__ = config.__module__
+        plugin = Plugin(self.kind, name, cls, config, node, cls.__module__)
+        self.plugins[name] = plugin
+        for group in (self.group, *EXTRA_GROUPS.get(self.kind, ())):
+            _store(group, name, node)
+        return plugin
+
+    def get(self, name: str) -> Plugin:
+        load_plugins()
+        try:
+            return self.plugins[name]
+        except KeyError:
+            raise PluginError(
+                f"unknown {self.kind} plugin {name!r}; valid choices: {', '.join(sorted(self.plugins))}"
+            ) from None
+
+    def names(self) -> list[str]:
+        load_plugins()
+        return sorted(self.plugins)
+
+
+REGISTRIES: dict[str, Registry] = {kind: Registry(kind, group) for kind, group in KINDS.items()}
+
+
+def registry(kind: str) -> Registry:
+    try:
+        return REGISTRIES[kind]
+    except KeyError:
+        raise PluginError(f"unknown plugin kind {kind!r}; valid kinds: {', '.join(REGISTRIES)}") from None
+
+
+def register(kind: str, name: str, config: type) -> Callable[[type], type]:
+    """Class decorator: register ``cls`` as the ``kind`` plugin ``name`` with parameters ``config``."""
+
+    def wrap(cls: type) -> type:
+        registry(kind).add(name, cls, config)
+        cls.Config = config  # type: ignore[attr-defined]
+        cls.plugin_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def _store(group: str, name: str, node: type) -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group=group, name=name, node=node)
+
+
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the built-in plugins, then every entry point of the group ``speechkit.plugins``."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if callable(obj) and not inspect.ismodule(obj) and not inspect.isclass(obj):
+                obj()
+        except Exception as e:  # a broken third-party plugin must say which one it is
+            raise PluginError(
+                f"the plugin entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP}) "
+                f"failed to load: {type(e).__name__}: {e}. Fix or uninstall that package."
+            ) from e
+        log.debug("loaded plugin entry point %s = %s", ep.name, ep.value)
+
+
+def split_params(plugin: Plugin, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Split ``params`` into the plugin's config dataclass and the context its ``__init__`` takes."""
+    fields = {f.name for f in dataclasses.fields(plugin.config)}
+    sig = inspect.signature(plugin.cls.__init__)
+    context_names = [p for p in list(sig.parameters)[2:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    cfg_params = {k: v for k, v in params.items() if k in fields}
+    context = {k: v for k, v in params.items() if k not in fields and k != "name"}
+    unknown = [k for k in context if k not in context_names and not takes_any]
+    if unknown:
+        raise PluginError(
+            f"{plugin.kind} plugin {plugin.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"valid parameters: {', '.join(sorted(fields))}"
+            + (f"; context arguments: {', '.join(context_names)}" if context_names else "")
+        )
+    return plugin.config(**cfg_params), context
+
+
+def build(kind: str, name: str | None = None, /, **params: Any) -> Any:
+    """Build the ``kind`` plugin ``name`` from the same parameters its config takes.
+
+    ``params`` may also hold context the plugin needs besides its config (an encoder's
+    ``input_size``, a decoder's ``tokens``). ``name`` may instead come from ``params['name']``,
+    so that a config node (``cfg.frontend``) can be passed as ``build("frontend", **cfg.frontend)``.
+    """
+    name = name if name is not None else params.get("name")
+    if name is None:
+        raise PluginError(f"build({kind!r}): no plugin name given")
+    plugin = registry(kind).get(name)
+    cfg, context = split_params(plugin, params)
+    return plugin.cls(cfg, **context)
+
+
+def describe() -> str:
+    """Every registered plugin by kind, with its parameters and defaults (for ``speechkit-plugins``)."""
+    load_plugins()
+    lines = []
+    for kind, reg in REGISTRIES.items():
+        lines.append(f"{kind}:")
+        if not reg.plugins:
+            lines.append("  (none)")
+        for name in sorted(reg.plugins):
+            p = reg.plugins[name]
+            doc = (inspect.getdoc(p.cls) or "").split("\n")[0]
+            lines.append(f"  {name:<16} {p.module}.{p.cls.__name__}" + (f"  — {doc}" if doc else ""))
+            for pname, ptype, default in p.parameters():
+                lines.append(f"      {pname}: {ptype} = {default!r}")
+    return "\n".join(lines)

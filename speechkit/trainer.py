@@ -1,0 +1,422 @@
+"""The training loop: AdamW with warm-up and cosine decay, clipping, mixed precision on GPU,
+dev WER every epoch, atomic checkpoints, and resume that continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+import speechkit
+from speechkit.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, read_checkpoint, save_checkpoint
+from speechkit.data.dataset import Batch, ManifestDataset, collate
+from speechkit.data.tokenizer import CharTokenizer
+from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
+from speechkit.metrics import error_counts
+from speechkit.pipeline import CTCModel, resolve_device
+from speechkit.registry import build
+
+log = logging.getLogger(__name__)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of indices in an order fixed by ``(seed, epoch)``, starting after ``skip`` batches.
+
+    Resuming mid-epoch rebuilds the same order and skips what was already trained on,
+    without loading those examples.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip: int = 0, shuffle: bool = True) -> None:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        self.batches = [order[i : i + batch_size] for i in range(0, n, batch_size)][skip:]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` as progress goes 0 → 1."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    cosine = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return warm * cosine
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    step_in_epoch: int = 0  # batches of the current epoch already trained on
+    train_seconds: float = 0.0
+    best_wer: float = float("inf")
+    evals_since_best: int = 0
+    nonfinite_in_row: int = 0
+    skipped_examples: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log interval
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["losses"] = [list(x) for x in self.losses]
+        return d
+
+
+class Trainer:
+    """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``."""
+
+    max_nonfinite_in_row = 20  # consecutive skipped updates before training stops
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.device = resolve_device(self.tcfg.device)
+        if self.tcfg.threads > 0:
+            torch.set_num_threads(self.tcfg.threads)
+        if self.tcfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(self.tcfg.seed)
+
+        from speechkit.data.manifest import read_manifest
+        from speechkit.registry import registry
+
+        frontend_cls = registry("frontend").get(cfg.frontend.name).cls
+        self.modality = frontend_cls.modality
+        if not cfg.data.train_manifest:
+            raise ValueError("data.train_manifest is not set: pass data.train_manifest=PATH or a recipe=NAME")
+        self.train_examples = read_manifest(cfg.data.train_manifest, self.modality)
+        self.dev_examples = read_manifest(cfg.data.dev_manifest, self.modality) if cfg.data.dev_manifest else []
+
+        self.state = TrainState()
+        resume_ckpt = self._find_resume() if self.tcfg.resume else None
+        tokens = resume_ckpt["tokens"] if resume_ckpt else None
+        self.tokenizer: CharTokenizer = build("tokenizer", **OmegaConf.to_container(cfg.tokenizer), tokens=tokens)
+        if tokens is None:
+            self.tokenizer.fit(ex.text for ex in self.train_examples)
+        log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), "".join(self.tokenizer.tokens[1:]))
+        self._check_vocabulary(self.dev_examples)
+
+        self.model = CTCModel.from_config(cfg, len(self.tokenizer)).to(self.device)
+        self.loss_fn = build("loss", **OmegaConf.to_container(cfg.loss))
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model: %s + %s + %s, %.2f M parameters, %s frames/s out",
+                 cfg.frontend.name, cfg.augment.name, cfg.encoder.name, n_params / 1e6,
+                 f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
+        )
+        self.autocast, self.scaler = self._precision()
+        self.train_set = ManifestDataset(self.train_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
+        self.dev_set = ManifestDataset(self.dev_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
+        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.data.batch_size)
+        self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
+        if resume_ckpt:
+            self._restore(resume_ckpt)
+        elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
+            self._global_stats()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _check_vocabulary(self, examples) -> None:
+        """Fail before training, not after the first epoch, on dev text the vocabulary cannot spell."""
+        from speechkit.data.errors import DataError
+        from speechkit.data.tokenizer import UnknownSymbolError
+
+        bad = []
+        for ex in examples:
+            try:
+                self.tokenizer.encode(ex.text)
+            except UnknownSymbolError as e:
+                bad.append(f"  {ex.where}: {', '.join(map(repr, e.symbols))} in {ex.text!r}")
+        if bad:
+            raise DataError(
+                examples[0].manifest,
+                f"{len(bad)} transcript(s) use characters the training transcripts never do:\n" + "\n".join(bad[:20]),
+                "add examples with them to the training data, or clean these transcripts",
+            )
+
+    def _precision(self):
+        p = self.tcfg.precision
+        if p not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"trainer.precision={p!r}: use auto, fp32, fp16 or bf16")
+        if self.device.type != "cuda" or p == "fp32":
+            return nullcontext, None
+        if p == "auto":
+            p = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        dtype = torch.bfloat16 if p == "bf16" else torch.float16
+        log.info("mixed precision: %s autocast", p)
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+    def _find_resume(self) -> dict[str, Any] | None:
+        last = self.ckpt_dir / "last.pt"
+        if not last.exists() and (self.ckpt_dir / "last.prev.pt").exists():
+            last = self.ckpt_dir / "last.prev.pt"  # killed between the two renames of save_last
+        if not last.exists():
+            log.warning("trainer.resume=true but %s does not exist: starting from scratch", last)
+            return None
+        try:
+            ckpt = read_checkpoint(last)
+        except CheckpointError as e:
+            prev = self.ckpt_dir / "last.prev.pt"
+            if not prev.exists():
+                raise
+            log.error("%s; falling back to the previous checkpoint %s", e, prev)
+            ckpt = read_checkpoint(prev)
+        log.info("resuming from %s (epoch %d, step %d)", last, ckpt["trainer"]["epoch"], ckpt["trainer"]["step"])
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        t = ckpt["trainer"]
+        self.optimizer.load_state_dict(t["optimizer"])
+        if self.scaler is not None and "scaler" in t:
+            self.scaler.load_state_dict(t["scaler"])
+        state = dict(t["state"])
+        state["losses"] = [tuple(x) for x in state["losses"]]
+        self.state = TrainState(**state)
+        set_rng_state(t["rng"])
+
+    @torch.no_grad()
+    def _global_stats(self) -> None:
+        loader = self._loader(self.train_set, EpochBatches(len(self.train_set), self.cfg.data.batch_size, self.tcfg.seed, -1))
+        n = self.tcfg.global_stats_batches
+        for i, batch in enumerate(tqdm(loader, total=min(n, len(loader)), desc="global stats", mininterval=2.0)):
+            if i >= n:
+                break
+            if len(batch):
+                self.model.frontend.update_stats(batch.x.to(self.device), batch.lengths.to(self.device))
+
+    def _loader(self, dataset, batch_sampler) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
+            collate_fn=collate, pin_memory=self.device.type == "cuda",
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _payload(self, with_trainer: bool) -> dict[str, Any]:
+        model_state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        bad = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(f"refusing to write a checkpoint with non-finite weights in {', '.join(bad[:5])}")
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "speechkit_version": speechkit.__version__,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "tokens": list(self.tokenizer.tokens),
+            "model": model_state,
+            "metrics": dict(self.state.history[-1]) if self.state.history else {},
+        }
+        if with_trainer:
+            payload["trainer"] = {
+                "optimizer": self.optimizer.state_dict(),
+                "state": self.state.as_dict(),
+                "rng": rng_state(),
+            }
+            if self.scaler is not None:
+                payload["trainer"]["scaler"] = self.scaler.state_dict()
+        return payload
+
+    def save_last(self) -> None:
+        last = self.ckpt_dir / "last.pt"
+        if last.exists():  # keep the previous good one until the new one is safely down
+            last.replace(self.ckpt_dir / "last.prev.pt")
+        save_checkpoint(last, self._payload(with_trainer=True))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch) -> float | None:
+        """One optimiser step; returns the loss, or None when the update was skipped as non-finite."""
+        batch = batch.to(self.device)
+        progress = self.state.step / max(self.total_steps, 1)
+        if self.tcfg.max_minutes > 0:
+            progress = max(progress, self.state.train_seconds / (60 * self.tcfg.max_minutes))
+        lr = self.tcfg.lr * lr_factor(progress, self.state.step, self.tcfg.warmup_steps, self.tcfg.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast():
+            log_probs, lengths = self.model(batch.x, batch.lengths)
+        loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
+        if too_short:
+            log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
+                        "left out of the loss (check the data, or lower encoder.subsample)", self.state.step, too_short)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            self.state.nonfinite_in_row += 1
+            log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row)",
+                        self.state.step, float(loss), float(grad_norm), self.state.nonfinite_in_row)
+            if self.state.nonfinite_in_row >= self.max_nonfinite_in_row:
+                raise FloatingPointError(
+                    f"{self.state.nonfinite_in_row} non-finite losses in a row at step {self.state.step}: lower "
+                    "trainer.lr, check the data (speechkit-validate), or use trainer.precision=fp32"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            return None
+        self.state.nonfinite_in_row = 0
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.state.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Dev loss, WER and CER with greedy decoding."""
+        if not len(self.dev_set):
+            return {}
+        self.model.eval()
+        decoder = GreedyDecoder(GreedyConfig(), self.tokenizer.tokens, self.model.frame_shift_s)
+        loader = self._loader(self.dev_set, EpochBatches(len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False))
+        refs, hyps, losses = [], [], []
+        for batch in loader:
+            if not len(batch):
+                continue
+            batch = batch.to(self.device)
+            with self.autocast():
+                log_probs, lengths = self.model(batch.x, batch.lengths)
+            loss, _ = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
+            losses.append(float(loss))
+            hyps += [nbest[0].text for nbest in decoder(log_probs.float(), lengths)]
+            refs += [self.tokenizer.clean(self.dev_examples[i].text) for i in batch.indices]
+        self.model.train()
+        c = error_counts(refs, hyps)
+        return {
+            "dev_loss": float(np.mean(losses)) if losses else float("nan"),
+            "dev_wer": c["word_errors"] / max(c["words"], 1),
+            "dev_cer": c["char_errors"] / max(c["chars"], 1),
+        }
+
+    def fit(self) -> dict[str, float]:
+        """Train until max_epochs, max_steps, max_minutes or early stopping; return the last metrics."""
+        self.model.train()
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        s = self.state
+        stop = s.step >= self.total_steps
+        bs = self.cfg.data.batch_size
+        while not stop and s.epoch < self.tcfg.max_epochs:
+            sampler = EpochBatches(len(self.train_set), bs, self.tcfg.seed, s.epoch, skip=s.step_in_epoch)
+            bar = tqdm(self._loader(self.train_set, sampler), total=self.batches_per_epoch, initial=s.step_in_epoch,
+                       desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True)
+            epoch_losses: list[float] = []
+            interval: list[float] = []
+            skipped_before = s.skipped_examples
+            t0 = time.monotonic()
+            for batch in bar:
+                for sk in batch.skipped:
+                    s.skipped_examples += 1
+                    log.warning("skipped %s: %s", sk.where, sk.reason)
+                if len(batch):
+                    loss = self.train_step(batch)
+                    if loss is not None:
+                        epoch_losses.append(loss)
+                        interval.append(loss)
+                s.step_in_epoch += 1
+                now = time.monotonic()
+                s.train_seconds += now - t0
+                t0 = now
+                if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == self.batches_per_epoch):
+                    s.losses.append((s.step, float(np.mean(interval))))
+                    interval = []
+                bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}" if epoch_losses else "-",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
+                out_of_time = self.tcfg.max_minutes > 0 and s.train_seconds >= 60 * self.tcfg.max_minutes
+                if s.step >= self.total_steps or out_of_time:
+                    stop = True
+                    if out_of_time:
+                        log.info("training budget of %.1f minutes reached at step %d", self.tcfg.max_minutes, s.step)
+                    break
+                if self.tcfg.save_every_steps and s.step % self.tcfg.save_every_steps == 0:
+                    self.save_last()
+            bar.close()
+            if interval:
+                s.losses.append((s.step, float(np.mean(interval))))
+            epoch_done = s.step_in_epoch >= self.batches_per_epoch
+            if epoch_done:
+                s.epoch += 1
+                s.step_in_epoch = 0
+            if epoch_done or stop:
+                self._end_of_epoch(epoch_losses, s.skipped_examples - skipped_before, force_eval=stop)
+                if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
+                    log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
+                    stop = True
+        return s.history[-1] if s.history else {}
+
+    def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool) -> None:
+        s = self.state
+        row: dict[str, float] = {"epoch": s.epoch, "step": s.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                                 "minutes": s.train_seconds / 60}
+        if force_eval or s.epoch % self.tcfg.eval_every_epochs == 0:
+            row.update(self.evaluate())
+        s.history.append(row)
+        msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        log.info("epoch %d done: %s%s", s.epoch, msg, f"; {skipped} bad example(s) skipped" if skipped else "")
+        if "dev_wer" in row:
+            if row["dev_wer"] < s.best_wer:
+                s.best_wer, s.evals_since_best = row["dev_wer"], 0
+                save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
+                log.info("new best dev WER %.4f: wrote %s", row["dev_wer"], self.ckpt_dir / "best.pt")
+            else:
+                s.evals_since_best += 1
+        elif not (self.ckpt_dir / "best.pt").exists() or not self.dev_examples:
+            save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
+        self.save_last()
+        from speechkit.plots import plot_training
+
+        try:
+            plot_training(s.losses, s.history, self.run_dir / "training.png")
+        except Exception as e:  # a plot must never cost a training run
+            log.warning("could not draw training.png: %s", e)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the speech samples shipped in samples/grid, and small manifests made from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from speechkit.registry import load_plugins
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples" / "grid"
+
+load_plugins()
+torch.set_num_threads(2)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sample_rows(split: str, n: int | None = None) -> list[dict]:
+    """Rows of a samples/grid manifest with absolute paths, so they can be rewritten anywhere."""
+    rows = [json.loads(line) for line in (SAMPLES / f"{split}.jsonl").read_text().splitlines() if line.strip()]
+    for r in rows:
+        r["audio_filepath"] = str(SAMPLES / r["audio_filepath"])
+    return rows[:n] if n else rows
+
+
+@pytest.fixture
+def samples() -> Path:
+    return SAMPLES
