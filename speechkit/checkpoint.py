@@ -54,6 +54,30 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metrics: dict | None = None) -> dict[str, Any]:
+    """The part of a checkpoint that rebuilds the pipeline: resolved config, vocabulary, weights.
+
+    Raises ``FloatingPointError`` rather than write non-finite weights.
+    """
+    import speechkit
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise FloatingPointError(f"refusing to write a checkpoint with non-finite weights in {', '.join(bad[:5])}")
+    if not isinstance(config, dict):
+        config = OmegaConf.to_container(config, resolve=True)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "speechkit_version": speechkit.__version__,
+        "config": config,
+        "tokens": list(tokens),
+        "model": state,
+        "metrics": dict(metrics or {}),
+    }
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint file; raise :class:`CheckpointError` saying what is wrong."""
     path = Path(path)
@@ -106,7 +130,14 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
     cfg = OmegaConf.create(ckpt["config"])
     tokenizer = build("tokenizer", **_params(cfg.tokenizer), tokens=ckpt["tokens"])
     model = CTCModel.from_config(cfg, len(tokenizer))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # shapes differ
+        raise CheckpointError(
+            path,
+            f"its weights do not fit the model its config describes ({str(e).splitlines()[-1].strip()})",
+            "it was written by a different plugin version or set; retrain or use the matching speechkit",
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             path,

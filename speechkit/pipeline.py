@@ -54,9 +54,16 @@ class CTCModel(nn.Module):
         return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``."""
+        """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``.
+
+        An augment whose ``raw`` attribute is true (image or waveform augmentations) works on the
+        raw batch before the frontend; the others on features after it. Both only in training.
+        """
+        raw_augment = getattr(self.augment, "raw", False)
+        if self.training and raw_augment:
+            x, lengths = self.augment(x, lengths)
         feats, lengths = self.frontend(x, lengths)
-        if self.training:
+        if self.training and not raw_augment:
             feats, lengths = self.augment(feats, lengths)
         hidden, lengths = self.encoder(feats, lengths)
         return self.head(hidden).log_softmax(dim=-1), lengths

@@ -18,8 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import speechkit
-from speechkit.checkpoint import FORMAT, FORMAT_VERSION, CheckpointError, read_checkpoint, save_checkpoint
+from speechkit.checkpoint import CheckpointError, model_payload, read_checkpoint, save_checkpoint
 from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
@@ -238,19 +237,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
 
     def _payload(self, with_trainer: bool) -> dict[str, Any]:
-        model_state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        bad = [k for k, v in model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise FloatingPointError(f"refusing to write a checkpoint with non-finite weights in {', '.join(bad[:5])}")
-        payload = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "speechkit_version": speechkit.__version__,
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
-            "tokens": list(self.tokenizer.tokens),
-            "model": model_state,
-            "metrics": dict(self.state.history[-1]) if self.state.history else {},
-        }
+        payload = model_payload(self.cfg, self.tokenizer.tokens, self.model,
+                                self.state.history[-1] if self.state.history else {})
         if with_trainer:
             payload["trainer"] = {
                 "optimizer": self.optimizer.state_dict(),
