@@ -105,6 +105,8 @@ class Trainer:
     """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``."""
 
     max_nonfinite_in_row = 20  # consecutive skipped updates before training stops
+    plot_every_s = 60.0  # seconds between redraws of training.png
+    _last_plot = -float("inf")
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -114,6 +116,7 @@ class Trainer:
         self.device = resolve_device(self.tcfg.device)
         if self.tcfg.threads > 0:
             torch.set_num_threads(self.tcfg.threads)
+        torch.set_flush_denormal(True)  # denormal gradients late in training slow CPU kernels many-fold
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(self.tcfg.seed)
@@ -381,6 +384,7 @@ class Trainer:
                 if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
                     log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
                     stop = True
+        self.plot(final=True)
         return s.history[-1] if s.history else {}
 
     def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool) -> None:
@@ -402,9 +406,17 @@ class Trainer:
         elif not (self.ckpt_dir / "best.pt").exists() or not self.dev_examples:
             save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
         self.save_last()
+        self.plot(final=force_eval)
+
+    def plot(self, final: bool = False) -> None:
+        """Redraw training.png; at most every ``plot_every_s`` seconds while training, always at the end."""
         from speechkit.plots import plot_training
 
+        now = time.monotonic()
+        if not final and now - self._last_plot < self.plot_every_s:
+            return
+        self._last_plot = now
         try:
-            plot_training(s.losses, s.history, self.run_dir / "training.png")
+            plot_training(self.state.losses, self.state.history, self.run_dir / "training.png")
         except Exception as e:  # a plot must never cost a training run
             log.warning("could not draw training.png: %s", e)

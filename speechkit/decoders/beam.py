@@ -25,11 +25,9 @@ on ``(batch, beam, tokens)`` tensors at once, so the same code runs on CPU and G
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,10 +35,12 @@ import torch
 from torch import Tensor
 
 from speechkit.decoders.base import BLANK, Decoder, Hypothesis, word_spans
-from speechkit.lm.base import LanguageModel
-from speechkit.registry import build, register
+from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
+from speechkit.decoders.lexicon import LexiconTrie, extend_hash
+from speechkit.registry import register
 
 log = logging.getLogger(__name__)
+
 
 NEG_INF = float("-inf")
 
@@ -59,234 +59,6 @@ class BeamConfig:
     space: str = " "  # the word separator token
     exact_scores: bool = True  # rescore the n-best by the full CTC sum (ctc_loss), then re-rank
     compile: bool = False  # torch.compile the frame step (fused kernels; compiles on first use)
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-_HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, well mixed
-
-
-def extend_hash(h: Tensor, c: Tensor) -> Tensor:
-    """Hash of a sequence extended by token ``c``: ``h · A + c + 1`` in wrapping 64-bit arithmetic.
-
-    Equal prefixes get equal hashes; distinct prefixes collide with probability about 2**-64.
-    """
-    return h * _HASH_MUL + (c + 1)
-
-
-def hash_sequences(seqs: list[list[int]]) -> Tensor:
-    """``(len(seqs),)`` hashes of token sequences, the same as repeated :func:`extend_hash` from 0."""
-    n, L = len(seqs), max((len(s) for s in seqs), default=0)
-    ids = torch.full((n, L), -1, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    h = torch.zeros(n, dtype=torch.long)
-    for j in range(L):
-        h = torch.where(ids[:, j] >= 0, extend_hash(h, ids[:, j]), h)
-    return h
-
-
-# --------------------------------------------------------------------------- lexicon
-
-
-class LexiconTrie:
-    """Prefix trie of allowed words over token ids, as tensors: ``child[node, token]`` (-1: none).
-
-    Node 0 is the root (no letters of the current word yet); ``is_word[node]`` marks complete
-    words. A hypothesis may add a letter only along an edge, and the separator only after a
-    complete word.
-    """
-
-    def __init__(self, words: list[list[int]], vocab_size: int, space_id: int = -1) -> None:
-        self.space_id = space_id
-        children: list[dict[int, int]] = [{}]
-        terminal = [False]
-        for w in words:
-            node = 0
-            for c in w:
-                nxt = children[node].get(c)
-                if nxt is None:
-                    nxt = children[node][c] = len(children)
-                    children.append({})
-                    terminal.append(False)
-                node = nxt
-            terminal[node] = node != 0
-        self.child = torch.full((len(children), vocab_size), -1, dtype=torch.long)
-        for node, ch in enumerate(children):
-            for c, nxt in ch.items():
-                self.child[node, c] = nxt
-        self.is_word = torch.tensor(terminal, dtype=torch.bool)
-        self.num_words = sum(terminal)
-
-    @classmethod
-    def from_file(cls, path: str | Path, tokens: list[str], space: str = " ") -> LexiconTrie:
-        """Words from ``path`` (the first field of each line), spelt with ``tokens`` (one per character)."""
-        stoi = {t: i for i, t in enumerate(tokens) if i != BLANK}
-        words, skipped = [], []
-        with Path(path).open(encoding="utf-8") as f:
-            for line in f:
-                fields = line.split()
-                if not fields:
-                    continue
-                w = fields[0]
-                if all(ch in stoi and ch != space for ch in w):
-                    words.append([stoi[ch] for ch in w])
-                else:
-                    skipped.append(w)
-        if skipped:
-            log.warning(
-                "lexicon %s: %d words use characters outside the tokens, e.g. %r",
-                path,
-                len(skipped),
-                skipped[:3],
-            )
-        if not words:
-            raise ValueError(f"lexicon {path}: no word can be spelt with the decoder's tokens")
-        return cls(words, len(tokens), tokens.index(space) if space in tokens[1:] else -1)
-
-    def to(self, device: torch.device) -> LexiconTrie:
-        self.child, self.is_word = self.child.to(device), self.is_word.to(device)
-        # log-domain mask: 0 where a token may follow a node, -inf where not (the separator may
-        # follow a complete word only)
-        ok = self.child >= 0
-        if self.space_id > 0:
-            ok[:, self.space_id] = self.is_word
-        self._penalty = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG_INF)
-        return self
-
-    def penalty(self, node: Tensor, tok: Tensor) -> Tensor:
-        """``(B, K, M)``: 0 where hypothesis ``(b, k)`` at trie ``node`` may take token ``tok[b, m]``, else -inf."""
-        return torch.take(self._penalty, node[:, :, None] * self.child.shape[1] + tok[:, None, :])
-
-    def step(self, node: Tensor, c: Tensor, is_space: Tensor) -> Tensor:
-        """The trie node after appending token ``c`` (the root after the separator)."""
-        nxt = torch.take(self.child, node * self.child.shape[1] + c).clamp_(min=0)
-        return torch.where(is_space, 0, nxt)
-
-
-# --------------------------------------------------------------------------- fusion (LM + bonus)
-
-
-class Fusion:
-    """Scores added to the CTC log-probability: ``beta`` per completed word, no LM.
-
-    A fusion keeps per-hypothesis state (flattened to ``N = batch × beam``) and answers three
-    questions, all batched: what extending each hypothesis by each candidate token adds
-    (:meth:`extend`), how the state follows the chosen extensions (:meth:`advance`), and
-    what finishing each hypothesis adds (:meth:`finish`).
-    """
-
-    def __init__(self, beta: float, space_id: int) -> None:
-        self.beta, self.space_id = beta, space_id
-
-    def start(self, n: int, device: torch.device) -> Any:
-        return None
-
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor | None:
-        """``(B, K, M)`` score added by extending hypothesis ``(b, k)`` with token ``tok[b, m]`` (None: nothing)."""
-        if self.beta == 0.0:
-            return None
-        ends_word = (tok[:, None, :] == self.space_id) & in_word[:, :, None]
-        return ends_word * self.beta
-
-    def advance(
-        self, state: Any, parent: Tensor, tok: Tensor, is_ext: Tensor, in_word: Tensor, word_hash: Tensor
-    ) -> Any:
-        """State of the new hypotheses: parent ``parent`` (flat ``(N,)``) extended by ``tok`` where ``is_ext``.
-
-        ``in_word`` and ``word_hash`` are the *parent's* current-word flags and hashes.
-        """
-        return state
-
-    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
-        """``(B, K)`` score added when each hypothesis ends (its last word completes)."""
-        return in_word * self.beta
-
-
-class CharFusion(Fusion):
-    """A character LM: ``alpha · log P_lm(c | history) + beta`` for every token ``c`` emitted."""
-
-    def __init__(
-        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
-    ) -> None:
-        super().__init__(beta, space_id)
-        self.lm, self.alpha = lm, alpha
-        self.lm_ids = lm.index(tokens)  # (V,) LM unit of each decoder token
-
-    def start(self, n: int, device: torch.device) -> Any:
-        self.lm_ids = self.lm_ids.to(device)
-        return self.lm.start(n, device)
-
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
-        B, K = in_word.shape
-        ids = torch.take(self.lm_ids, tok)[:, None, :].expand(B, K, -1).reshape(B * K, -1)
-        return self.alpha * self.lm.logprobs(state, ids).view(B, K, -1) + self.beta
-
-    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
-        state = self.lm.select(state, parent)
-        return self.lm.advance(state, torch.take(self.lm_ids, tok.reshape(-1)), is_ext.reshape(-1))
-
-    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
-        return self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
-
-
-class WordFusion(Fusion):
-    """A word LM: ``alpha · log P_lm(word | history) + beta`` each time a word is completed.
-
-    Words are recognised by the hash of their spelling (see :func:`hash_sequences`); a word
-    the LM does not know scores as the LM's ``<unk>``.
-    """
-
-    def __init__(
-        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
-    ) -> None:
-        super().__init__(beta, space_id)
-        self.lm, self.alpha = lm, alpha
-        stoi = {t: i for i, t in enumerate(tokens) if i != BLANK and i != space_id}
-        spelt = [(w, [stoi.get(ch, -1) for ch in w]) for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
-        spelt = [(w, s) for w, s in spelt if s and -1 not in s]
-        hashes = hash_sequences([s for _, s in spelt])
-        ids = lm.index([w for w, _ in spelt])
-        order = hashes.argsort()
-        self.hashes, self.ids = hashes[order], ids[order]
-        self.unk_id = lm.index(["<unk>"])[0]
-
-    def word_ids(self, word_hash: Tensor) -> Tensor:
-        """LM id of each current word (by the hash of its spelling), ``<unk>`` if unknown."""
-        pos = torch.searchsorted(self.hashes, word_hash).clamp_(max=self.hashes.numel() - 1)
-        return torch.where(torch.take(self.hashes, pos) == word_hash, torch.take(self.ids, pos), self.unk_id)
-
-    def start(self, n: int, device: torch.device) -> Any:
-        self.hashes, self.ids, self.unk_id = (
-            self.hashes.to(device),
-            self.ids.to(device),
-            self.unk_id.to(device),
-        )
-        return self.lm.start(n, device)
-
-    def _word_score(self, state: Any, ids: Tensor) -> Tensor:
-        return self.lm.logprobs(state, ids[:, None])[:, 0]
-
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
-        self._ids = self.word_ids(word_hash.reshape(-1))  # (N,) kept for advance() of this frame
-        score = self.alpha * self._word_score(state, self._ids).view(in_word.shape) + self.beta
-        return (tok[:, None, :] == self.space_id) * torch.where(in_word, score, 0.0)[:, :, None]
-
-    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
-        state = self.lm.select(state, parent)
-        ends = is_ext & (tok == self.space_id) & in_word
-        return self.lm.advance(state, self._ids.index_select(0, parent), ends.reshape(-1))
-
-    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
-        ids = self.word_ids(word_hash.reshape(-1))
-        score = self.alpha * self._word_score(state, ids).view(in_word.shape) + self.beta
-        last = torch.where(in_word, score, 0.0)
-        state = self.lm.advance(state, ids, in_word.reshape(-1))
-        return last + self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
-
-
-# --------------------------------------------------------------------------- the search core
 
 
 @dataclass
@@ -573,25 +345,6 @@ def _compiled() -> tuple:
     if _COMPILED is None:
         _COMPILED = (torch.compile(expand, dynamic=True), torch.compile(select, dynamic=True))
     return _COMPILED
-
-
-def build_lm(spec: Any) -> LanguageModel | None:
-    """An LM from a config node / dict with a ``name``, a plugin name, or an LM object (returned as is)."""
-    if spec is None or spec == "" or spec == "none":
-        return None
-    if hasattr(spec, "logprobs") and hasattr(spec, "advance"):
-        return spec
-    if isinstance(spec, str):
-        return build("lm", spec)
-    if dataclasses.is_dataclass(spec):
-        spec = dataclasses.asdict(spec)
-    elif not isinstance(spec, dict):
-        from omegaconf import OmegaConf
-
-        spec = OmegaConf.to_container(spec, resolve=True)
-    if "name" not in spec:
-        raise ValueError(f"decoder.lm needs a 'name' (an lm plugin, e.g. decoder.lm=ngram); got {spec!r}")
-    return build("lm", **spec)
 
 
 @register("decoder", "beam", BeamConfig)

@@ -35,7 +35,11 @@ class GreedyDecoder(Decoder):
         emit = valid & (ids != BLANK) & (ids != prev)  # first frame of each emitted token
         # last frame each emitted token stays on: the run of equal ids starting at an emit
         nxt = torch.nn.functional.pad(ids, (0, 1), value=BLANK)[:, 1:]
-        run_end = valid & (ids != BLANK) & ((ids != nxt) | (torch.arange(T, device=ids.device)[None] == lengths[:, None] - 1))
+        run_end = (
+            valid
+            & (ids != BLANK)
+            & ((ids != nxt) | (torch.arange(T, device=ids.device)[None] == lengths[:, None] - 1))
+        )
         scores = (best * valid).sum(dim=1)
         ids_c, emit_c, end_c, scores_c = ids.cpu(), emit.cpu(), run_end.cpu(), scores.cpu()
         out = []

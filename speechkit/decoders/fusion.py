@@ -1,0 +1,156 @@
+"""Score fusion for the beam search: LM log-probabilities and insertion bonuses per character or word."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from speechkit.decoders.base import BLANK
+from speechkit.decoders.lexicon import hash_sequences
+from speechkit.lm.base import LanguageModel
+from speechkit.registry import build
+
+NEG_INF = float("-inf")
+
+
+class Fusion:
+    """Scores added to the CTC log-probability: ``beta`` per completed word, no LM.
+
+    A fusion keeps per-hypothesis state (flattened to ``N = batch × beam``) and answers three
+    questions, all batched: what extending each hypothesis by each candidate token adds
+    (:meth:`extend`), how the state follows the chosen extensions (:meth:`advance`), and
+    what finishing each hypothesis adds (:meth:`finish`).
+    """
+
+    def __init__(self, beta: float, space_id: int) -> None:
+        self.beta, self.space_id = beta, space_id
+
+    def start(self, n: int, device: torch.device) -> Any:
+        return None
+
+    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor | None:
+        """``(B, K, M)`` score added by extending hypothesis ``(b, k)`` with token ``tok[b, m]`` (None: nothing)."""
+        if self.beta == 0.0:
+            return None
+        ends_word = (tok[:, None, :] == self.space_id) & in_word[:, :, None]
+        return ends_word * self.beta
+
+    def advance(
+        self, state: Any, parent: Tensor, tok: Tensor, is_ext: Tensor, in_word: Tensor, word_hash: Tensor
+    ) -> Any:
+        """State of the new hypotheses: parent ``parent`` (flat ``(N,)``) extended by ``tok`` where ``is_ext``.
+
+        ``in_word`` and ``word_hash`` are the *parent's* current-word flags and hashes.
+        """
+        return state
+
+    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
+        """``(B, K)`` score added when each hypothesis ends (its last word completes)."""
+        return in_word * self.beta
+
+
+class CharFusion(Fusion):
+    """A character LM: ``alpha · log P_lm(c | history) + beta`` for every token ``c`` emitted."""
+
+    def __init__(
+        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
+    ) -> None:
+        super().__init__(beta, space_id)
+        self.lm, self.alpha = lm, alpha
+        self.lm_ids = lm.index(tokens)  # (V,) LM unit of each decoder token
+
+    def start(self, n: int, device: torch.device) -> Any:
+        self.lm_ids = self.lm_ids.to(device)
+        return self.lm.start(n, device)
+
+    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
+        B, K = in_word.shape
+        ids = torch.take(self.lm_ids, tok)[:, None, :].expand(B, K, -1).reshape(B * K, -1)
+        return self.alpha * self.lm.logprobs(state, ids).view(B, K, -1) + self.beta
+
+    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
+        state = self.lm.select(state, parent)
+        return self.lm.advance(state, torch.take(self.lm_ids, tok.reshape(-1)), is_ext.reshape(-1))
+
+    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
+        return self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
+
+
+class WordFusion(Fusion):
+    """A word LM: ``alpha · log P_lm(word | history) + beta`` each time a word is completed.
+
+    Words are recognised by the hash of their spelling (see :func:`hash_sequences`); a word
+    the LM does not know scores as the LM's ``<unk>``.
+    """
+
+    def __init__(
+        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
+    ) -> None:
+        super().__init__(beta, space_id)
+        self.lm, self.alpha = lm, alpha
+        stoi = {t: i for i, t in enumerate(tokens) if i != BLANK and i != space_id}
+        spelt = [(w, [stoi.get(ch, -1) for ch in w]) for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
+        spelt = [(w, s) for w, s in spelt if s and -1 not in s]
+        hashes = hash_sequences([s for _, s in spelt])
+        ids = lm.index([w for w, _ in spelt])
+        order = hashes.argsort()
+        self.hashes, self.ids = hashes[order], ids[order]
+        self.unk_id = lm.index(["<unk>"])[0]
+
+    def word_ids(self, word_hash: Tensor) -> Tensor:
+        """LM id of each current word (by the hash of its spelling), ``<unk>`` if unknown."""
+        pos = torch.searchsorted(self.hashes, word_hash).clamp_(max=self.hashes.numel() - 1)
+        return torch.where(torch.take(self.hashes, pos) == word_hash, torch.take(self.ids, pos), self.unk_id)
+
+    def start(self, n: int, device: torch.device) -> Any:
+        self.hashes, self.ids, self.unk_id = (
+            self.hashes.to(device),
+            self.ids.to(device),
+            self.unk_id.to(device),
+        )
+        return self.lm.start(n, device)
+
+    def _word_score(self, state: Any, ids: Tensor) -> Tensor:
+        return self.lm.logprobs(state, ids[:, None])[:, 0]
+
+    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
+        self._ids = self.word_ids(word_hash.reshape(-1))  # (N,) kept for advance() of this frame
+        score = self.alpha * self._word_score(state, self._ids).view(in_word.shape) + self.beta
+        return (tok[:, None, :] == self.space_id) * torch.where(in_word, score, 0.0)[:, :, None]
+
+    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
+        state = self.lm.select(state, parent)
+        ends = is_ext & (tok == self.space_id) & in_word
+        return self.lm.advance(state, self._ids.index_select(0, parent), ends.reshape(-1))
+
+    def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
+        ids = self.word_ids(word_hash.reshape(-1))
+        score = self.alpha * self._word_score(state, ids).view(in_word.shape) + self.beta
+        last = torch.where(in_word, score, 0.0)
+        state = self.lm.advance(state, ids, in_word.reshape(-1))
+        return last + self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
+
+
+# --------------------------------------------------------------------------- the search core
+
+
+def build_lm(spec: Any) -> LanguageModel | None:
+    """An LM from a config node / dict with a ``name``, a plugin name, or an LM object (returned as is)."""
+    if spec is None or spec == "" or spec == "none":
+        return None
+    if hasattr(spec, "logprobs") and hasattr(spec, "advance"):
+        return spec
+    if isinstance(spec, str):
+        return build("lm", spec)
+    if dataclasses.is_dataclass(spec):
+        spec = dataclasses.asdict(spec)
+    elif not isinstance(spec, dict):
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if "name" not in spec:
+        raise ValueError(f"decoder.lm needs a 'name' (an lm plugin, e.g. decoder.lm=ngram); got {spec!r}")
+    return build("lm", **spec)
