@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from speechkit.checkpoint import CheckpointError, model_payload, read_checkpoint, save_checkpoint
 from speechkit.data.dataset import Batch, ManifestDataset, collate
+from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.metrics import error_counts
@@ -27,25 +28,6 @@ from speechkit.pipeline import CTCModel, resolve_device
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
-
-
-class EpochBatches(torch.utils.data.Sampler):
-    """Batches of indices in an order fixed by ``(seed, epoch)``, starting after ``skip`` batches.
-
-    Resuming mid-epoch rebuilds the same order and skips what was already trained on,
-    without loading those examples.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, skip: int = 0, shuffle: bool = True) -> None:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
-        self.batches = [order[i : i + batch_size] for i in range(0, n, batch_size)][skip:]
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -> float:
@@ -152,7 +134,10 @@ class Trainer:
         self.autocast, self.scaler = self._precision()
         self.train_set = ManifestDataset(self.train_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
         self.dev_set = ManifestDataset(self.dev_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
-        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.data.batch_size)
+        self.durations = [ex.duration for ex in self.train_examples]
+        self.batches_per_epoch = len(self.epoch_batches(0))
+        log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
+                 100 * padding_fraction(self.epoch_batches(0), self.durations))
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume_ckpt:
             self._restore(resume_ckpt)
@@ -223,13 +208,18 @@ class Trainer:
 
     @torch.no_grad()
     def _global_stats(self) -> None:
-        loader = self._loader(self.train_set, EpochBatches(len(self.train_set), self.cfg.data.batch_size, self.tcfg.seed, -1))
+        loader = self._loader(self.train_set, EpochBatches(self.epoch_batches(-1)))
         n = self.tcfg.global_stats_batches
         for i, batch in enumerate(tqdm(loader, total=min(n, len(loader)), desc="global stats", mininterval=2.0)):
             if i >= n:
                 break
             if len(batch):
                 self.model.frontend.update_stats(batch.x.to(self.device), batch.lengths.to(self.device))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        d = self.cfg.data
+        return make_batches(self.durations, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
+                            batch_seconds=d.batch_seconds)
 
     def _loader(self, dataset, batch_sampler) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -311,7 +301,7 @@ class Trainer:
             return {}
         self.model.eval()
         decoder = GreedyDecoder(GreedyConfig(), self.tokenizer.tokens, self.model.frame_shift_s)
-        loader = self._loader(self.dev_set, EpochBatches(len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False))
+        loader = self._loader(self.dev_set, EpochBatches(make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)))
         refs, hyps, losses = [], [], []
         for batch in loader:
             if not len(batch):
@@ -337,10 +327,10 @@ class Trainer:
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         s = self.state
         stop = s.step >= self.total_steps
-        bs = self.cfg.data.batch_size
         while not stop and s.epoch < self.tcfg.max_epochs:
-            sampler = EpochBatches(len(self.train_set), bs, self.tcfg.seed, s.epoch, skip=s.step_in_epoch)
-            bar = tqdm(self._loader(self.train_set, sampler), total=self.batches_per_epoch, initial=s.step_in_epoch,
+            batches = self.epoch_batches(s.epoch)
+            sampler = EpochBatches(batches, skip=s.step_in_epoch)
+            bar = tqdm(self._loader(self.train_set, sampler), total=len(batches), initial=s.step_in_epoch,
                        desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True)
             epoch_losses: list[float] = []
             interval: list[float] = []
@@ -359,7 +349,7 @@ class Trainer:
                 now = time.monotonic()
                 s.train_seconds += now - t0
                 t0 = now
-                if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == self.batches_per_epoch):
+                if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == len(batches)):
                     s.losses.append((s.step, float(np.mean(interval))))
                     interval = []
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}" if epoch_losses else "-",
@@ -375,7 +365,7 @@ class Trainer:
             bar.close()
             if interval:
                 s.losses.append((s.step, float(np.mean(interval))))
-            epoch_done = s.step_in_epoch >= self.batches_per_epoch
+            epoch_done = s.step_in_epoch >= len(batches)
             if epoch_done:
                 s.epoch += 1
                 s.step_in_epoch = 0

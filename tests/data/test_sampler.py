@@ -1,0 +1,35 @@
+import random
+
+from speechkit.data.sampler import make_batches, padding_fraction
+
+
+def _durations(n=500, seed=0):
+    rng = random.Random(seed)
+    return [rng.uniform(1.0, 4.0) for _ in range(n)]
+
+
+def test_every_example_is_in_exactly_one_batch_and_order_depends_only_on_seed_and_epoch():
+    d = _durations()
+    for kw in ({}, {"bucket": True}, {"bucket": True, "batch_seconds": 40.0}):
+        b = make_batches(d, 16, seed=3, epoch=2, **kw)
+        assert sorted(i for batch in b for i in batch) == list(range(len(d)))
+        assert b == make_batches(d, 16, seed=3, epoch=2, **kw)
+        assert b != make_batches(d, 16, seed=3, epoch=3, **kw)
+
+
+def test_bucketing_cuts_padding():
+    d = _durations()
+    plain = padding_fraction(make_batches(d, 16, 0, 0), d)
+    bucketed = padding_fraction(make_batches(d, 16, 0, 0, bucket=True), d)
+    assert plain > 0.25 and bucketed < 0.05
+
+
+def test_batch_seconds_caps_padded_time_and_count():
+    d = _durations()
+    for b in make_batches(d, 16, 0, 0, bucket=True, batch_seconds=30.0):
+        assert len(b) <= 16 and (len(b) == 1 or max(d[i] for i in b) * len(b) <= 30.0)
+
+
+def test_unknown_durations_fall_back_to_plain_batches():
+    b = make_batches([None] * 10, 4, 0, 0, shuffle=False, bucket=True)
+    assert b == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
