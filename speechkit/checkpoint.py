@@ -83,12 +83,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "no such checkpoint file", "pass checkpoint=<run dir>/checkpoints/best.pt")
+    if not zipfile.is_zipfile(path):  # every torch.save file since torch 1.6 is a zip archive
+        raise CheckpointError(
+            path, "truncated or corrupt (not a torch checkpoint archive)",
+            "use another checkpoint (checkpoints/last.pt or best.pt of the run)",
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = str(e).split("Weights only load failed.")[-1].strip().splitlines()[0][:200]
         raise CheckpointError(
             path,
-            f"refused: the file holds pickled objects that are not plain data ({str(e).splitlines()[0]})",
+            f"refused: the file holds pickled objects that are not plain data ({detail})",
             "only load checkpoints written by speechkit from sources you trust",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:

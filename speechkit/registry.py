@@ -24,9 +24,10 @@ import dataclasses
 import importlib
 import inspect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 

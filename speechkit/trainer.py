@@ -192,7 +192,8 @@ class Trainer:
                 raise
             log.error("%s; falling back to the previous checkpoint %s", e, prev)
             ckpt = read_checkpoint(prev)
-        log.info("resuming from %s (epoch %d, step %d)", last, ckpt["trainer"]["epoch"], ckpt["trainer"]["step"])
+        st = ckpt["trainer"]["state"]
+        log.info("resuming from %s (epoch %d, step %d)", last, st["epoch"], st["step"])
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -225,6 +226,7 @@ class Trainer:
         return torch.utils.data.DataLoader(
             dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
             collate_fn=collate, pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.tcfg.seed),  # leaves the global RNG alone (resume)
         )
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -62,6 +62,15 @@ def test_transcribe_prints_the_text_of_one_file_and_writes_a_manifests_predictio
     assert len(rows) == 4 and all("text" in r and "words" in r for r in rows)
 
 
+def test_eval_on_text_the_model_cannot_spell_names_the_manifest_line(trained):
+    rows = sample_rows("test", 2)
+    rows[1]["text"] = "bin blüe at c five please"
+    bad = write_manifest(trained / "bad.jsonl", rows)
+    p = run("speechkit-eval", f"checkpoint={trained / 'run/checkpoints/best.pt'}", f"data.test_manifest={bad}",
+            f"hydra.run.dir={trained / 'eval_bad'}", check=False)
+    assert p.returncode != 0 and f"{bad}:2: characters 'ü'" in p.stderr
+
+
 def test_unknown_plugin_fails_at_once_naming_the_choices():
     p = run("speechkit-train", "encoder=blstmm", check=False)
     assert p.returncode != 0 and "blstmm" in p.stderr and "blstm" in p.stderr.split("blstmm", 1)[1]

@@ -13,6 +13,7 @@ from tests.conftest import sample_rows, write_manifest
 
 def _cfg(tmp_path, n_train, *overrides):
     store_schemas()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     train = write_manifest(tmp_path / "train.jsonl", sample_rows("train", n_train))
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=[
