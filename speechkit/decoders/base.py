@@ -26,6 +26,11 @@ class Hypothesis:
     words: list[tuple[str, float, float]] = field(default_factory=list)
 
 
+def tokens_to_text(tokens: list[int], symbols: list[str]) -> str:
+    """The text of a label sequence, with runs of white space collapsed and the ends trimmed."""
+    return " ".join("".join(symbols[t] for t in tokens).split())
+
+
 def word_spans(
     tokens: list[int],
     frames: list[int],

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import BLANK, Decoder, Hypothesis, word_spans
+from speechkit.decoders.base import BLANK, Decoder, Hypothesis, tokens_to_text, word_spans
 from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
 from speechkit.decoders.lexicon import LexiconTrie, extend_hash
 from speechkit.registry import register
@@ -418,6 +418,6 @@ class BeamDecoder(Decoder):
         nxt = np.append(frames[1:], len(emitted))
         ends = on[np.searchsorted(on, nxt) - 1] if len(on) else frames
         frames_l = frames.tolist()
-        text = "".join(self.tokens[t] for t in toks)
+        text = tokens_to_text(toks, self.tokens)
         words = word_spans(toks, frames_l, self.tokens, self.frame_shift_s, ends.tolist(), self.cfg.space)
         return Hypothesis(text, score, toks, frames_l, words)

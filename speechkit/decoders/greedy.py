@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import BLANK, Decoder, Hypothesis, word_spans
+from speechkit.decoders.base import BLANK, Decoder, Hypothesis, tokens_to_text, word_spans
 from speechkit.registry import register
 
 
@@ -47,7 +47,7 @@ class GreedyDecoder(Decoder):
             frames = emit_c[b].nonzero().squeeze(1).tolist()
             ends = end_c[b].nonzero().squeeze(1).tolist()
             toks = ids_c[b, frames].tolist()
-            text = "".join(self.tokens[t] for t in toks)
+            text = tokens_to_text(toks, self.tokens)
             words = word_spans(toks, frames, self.tokens, self.frame_shift_s, end_frames=ends)
             out.append([Hypothesis(text, float(scores_c[b]), toks, frames, words)])
         return out
