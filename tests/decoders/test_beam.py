@@ -138,7 +138,7 @@ def test_properties_over_shapes_lengths_padding_and_beams(B, T, V, K, nbest, see
         scores = [h.score for h in nb]
         assert scores == sorted(scores, reverse=True)
         for h in nb:
-            assert h.text == "".join(tokens[i] for i in h.tokens)
+            assert h.text == " ".join("".join(tokens[i] for i in h.tokens).split())
             assert all(0 < i < V for i in h.tokens)
             assert h.token_frames == sorted(set(h.token_frames)) and all(0 <= f < n for f in h.token_frames)
             assert h.score == pytest.approx(ctc_logprob(lp[b], n, h.tokens), abs=1e-4)
