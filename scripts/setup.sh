@@ -20,7 +20,8 @@ if ! "$PY" -c "import torch, torchaudio, sys; sys.exit(not (torch.__version__.st
   echo "setup: installing torch 2.14.1 and torchaudio 2.11.0"
   "$PY" -m pip install -q torch==2.14.1 torchaudio==2.11.0
 fi
-if ! "$PY" -c "import speechkit, hydra, librosa, pytest, hypothesis, ruff" 2>/dev/null \
+here="$(pwd -P)"
+if ! (cd /tmp && "$PY" -c "import speechkit, hydra, librosa, pytest, hypothesis, ruff, sys; sys.exit(not speechkit.__file__.startswith('$here/'))") 2>/dev/null \
    || ! command -v speechkit-train >/dev/null; then
   echo "setup: installing speechkit (editable) and its dependencies"
   "$PY" -m pip install -q -e ".[dev]"

@@ -18,7 +18,14 @@ SMALL = ["encoder.hidden_size=32", "encoder.num_layers=1", "data.num_workers=0",
          "trainer.device=cpu"]
 
 
+# The checkout's own package, whatever `pip install -e` points the console scripts at.
+MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.eval",
+           "speechkit-transcribe": "speechkit.transcribe", "speechkit-plugins": "speechkit.plugins"}
+
+
 def run(*args, env=None, check=True):
+    if args[0] in MODULES:
+        args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
     p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

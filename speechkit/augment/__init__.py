@@ -1,3 +1,6 @@
 """Train-only augmentations ``(B, T, F)`` → same."""
 
-from speechkit.augment import specaugment  # noqa: F401  (registers plugins)
+from speechkit.augment import (
+    image,  # noqa: F401  (registers plugins)
+    specaugment,  # noqa: F401  (registers plugins)
+)
