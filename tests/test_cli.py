@@ -10,17 +10,12 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO, sample_rows, write_manifest
+from tests.conftest import MODULES, REPO, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
 SMALL = ["encoder.hidden_size=32", "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8",
          "trainer.device=cpu"]
-
-
-# The checkout's own package, whatever `pip install -e` points the console scripts at.
-MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.eval",
-           "speechkit-transcribe": "speechkit.transcribe", "speechkit-plugins": "speechkit.plugins"}
 
 
 def run(*args, env=None, check=True):

@@ -32,9 +32,13 @@ def test_lr_warms_up_linearly_then_decays_to_the_floor():
 
 @pytest.mark.slow
 def test_model_overfits_a_handful_of_utterances_to_their_exact_transcripts(tmp_path):
-    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=128", "augment=none", "encoder.dropout=0",
-               "data.batch_size=4", "trainer.max_steps=300", "trainer.max_epochs=1000", "trainer.lr=4e-3",
-               "trainer.warmup_steps=20", "trainer.eval_every_epochs=50", "trainer.seed=0")
+    # 4 utterances, each listed 8 times: 8 steps an epoch, so checkpoints and evaluations are rare
+    rows = sample_rows("train", 4) * 8
+    manifest = write_manifest(tmp_path / "four.jsonl", rows)
+    cfg = _cfg(tmp_path, 4, f"data.train_manifest={manifest}", "encoder.hidden_size=128", "augment=none",
+               "encoder.dropout=0", "data.batch_size=4", "data.bucket=false", "trainer.max_steps=400",
+               "trainer.max_epochs=1000", "trainer.lr=4e-3", "trainer.warmup_steps=20",
+               "trainer.eval_every_epochs=25", "trainer.seed=0")
     trainer = Trainer(cfg, tmp_path / "run")
     metrics = trainer.fit()
     assert metrics["dev_wer"] == 0.0, metrics
