@@ -121,6 +121,29 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
         sys.exit("error: " + msg.split("\nConfig search path:")[0].strip())
 
 
+def _torchrun_overrides(args: list[str]) -> list[str]:
+    """Under torchrun every process runs Hydra: give them one run directory, and one writer.
+
+    The default run directory has a time stamp, which processes started a second apart would
+    not share; torchrun's rendezvous id (``--rdzv-id``, or the one ``--standalone`` draws) names
+    the run instead. Ranks other than 0 write no ``.hydra/`` copy and no log file.
+    """
+    from speechkit import distributed
+
+    if not distributed.launched():
+        return []
+    extra = []
+    if not any(a.startswith("hydra.run.dir=") for a in args):
+        run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        if run_id == "none":
+            sys.exit("error: under torchrun pass hydra.run.dir=PATH (one directory for every process), "
+                     "or give torchrun --rdzv-id=NAME (or --standalone) to name the run")
+        extra.append(f"hydra.run.dir=runs/${{run_name}}/torchrun-{run_id}")
+    if not distributed.is_main():
+        extra += ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    return extra
+
+
 def run_hydra(task: Callable, config_name: str) -> None:
     """Run ``task(cfg)`` as a Hydra app over speechkit's packaged configs.
 
@@ -134,7 +157,7 @@ def run_hydra(task: Callable, config_name: str) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     load_plugins()
     store_schemas()
-    sys.argv = [sys.argv[0], *_rewrite_nested_groups(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *_rewrite_nested_groups(sys.argv[1:]), *_torchrun_overrides(sys.argv[1:])]
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     _check_overrides(config_name, overrides)
     main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)

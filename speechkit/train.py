@@ -14,12 +14,20 @@ log = logging.getLogger("speechkit.train")
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
+    from speechkit import distributed
     from speechkit.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved, for people
-    trainer = Trainer(cfg, run_dir)
-    metrics = trainer.fit()
+    main = distributed.is_main()  # under torchrun only rank 0 writes
+    if main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved, for people
+    try:
+        trainer = Trainer(cfg, run_dir)
+        metrics = trainer.fit()
+    finally:
+        distributed.shutdown()
+    if not main:
+        return float(metrics.get("dev_wer", float("nan")))
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"run directory: {run_dir}")
     if "dev_wer" in metrics:

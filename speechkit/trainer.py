@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from speechkit import distributed
 from speechkit.checkpoint import CheckpointError, model_payload, read_checkpoint, save_checkpoint
 from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
@@ -95,7 +96,9 @@ class Trainer:
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.device = resolve_device(self.tcfg.device)
+        self.dist, self.device = distributed.init(resolve_device(self.tcfg.device))
+        if not self.dist.main:  # one voice: rank 0 logs, plots and writes checkpoints
+            logging.getLogger("speechkit").setLevel(logging.WARNING)
         if self.tcfg.threads > 0:
             torch.set_num_threads(self.tcfg.threads)
         torch.set_flush_denormal(True)  # denormal gradients late in training slow CPU kernels many-fold
@@ -122,7 +125,11 @@ class Trainer:
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), "".join(self.tokenizer.tokens[1:]))
         self._check_vocabulary(self.dev_examples)
 
-        self.model = CTCModel.from_config(cfg, len(self.tokenizer)).to(self.device)
+        self.model = CTCModel.from_config(cfg, len(self.tokenizer))
+        if self.dist.active and self.device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state dict keys
+        self.model = self.model.to(self.device)
+        self.forward = self.model  # what train_step calls: the model, or its DDP wrapper
         self.loss_fn = build("loss", **OmegaConf.to_container(cfg.loss))
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s + %s + %s, %.2f M parameters, %s frames/s out",
@@ -143,6 +150,11 @@ class Trainer:
             self._restore(resume_ckpt)
         elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
             self._global_stats()
+        if self.dist.active:
+            # Same initial weights everywhere (DDP broadcasts rank 0's), different augmentation draws.
+            seed_everything(self.tcfg.seed + 1_000_003 * self.dist.rank + self.state.step)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -219,8 +231,9 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         d = self.cfg.data
-        return make_batches(self.durations, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
-                            batch_seconds=d.batch_seconds)
+        batches = make_batches(self.durations, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
+                               batch_seconds=d.batch_seconds)
+        return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 
     def _loader(self, dataset, batch_sampler) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -228,6 +241,22 @@ class Trainer:
             collate_fn=collate, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.tcfg.seed),  # leaves the global RNG alone (resume)
         )
+
+    def _all_have_examples(self, n: int) -> bool:
+        """Whether this batch trains: it has examples, on every rank (else every rank skips it together)."""
+        if not self.dist.active:
+            return n > 0
+        (ready,) = self.dist.sum([n > 0])
+        if ready < self.dist.world and n > 0:
+            log.warning("step %d skipped: another rank's part of the batch had no usable examples", self.state.step)
+        return ready == self.dist.world
+
+    def _elapsed(self, seconds: float) -> float:
+        """Seconds of this step; under torchrun the mean over ranks, so every rank keeps the same clock."""
+        if not self.dist.active:
+            return seconds
+        (total,) = self.dist.sum([seconds])
+        return total / self.dist.world
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -245,6 +274,8 @@ class Trainer:
         return payload
 
     def save_last(self) -> None:
+        if not self.dist.main:
+            return
         last = self.ckpt_dir / "last.pt"
         if last.exists():  # keep the previous good one until the new one is safely down
             last.replace(self.ckpt_dir / "last.prev.pt")
@@ -262,11 +293,24 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            log_probs, lengths = self.model(batch.x, batch.lengths)
+            log_probs, lengths = self.forward(batch.x, batch.lengths)
         loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
                         "left out of the loss (check the data, or lower encoder.subsample)", self.state.step, too_short)
+        reported = loss.detach()
+        if self.dist.active:  # make DDP's gradient mean the loss of the whole global batch
+            # reduction "mean": the loss is a mean over this rank's usable utterances; weight each
+            # rank by its count. "sum": DDP's mean of world × the local sums is the global sum.
+            mean = self.cfg.loss.get("reduction", "mean") == "mean"
+            weight = float(len(batch) - too_short) if mean else 1.0
+            total, weighted = self.dist.sum([weight, weight * float(reported)])
+            if mean:
+                loss = loss * (self.dist.world * weight / total if total > 0 else 0.0)
+                reported = torch.tensor(weighted / total if total > 0 else 0.0)  # the global batch's loss
+            else:
+                loss = loss * self.dist.world
+                reported = torch.tensor(weighted)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -274,7 +318,7 @@ class Trainer:
         else:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        if not (torch.isfinite(reported) and torch.isfinite(grad_norm)):  # the same on every rank
             self.state.nonfinite_in_row += 1
             log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row)",
                         self.state.step, float(loss), float(grad_norm), self.state.nonfinite_in_row)
@@ -294,7 +338,7 @@ class Trainer:
         else:
             self.optimizer.step()
         self.state.step += 1
-        return float(loss.detach())
+        return float(reported)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -303,7 +347,9 @@ class Trainer:
             return {}
         self.model.eval()
         decoder = GreedyDecoder(GreedyConfig(), self.tokenizer.tokens, self.model.frame_shift_s)
-        loader = self._loader(self.dev_set, EpochBatches(make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)))
+        batches = make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)
+        batches = batches[self.dist.rank :: self.dist.world]  # under torchrun each rank scores its share
+        loader = self._loader(self.dev_set, EpochBatches(batches))
         refs, hyps, losses = [], [], []
         for batch in loader:
             if not len(batch):
@@ -317,23 +363,27 @@ class Trainer:
             refs += [self.tokenizer.clean(self.dev_examples[i].text) for i in batch.indices]
         self.model.train()
         c = error_counts(refs, hyps)
+        word_errors, words, char_errors, chars, loss_sum, n_losses = self.dist.sum(
+            [c["word_errors"], c["words"], c["char_errors"], c["chars"], sum(losses), len(losses)], self.device)
         return {
-            "dev_loss": float(np.mean(losses)) if losses else float("nan"),
-            "dev_wer": c["word_errors"] / max(c["words"], 1),
-            "dev_cer": c["char_errors"] / max(c["chars"], 1),
+            "dev_loss": loss_sum / n_losses if n_losses else float("nan"),
+            "dev_wer": word_errors / max(words, 1),
+            "dev_cer": char_errors / max(chars, 1),
         }
 
     def fit(self) -> dict[str, float]:
         """Train until max_epochs, max_steps, max_minutes or early stopping; return the last metrics."""
         self.model.train()
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         s = self.state
         stop = s.step >= self.total_steps
         while not stop and s.epoch < self.tcfg.max_epochs:
             batches = self.epoch_batches(s.epoch)
             sampler = EpochBatches(batches, skip=s.step_in_epoch)
             bar = tqdm(self._loader(self.train_set, sampler), total=len(batches), initial=s.step_in_epoch,
-                       desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True)
+                       desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True,
+                       disable=not self.dist.main)
             epoch_losses: list[float] = []
             interval: list[float] = []
             skipped_before = s.skipped_examples
@@ -342,14 +392,14 @@ class Trainer:
                 for sk in batch.skipped:
                     s.skipped_examples += 1
                     log.warning("skipped %s: %s", sk.where, sk.reason)
-                if len(batch):
+                if self._all_have_examples(len(batch)):
                     loss = self.train_step(batch)
                     if loss is not None:
                         epoch_losses.append(loss)
                         interval.append(loss)
                 s.step_in_epoch += 1
                 now = time.monotonic()
-                s.train_seconds += now - t0
+                s.train_seconds += self._elapsed(now - t0)
                 t0 = now
                 if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == len(batches)):
                     s.losses.append((s.step, float(np.mean(interval))))
@@ -372,7 +422,8 @@ class Trainer:
                 s.epoch += 1
                 s.step_in_epoch = 0
             if epoch_done or stop:
-                self._end_of_epoch(epoch_losses, s.skipped_examples - skipped_before, force_eval=stop)
+                (skipped,) = self.dist.sum([s.skipped_examples - skipped_before])
+                self._end_of_epoch(epoch_losses, int(skipped), force_eval=stop)
                 if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
                     log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
                     stop = True
@@ -391,11 +442,12 @@ class Trainer:
         if "dev_wer" in row:
             if row["dev_wer"] < s.best_wer:
                 s.best_wer, s.evals_since_best = row["dev_wer"], 0
-                save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
-                log.info("new best dev WER %.4f: wrote %s", row["dev_wer"], self.ckpt_dir / "best.pt")
+                if self.dist.main:
+                    save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
+                    log.info("new best dev WER %.4f: wrote %s", row["dev_wer"], self.ckpt_dir / "best.pt")
             else:
                 s.evals_since_best += 1
-        elif not (self.ckpt_dir / "best.pt").exists() or not self.dev_examples:
+        elif self.dist.main and (not (self.ckpt_dir / "best.pt").exists() or not self.dev_examples):
             save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
         self.save_last()
         self.plot(final=force_eval)
@@ -405,7 +457,7 @@ class Trainer:
         from speechkit.plots import plot_training
 
         now = time.monotonic()
-        if not final and now - self._last_plot < self.plot_every_s:
+        if not self.dist.main or (not final and now - self._last_plot < self.plot_every_s):
             return
         self._last_plot = now
         try:

@@ -44,18 +44,8 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 # --- grammar -------------------------------------------------------------------------------
-COMMANDS = ("bin", "lay", "place", "set")
-COLOURS = ("blue", "green", "red", "white")
-PREPOSITIONS = ("at", "by", "in", "with")
-LETTERS = tuple("abcdefghijklmnopqrstuvxyz")  # no "w" in GRID
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-ADVERBS = ("again", "now", "please", "soon")
-SLOTS = (COMMANDS, COLOURS, PREPOSITIONS, LETTERS, DIGITS, ADVERBS)
-WORDS = tuple(w for slot in SLOTS for w in slot)  # the 51-word lexicon
-
-# A lone "a" is read as the article (schwa) by every English voice, even inside
-# <say-as interpret-as="characters">; espeak's phoneme input spells the letter name.
-ESPEAK_SPELLING = {"a": "[['eI]]"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared GRID grammar
+from grid_grammar import ESPEAK_SPELLING, LETTERS, SLOTS, WORDS, random_sentence  # noqa: E402
 
 # --- speakers ------------------------------------------------------------------------------
 VOICES = (  # English espeak-ng voices (accents); the mbrola ones (mb/...) are not installed
@@ -317,10 +307,6 @@ def quantize(audio: np.ndarray, bits: int) -> np.ndarray:
 def make_rng(seed: int, *purpose: str) -> np.random.Generator:
     """An independent random stream per (seed, purpose), e.g. ("plan", "train")."""
     return np.random.default_rng([seed, *(int.from_bytes(p.encode(), "little") for p in purpose)])
-
-
-def random_sentence(rng: np.random.Generator) -> list[str]:
-    return [slot[rng.integers(len(slot))] for slot in SLOTS]
 
 
 def variant_family(variant: str) -> str:

@@ -1,0 +1,125 @@
+"""Data-parallel training on torch.distributed, launched by ``torchrun`` (one process per GPU or CPU slot).
+
+``torchrun`` sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (and the rendezvous address); the
+trainer calls :func:`init` once, which joins the process group — NCCL when the process drives a
+GPU, gloo on CPU — and pins each process to GPU ``LOCAL_RANK``. Without those variables nothing
+is initialised and every helper here is a no-op for a single process.
+
+How the trainer shares work (see docs/architecture.md, "Distributed training"):
+
+- every rank builds the same global batches (same seed, same epoch) and takes the examples
+  ``batch[rank::world]``; ``data.batch_size`` is the *global* batch, so a run on N processes
+  takes the same optimiser steps as a single process;
+- the loss of each rank is rescaled so that DistributedDataParallel's gradient average is the
+  gradient of the single-process loss over the whole global batch (``Trainer.train_step``);
+- elapsed time, "every rank has examples", dev error counts: summed across ranks, so every
+  rank takes the same decisions (time budget, early stop) and nobody waits forever;
+- only rank 0 writes logs, plots and checkpoints; every rank reads ``last.pt`` to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def _adopt_submitit() -> None:
+    """Inside a job of Hydra's submitit launcher (SLURM or local) with several tasks, export the
+    torchrun-style variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) that submitit knows."""
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    env = TorchDistributedEnvironment()
+    if env.world_size > 1:
+        env.export(set_cuda_visible_devices=False)
+
+
+def launched() -> bool:
+    """True in a process started by torchrun, a multi-task submitit job, or any launcher setting WORLD_SIZE > 1."""
+    _adopt_submitit()
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank() -> int:
+    _adopt_submitit()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+@dataclass
+class Context:
+    """This process's place in the job; ``world == 1`` when not distributed."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batches: Sequence[Sequence[int]]) -> list[list[int]]:
+        """This rank's part of each global batch; batches with fewer examples than ranks are dropped."""
+        if not self.active:
+            return [list(b) for b in batches]
+        return [list(b[self.rank :: self.world]) for b in batches if len(b) >= self.world]
+
+    def sum(self, values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+        """Element-wise sum of ``values`` over all ranks (the values themselves when single)."""
+        if not self.active:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def init(device: torch.device) -> tuple[Context, torch.device]:
+    """Join the process group when launched by torchrun; returns the context and this rank's device.
+
+    ``device`` is the configured one (``trainer.device``): on CUDA each rank takes GPU
+    ``LOCAL_RANK``; on CPU the backend is gloo.
+    """
+    if not launched():
+        return Context(), device
+    world, rnk, local = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"rank {rnk}: LOCAL_RANK={local} but this node has {torch.cuda.device_count()} GPU(s); "
+                "start at most one process per GPU (torchrun --nproc-per-node=N)"
+            )
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, device_id=device if backend == "nccl" else None)
+    ctx = Context(world=world, rank=rnk, local_rank=local, backend=backend)
+    log.info("distributed: rank %d of %d (%s, %s)", rnk, world, backend, device)
+    return ctx, device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
