@@ -131,6 +131,12 @@ def speechkit_decoders(tokens, beams, lm_path, lexicon_path, alpha, beta, device
     out = {"speechkit greedy": run(GreedyDecoder(GreedyConfig(), tokens))}
     for k in beams:
         out[f"speechkit beam {k}"] = run(BeamDecoder(BeamConfig(beam_size=k), tokens))
+    for k in beams:  # pyctcdecode's default pruning (tokens below -5, beams 10 below the best)
+        cfg = BeamConfig(beam_size=k, token_min_logp=-5.0, beam_threshold=10.0)
+        out[f"speechkit beam {k}, pruned"] = run(BeamDecoder(cfg, tokens))
+    for k in beams:  # ... and runs of frames with P(blank) ≥ 0.999 searched as one step
+        cfg = BeamConfig(beam_size=k, token_min_logp=-5.0, beam_threshold=10.0, blank_skip_logp=-0.001)
+        out[f"speechkit beam {k}, pruned + blank runs"] = run(BeamDecoder(cfg, tokens))
     if lm_path:
         lm = NgramLM(NgramConfig(path=lm_path, unit="word"))
         for k in beams:

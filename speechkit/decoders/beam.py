@@ -52,6 +52,8 @@ class BeamConfig:
     token_topk: int = 0  # extend by only the k most likely tokens of a frame (0: all)
     token_min_logp: float | None = None  # extend by no token below this log-probability (None: off)
     beam_threshold: float | None = None  # drop hypotheses scoring this far below the best (None: off)
+    blank_skip_logp: float | None = None  # frames with log P(blank) ≥ this count as pure blank; runs of
+    # them take one search step (e.g. -0.001: P(blank) ≥ 0.999; None: off, every frame is searched)
     alpha: float = 0.5  # LM weight (natural-log LM probabilities)
     beta: float = 0.0  # bonus per unit: per character with a char LM, else per word
     lm: Any = None  # an `lm` plugin config (+decoder/lm=ngram decoder.lm.path=…), its name, or an LM
@@ -173,6 +175,38 @@ def select(
     return pb, pnb, h, ph, last, bonus, parent, c, is_ext, hist_parent, hist_tok, (pnb > pb) & active
 
 
+def collapse_blank_runs(lp: Tensor, lengths: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Shorten ``lp`` ``(B, T, V)``: every run of frames with log P(blank) ≥ ``threshold`` becomes one
+    frame that allows only blank, with the run's summed blank log-probability.
+
+    On such a frame the search can only append blank: every prefix's probability gets the same
+    factor and its "ends in a token" mass moves to "ends in blank" (the token's own probability,
+    below ``1 - e^threshold``, is taken as zero), so a run is one step. Returns the short
+    log-probabilities ``(B, T', V)``, their lengths, and ``src`` ``(B, T')``: each short frame's
+    frame in ``lp`` (-1 for a collapsed run).
+    """
+    B, T, V = lp.shape
+    dev = lp.device
+    inside = torch.arange(T, device=dev)[None, :] < lengths[:, None]
+    skip = (lp[:, :, 0] >= threshold) & inside
+    opens = skip & ~torch.nn.functional.pad(skip[:, :-1], (1, 0), value=False)  # a run's first frame
+    real = inside & ~skip
+    pos = (real | opens).long().cumsum(1) - 1  # each frame's short frame (a run's frames share one)
+    new_lengths = (real | opens).sum(1)
+    Tn = int(new_lengths.max()) if B else 0
+    out = torch.full((B, Tn, V), NEG_INF, device=dev)
+    b, t = real.nonzero(as_tuple=True)
+    out[b, pos[b, t]] = lp[b, t]
+    src = torch.full((B, Tn), -1, dtype=torch.long, device=dev)
+    src[b, pos[b, t]] = t
+    run_blank = torch.zeros(B, Tn, device=dev).scatter_add_(
+        1, pos.clamp(min=0), torch.where(skip, lp[:, :, 0], 0.0)
+    )
+    is_run = (src < 0) & (torch.arange(Tn, device=dev)[None, :] < new_lengths[:, None])
+    out[:, :, 0] = torch.where(is_run, run_blank, out[:, :, 0])
+    return out, new_lengths, src
+
+
 def prefix_beam_search(
     log_probs: Tensor,
     lengths: Tensor,
@@ -185,6 +219,7 @@ def prefix_beam_search(
     token_min_logp: float | None = None,
     beam_threshold: float | None = None,
     compile: bool = False,
+    blank_skip_logp: float | None = None,
 ) -> SearchResult:
     """CTC prefix beam search over a batch: ``log_probs`` ``(B, T, V)`` (log-softmax), ``lengths`` ``(B,)``.
 
@@ -200,6 +235,11 @@ def prefix_beam_search(
         lexicon.to(dev)
     T = int(lengths.max()) if B else 0
     lp_all = log_probs[:, :T].float()
+    src = None
+    if blank_skip_logp is not None and T:
+        T_full = T
+        lp_all, lengths, src = collapse_blank_runs(lp_all, lengths, blank_skip_logp)
+        B, T, V = lp_all.shape
     expand_, select_ = _compiled() if compile else (expand, select)
 
     zeros_l = torch.zeros(B, K, dtype=torch.long, device=dev)
@@ -306,6 +346,13 @@ def prefix_beam_search(
         emitted[t] = ems[t].gather(1, cur)
         nonblank[t] = nbs[t].gather(1, cur)
         cur = bps[t].gather(1, cur)
+    if src is not None:  # back to the input's frames: collapsed runs emit nothing, end every token
+        b, t = (src >= 0).nonzero(as_tuple=True)
+        em_full = torch.zeros(T_full, B, n, dtype=torch.long, device=dev)
+        nb_full = torch.zeros(T_full, B, n, dtype=torch.bool, device=dev)
+        em_full[src[b, t], b] = emitted[t, b]
+        nb_full[src[b, t], b] = nonblank[t, b]
+        emitted, nonblank = em_full, nb_full
     return SearchResult(scores, ctc.gather(1, best), emitted, nonblank)
 
 
@@ -389,6 +436,7 @@ class BeamDecoder(Decoder):
             token_min_logp=c.token_min_logp,
             beam_threshold=c.beam_threshold,
             compile=c.compile,
+            blank_skip_logp=c.blank_skip_logp,
         )
 
     @torch.no_grad()

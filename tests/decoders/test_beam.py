@@ -173,6 +173,32 @@ def test_beam_agrees_with_greedy_on_peaky_posteriors_with_pruning_on():
     assert h[0][0].text == greedy.text == "hii"
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_collapsing_blank_runs_keeps_text_scores_and_timestamps_on_peaky_posteriors(seed):
+    g = torch.Generator().manual_seed(seed)
+    B, T = 6, 60
+    logits = 3 * torch.randn(B, T, len(LETTERS), generator=g)
+    logits[:, :, 0] += 14.0 * (torch.rand(B, T, generator=g) < 0.6)  # runs of near-certain blanks
+    lp, lengths = logits.log_softmax(-1), torch.tensor([60, 45, 1, 30, 59, 12])
+    plain = beam(LETTERS, beam_size=8, nbest=3, frame_shift_s=0.01)(lp, lengths)
+    fast = beam(LETTERS, beam_size=8, nbest=3, frame_shift_s=0.01, blank_skip_logp=-1e-3)(lp, lengths)
+    for a, b in zip(plain, fast):
+        assert [h.text for h in b] == [h.text for h in a]
+        assert [h.token_frames for h in b] == [h.token_frames for h in a]
+        assert [h.words for h in b] == [h.words for h in a]
+        assert [h.score for h in b] == pytest.approx([h.score for h in a], abs=1e-4)  # exact, rescored
+
+
+def test_collapsed_runs_carry_their_summed_blank_log_probability():
+    from speechkit.decoders.beam import collapse_blank_runs
+
+    lp = peaky([{"a": 0.9}, {"<b>": 0.9999}, {"<b>": 0.9999}, {"b": 0.9}, {"<b>": 0.9999}])
+    short, lengths, src = collapse_blank_runs(lp, torch.tensor([5]), -0.01)
+    assert lengths.tolist() == [4] and src.tolist() == [[0, -1, 3, -1]]
+    assert float(short[0, 1, 0]) == pytest.approx(float(lp[0, 1, 0] + lp[0, 2, 0]), abs=1e-6)
+    assert torch.isinf(short[0, 1, 1:]).all() and torch.equal(short[0, 2], lp[0, 3])
+
+
 # --------------------------------------------------------------------------- timestamps
 
 
