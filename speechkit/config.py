@@ -54,6 +54,7 @@ class TrainerConfig:
     log_every_steps: int = 50
     global_stats_batches: int = 50  # batches read to estimate global normalisation statistics
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower, bit-for-bit reruns)
+    logger: str = "none"  # none | tensorboard: also write metrics to <run dir>/tensorboard (speechkit/loggers.py)
 
 
 def store_schemas() -> None:

@@ -24,6 +24,7 @@ from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
+from speechkit.loggers import make_logger
 from speechkit.metrics import error_counts
 from speechkit.pipeline import CTCModel, resolve_device
 from speechkit.registry import build
@@ -105,6 +106,7 @@ class Trainer:
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(self.tcfg.seed)
+        self.metrics_logger = make_logger(self.tcfg.logger, self.run_dir, self.dist.main)  # loggers.py
 
         from speechkit.data.manifest import read_manifest
         from speechkit.registry import registry
@@ -403,6 +405,9 @@ class Trainer:
                 t0 = now
                 if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == len(batches)):
                     s.losses.append((s.step, float(np.mean(interval))))
+                    self.metrics_logger.log(
+                        {"train/loss": s.losses[-1][1], "train/lr": self.optimizer.param_groups[0]["lr"]}, s.step
+                    )
                     interval = []
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}" if epoch_losses else "-",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
@@ -428,6 +433,7 @@ class Trainer:
                     log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
                     stop = True
         self.plot(final=True)
+        self.metrics_logger.close()
         return s.history[-1] if s.history else {}
 
     def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool) -> None:
@@ -437,6 +443,7 @@ class Trainer:
         if force_eval or s.epoch % self.tcfg.eval_every_epochs == 0:
             row.update(self.evaluate())
         s.history.append(row)
+        self.metrics_logger.log_epoch(row, s.step)
         msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
         log.info("epoch %d done: %s%s", s.epoch, msg, f"; {skipped} bad example(s) skipped" if skipped else "")
         if "dev_wer" in row:

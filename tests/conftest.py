@@ -17,7 +17,8 @@ SAMPLES = REPO / "samples" / "grid"
 # Command-line tests run the checkout's own package, whatever `pip install -e` points the
 # console scripts at: `speechkit-train …` becomes `python -m speechkit.train …`.
 MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.eval",
-           "speechkit-transcribe": "speechkit.transcribe", "speechkit-plugins": "speechkit.plugins"}
+           "speechkit-transcribe": "speechkit.transcribe", "speechkit-plugins": "speechkit.plugins",
+           "speechkit-export": "speechkit.export"}
 
 load_plugins()
 torch.set_num_threads(int(os.environ.get("SPEECHKIT_TEST_THREADS", "1")))  # tiny models: 1 is fastest, and immune to a busy CPU

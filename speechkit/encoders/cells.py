@@ -248,6 +248,9 @@ class Recurrence(torch.autograd.Function):
 
 def recurrence(cell: str, xw: Tensor, params: list[Tensor], relu: bool = False) -> Tensor:
     """Run ``cell`` over time-major input projections ``xw`` ``(T, B, G·H)`` → ``(T, B, H)``."""
+    if torch.jit.is_tracing():  # export (speechkit/export.py): the scripted forward loop, recorded as a call
+        fwd, _ = _loops(cell)
+        return fwd(xw.contiguous(), list(params), relu)[0]
     return Recurrence.apply(cell, relu, xw, *params)
 
 

@@ -14,7 +14,6 @@ features inside a padded batch equal its features computed alone.
 from __future__ import annotations
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -38,30 +37,62 @@ def mask_padding(x: Tensor, lengths: Tensor) -> Tensor:
     return x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
 
 
-def power_spectrogram(x: Tensor, window: Tensor, n_fft: int, hop_length: int, power: float = 2.0) -> Tensor:
+def frame_signal(x: Tensor, win_length: int, hop_length: int) -> Tensor:
+    """Snip-edges frames of waveforms ``(B, N)`` → ``(B, T, win)``, frame ``t`` = samples
+    ``[t * hop, t * hop + win)``; a view, no copy. A batch shorter than one window is
+    zero-padded to one frame (its lengths give it 0 valid frames)."""
+    if x.shape[-1] < win_length:
+        x = F.pad(x, (0, win_length - x.shape[-1]))
+    return x.unfold(-1, win_length, hop_length)
+
+
+def dft_matrix(window: Tensor, n_fft: int) -> Tensor:
+    """The windowed real DFT as one matrix ``(win, 2 * (n_fft // 2 + 1))``: cosines, then sines.
+
+    ``frames @ dft_matrix(window, n_fft)`` gives the real and imaginary parts of the ``n_fft``-point
+    DFT of each windowed, zero-padded frame (up to a sign of the imaginary part, which ``|·|``
+    drops). A plain matrix product exports anywhere (ONNX has no real-FFT op the TorchScript-based
+    exporter emits); it costs ``win × n_fft`` multiply-adds a frame against the FFT's
+    ``O(n_fft log n_fft)``, so :func:`power_spectrogram` uses it only when asked.
+    """
+    win = window.numel()
+    n = torch.arange(win, dtype=torch.float64)[:, None]
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[None, :]
+    angle = 2 * torch.pi * n * k / n_fft
+    w = window.double()[:, None]
+    return torch.cat([w * torch.cos(angle), w * torch.sin(angle)], dim=1).to(window.dtype)
+
+
+def power_spectrogram(
+    x: Tensor, window: Tensor, n_fft: int, hop_length: int, power: float = 2.0, dft: Tensor | None = None
+) -> Tensor:
     """``|STFT|^power`` of waveforms ``(B, N)`` → ``(B, T, n_fft // 2 + 1)``, snip-edges framing.
 
     Each frame is ``win = len(window)`` samples times ``window``, zero-padded to ``n_fft``
     points. ``power`` 2 gives power (amplitude² per bin, unnormalised DFT), 1 magnitude.
+    Where the window sits inside the ``n_fft`` points changes only the phase, not ``|·|``.
+    ``dft``: :func:`dft_matrix` of the same window, to compute the DFT as a matrix product
+    (for export) instead of a real FFT; the two agree to float32 rounding.
     """
     win = window.numel()
-    # torch.stft centres a short window inside its n_fft-sample frame; padding by that offset
-    # makes frame t's window cover samples [t * hop, t * hop + win) of the signal.
-    left = (n_fft - win) // 2
-    right = n_fft - win - left + max(0, win - x.shape[-1])  # at least one frame for tiny batches
-    x = F.pad(x, (left, right))
-    spec = AF.spectrogram(
-        x,
-        pad=0,
-        window=window,
-        n_fft=n_fft,
-        hop_length=hop_length,
-        win_length=win,
-        power=power,
-        normalized=False,
-        center=False,
-    )
-    return spec.transpose(1, 2)  # (B, freq, T) → (B, T, freq)
+    if dft is None:
+        # frames of n_fft samples times the window zero-padded to n_fft: the FFT's zero padding for
+        # free (the samples past the window are multiplied by 0), with no (B, T, n_fft) pad copy
+        x = F.pad(x, (0, n_fft - win))
+        frames = frame_signal(x, n_fft, hop_length) * F.pad(window, (0, n_fft - win))
+        spec = torch.fft.rfft(frames)  # (B, T, n_freqs) complex
+        energy = (spec.real * spec.real).addcmul_(spec.imag, spec.imag)  # re² + im², no hypot per bin
+    else:
+        # framing by gathering sample indices: unlike unfold, this exports to ONNX with a dynamic length
+        if x.shape[-1] < win:
+            x = F.pad(x, (0, win - x.shape[-1]))
+        frames_t = torch.div(x.shape[-1] - win, hop_length, rounding_mode="floor") + 1
+        starts = torch.arange(frames_t, device=x.device)[:, None] * hop_length  # (T, 1)
+        index = starts + torch.arange(win, device=x.device)  # (T, win) sample indices
+        n_freqs = dft.shape[1] // 2
+        spec = x[:, index] @ dft  # (B, T, win) @ (win, 2 * n_freqs)
+        energy = spec[..., :n_freqs].square() + spec[..., n_freqs:].square()
+    return energy if power == 2.0 else energy.pow(power / 2)
 
 
 def log_floored(x: Tensor, floor: float) -> Tensor:
