@@ -4,12 +4,13 @@ import torch
 from speechkit import build
 
 
+@pytest.mark.parametrize("impl", ["packed", "reversed"])
 @pytest.mark.parametrize("name", ["blstm", "lstm", "bgru", "gru"])
 @pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv")])
-def test_padding_never_changes_an_utterances_output(name, subsample, mode):
+def test_padding_never_changes_an_utterances_output(name, subsample, mode, impl):
     torch.manual_seed(0)
     enc = build("encoder", name, hidden_size=8, num_layers=2, dropout=0.0, subsample=subsample,
-                subsample_mode=mode, input_size=5).eval()
+                subsample_mode=mode, input_size=5, impl=impl).eval()
     x = torch.randn(2, 13, 5)
     lengths = torch.tensor([13, 7])
     y, out = enc(x, lengths)
@@ -17,3 +18,29 @@ def test_padding_never_changes_an_utterances_output(name, subsample, mode):
     expected = -(-lengths // subsample)
     assert out.tolist() == expected.tolist() and y.shape[1] == expected[0]
     assert torch.allclose(y[1, : out[1]], alone[0, : out_alone[0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["blstm", "lstm", "bgru", "gru"])
+def test_reversed_and_packed_give_the_same_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    enc = build("encoder", name, hidden_size=6, num_layers=3, dropout=0.0, input_size=4, impl="packed")
+    x = torch.randn(3, 11, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([11, 4, 8])
+    enc = enc.double()
+    results = []
+    for impl in ("packed", "reversed"):
+        enc.cfg.impl = impl
+        enc.zero_grad()
+        x.grad = None
+        y, _ = enc(x, lengths)
+        (y * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).square().sum().backward()
+        results.append((y.detach(), x.grad.clone(), [p.grad.clone() for p in enc.parameters()]))
+    (y0, gx0, gp0), (y1, gx1, gp1) = results
+    assert torch.allclose(y0, y1, atol=1e-10)  # padded frames are zero in both
+    assert torch.allclose(gx0, gx1, atol=1e-10)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(gp0, gp1))
+
+
+def test_unknown_impl_is_refused():
+    with pytest.raises(ValueError, match="encoder.impl"):
+        build("encoder", "blstm", hidden_size=4, num_layers=1, input_size=3, impl="fast")
