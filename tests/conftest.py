@@ -18,7 +18,7 @@ SAMPLES = REPO / "samples" / "grid"
 # console scripts at: `speechkit-train …` becomes `python -m speechkit.train …`.
 MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.eval",
            "speechkit-transcribe": "speechkit.transcribe", "speechkit-plugins": "speechkit.plugins",
-           "speechkit-export": "speechkit.export"}
+           "speechkit-export": "speechkit.export", "speechkit-validate": "speechkit.validate"}
 
 load_plugins()
 torch.set_num_threads(int(os.environ.get("SPEECHKIT_TEST_THREADS", "1")))  # tiny models: 1 is fastest, and immune to a busy CPU

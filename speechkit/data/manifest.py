@@ -52,6 +52,22 @@ def read_manifest(path: str | Path, modality: str = "audio", require_text: bool 
     Raises :class:`ManifestError` naming every bad line (not JSON, not an object, missing or
     wrongly typed key, empty transcript) — nothing is dropped silently.
     """
+    examples, problems = parse_manifest(path, modality, require_text)
+    if problems:
+        raise ManifestError(Path(path), problems)
+    if not examples:
+        raise DataError(path, "manifest has no examples", "point data.*_manifest at a non-empty manifest")
+    return examples
+
+
+def parse_manifest(
+    path: str | Path, modality: str = "audio", require_text: bool = True
+) -> tuple[list[Example], list[tuple[int, str]]]:
+    """The usable examples of a manifest and ``(line, problem)`` for every line that is not.
+
+    A missing or non-UTF-8 manifest raises :class:`DataError`; :func:`read_manifest` raises on
+    any problem, ``speechkit-validate`` reports them all and checks the rest.
+    """
     path = Path(path)
     key = f"{modality}_filepath"
     if not path.is_file():
@@ -97,8 +113,4 @@ def read_manifest(path: str | Path, modality: str = "audio", require_text: bool 
             media_path = root / media_path
         rest = tuple((k, v) for k, v in item.items() if k not in (key, "text", "duration"))
         examples.append(Example(media_path, text, path, n, duration, rest))
-    if problems:
-        raise ManifestError(path, problems)
-    if not examples:
-        raise DataError(path, "manifest has no examples", "point data.*_manifest at a non-empty manifest")
-    return examples
+    return examples, problems
