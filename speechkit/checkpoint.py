@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,17 +42,53 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot write a checkpoint here ({e.strerror or e})",
+                              "choose a writable run directory (hydra.run.dir=…)") from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError | RuntimeError) and not isinstance(e, CheckpointError):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise CheckpointError(
+                path, f"writing the checkpoint failed ({e}); {free:.0f} MiB free on that disk",
+                "the previous checkpoint is untouched; free some space or move the run (hydra.run.dir=…)",
+            ) from e
         raise
+
+
+def check_writable(folder: str | Path, need_bytes: int) -> None:
+    """Fail now, not hours into training, if ``folder`` cannot take ``need_bytes`` of checkpoints.
+
+    Writes, fsyncs and removes a probe file, then compares the free space with ``need_bytes``.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(probe)
+    except OSError as e:
+        raise CheckpointError(folder, f"the run directory is not writable ({e.strerror or e})",
+                              "choose another one with hydra.run.dir=PATH") from e
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise CheckpointError(
+            folder, f"{free / 2**20:.0f} MiB free, but this run's checkpoints need about "
+            f"{need_bytes / 2**20:.0f} MiB (last, previous last and best)",
+            "free some space or move the run (hydra.run.dir=…)",
+        )
 
 
 def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metrics: dict | None = None) -> dict[str, Any]:

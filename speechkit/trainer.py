@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from speechkit import distributed
-from speechkit.checkpoint import CheckpointError, model_payload, read_checkpoint, save_checkpoint
+from speechkit.checkpoint import (
+    CheckpointError,
+    check_writable,
+    model_payload,
+    read_checkpoint,
+    save_checkpoint,
+)
 from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer
@@ -376,8 +382,9 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until max_epochs, max_steps, max_minutes or early stopping; return the last metrics."""
         self.model.train()
-        if self.dist.main:
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if self.dist.main:  # a read-only or full disk fails now, not at the first checkpoint
+            n_params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            check_writable(self.ckpt_dir, need_bytes=7 * n_params)  # last + last.prev (weights, 2 Adam moments) + best
         s = self.state
         stop = s.step >= self.total_steps
         while not stop and s.epoch < self.tcfg.max_epochs:

@@ -102,3 +102,35 @@ def test_non_finite_weights_are_never_written(tmp_path):
         model.head.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="head.weight"):
         model_payload(cfg, TOKENS, model)
+
+
+def test_an_unwritable_run_directory_fails_before_training(tmp_path):
+    from speechkit.checkpoint import CheckpointError, check_writable
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointError, match="not writable.*hydra.run.dir"):
+        check_writable(blocker / "run" / "checkpoints", need_bytes=1)
+    with pytest.raises(CheckpointError, match="MiB free, but this run's checkpoints need"):
+        check_writable(tmp_path / "ok", need_bytes=2**62)
+    check_writable(tmp_path / "ok", need_bytes=1)  # and a fine folder passes
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from speechkit.checkpoint import CheckpointError, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": torch.tensor(1)})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(CheckpointError, match=r"No space left.*MiB free.*the previous checkpoint is untouched"):
+        save_checkpoint(path, {"step": torch.tensor(2)})
+    monkeypatch.undo()
+    assert int(torch.load(path, weights_only=True)["step"]) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
