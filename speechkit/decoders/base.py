@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 BLANK = 0  # CTC blank id, everywhere in speechkit
@@ -77,3 +78,28 @@ class Decoder:
 
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
         raise NotImplementedError
+
+    def check_inputs(self, log_probs: Tensor, lengths: Tensor) -> Tensor:
+        """Refuse inputs that would decode to garbage, naming what is wrong; returns ``lengths`` as long.
+
+        ``log_probs`` ``(B, T, V)`` with ``V`` the number of tokens, no NaN (``-inf`` is fine: an
+        impossible token); ``lengths`` ``(B,)`` integers in ``[0, T]``.
+        """
+        if log_probs.dim() != 3:
+            raise ValueError(f"log_probs must be (batch, frames, tokens), got shape {tuple(log_probs.shape)}")
+        B, T, V = log_probs.shape
+        if V != len(self.tokens):
+            raise ValueError(f"log_probs has {V} tokens per frame but the decoder has {len(self.tokens)}; "
+                             "use the tokens of the model that made them")
+        if lengths.shape != (B,) or lengths.is_floating_point() or lengths.is_complex():
+            raise ValueError(f"lengths must be {B} integers (one per utterance), got {lengths.dtype} {tuple(lengths.shape)}")
+        if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            bad = int(((lengths < 0) | (lengths > T)).nonzero()[0, 0])
+            raise ValueError(f"lengths[{bad}] = {int(lengths[bad])} is outside [0, {T}], the frames log_probs holds")
+        if log_probs.is_floating_point():
+            nan = torch.isnan(log_probs)
+            if bool(nan.any()):
+                b, t, _ = (int(i) for i in nan.nonzero()[0])
+                raise ValueError(f"log_probs has NaN (first at utterance {b}, frame {t}): the model's output is broken "
+                                 "(check the checkpoint, or train with trainer.precision=fp32)")
+        return lengths.long()
