@@ -45,8 +45,13 @@ def media(tmp_path_factory) -> dict[str, bytes]:
     img.save(tmp / "a.png")
     img.save(tmp / "a.jpg")
     write_video(tmp / "a.mp4", pattern(12, 32, 64))
-    return {s: (tmp / f"a.{s}").read_bytes() if s != "flac" else flac.read_bytes()
-            for s in ("flac", "wav", "png", "jpg", "mp4")}
+    return Media({s: (tmp / f"a.{s}").read_bytes() if s != "flac" else flac.read_bytes()
+                  for s in ("flac", "wav", "png", "jpg", "mp4")})
+
+
+class Media(dict):
+    def __repr__(self) -> str:  # hypothesis prints its arguments: not the files' bytes
+        return f"Media({', '.join(f'{k}: {len(v)} bytes' for k, v in self.items())})"
 
 
 def damaged(data: bytes, draw) -> bytes:

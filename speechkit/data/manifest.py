@@ -76,7 +76,9 @@ def parse_manifest(
     examples: list[Example] = []
     problems: list[tuple[int, str]] = []
     try:
-        raw_lines = path.read_text(encoding="utf-8").splitlines()
+        # JSON lines end at "\n" only: str.splitlines() would also break at form feeds, U+2028 and
+        # other characters a JSON string may hold raw, and shift every later line number
+        raw_lines = [line.removesuffix("\r") for line in path.read_text(encoding="utf-8").split("\n")]
     except UnicodeDecodeError as e:
         raise DataError(path, f"not UTF-8 text ({e})", "write the manifest as UTF-8 JSON lines") from None
     for n, raw in enumerate(raw_lines, start=1):

@@ -117,6 +117,8 @@ def _decode_av(path: Path, grayscale: bool) -> tuple[np.ndarray, float | None]:
                 stream = container.streams.video[0]
                 # one decoding thread: FFmpeg's messages from other threads would escape the capture
                 # (and the data loader's workers already decode clips in parallel)
+                if stream.codec_context is None:  # a damaged header can name no codec FFmpeg knows
+                    raise _corrupt(path, "its video stream has no decodable codec")
                 stream.codec_context.thread_count = 1
                 rate = stream.average_rate or stream.guessed_rate
                 declared = stream.frames  # 0 where the container does not say (MPEG program streams)
@@ -127,6 +129,11 @@ def _decode_av(path: Path, grayscale: bool) -> tuple[np.ndarray, float | None]:
                     raise _corrupt(
                         path, f"decoding stopped after {len(frames)} frame(s) ({e.strerror or e})"
                     ) from None
+    except DataError:
+        raise
+    except (UnicodeDecodeError, ValueError, OverflowError, IndexError, RuntimeError) as e:
+        # damaged headers can make PyAV fail outside FFmpeg (e.g. undecodable metadata strings)
+        raise _corrupt(path, f"{type(e).__name__} while reading it: {e}") from None
     finally:
         av.logging.set_level(previous_level)
     errors = _errors(messages)
