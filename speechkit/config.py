@@ -53,6 +53,7 @@ class TrainerConfig:
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)
     log_every_steps: int = 50
     global_stats_batches: int = 50  # batches read to estimate global normalisation statistics
+    max_nonfinite_in_row: int = 20  # updates skipped for a NaN/inf loss or gradient, in a row, before training stops
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower, bit-for-bit reruns)
     logger: str = "none"  # none | tensorboard: also write metrics to <run dir>/tensorboard (speechkit/loggers.py)
 

@@ -94,7 +94,6 @@ class TrainState:
 class Trainer:
     """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``."""
 
-    max_nonfinite_in_row = 20  # consecutive skipped updates before training stops
     plot_every_s = 60.0  # seconds between redraws of training.png
     _last_plot = -float("inf")
 
@@ -330,7 +329,7 @@ class Trainer:
             self.state.nonfinite_in_row += 1
             log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row)",
                         self.state.step, float(loss), float(grad_norm), self.state.nonfinite_in_row)
-            if self.state.nonfinite_in_row >= self.max_nonfinite_in_row:
+            if self.state.nonfinite_in_row >= self.tcfg.max_nonfinite_in_row:
                 raise FloatingPointError(
                     f"{self.state.nonfinite_in_row} non-finite losses in a row at step {self.state.step}: lower "
                     "trainer.lr, check the data (speechkit-validate), or use trainer.precision=fp32"

@@ -78,3 +78,32 @@ def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path,
     assert resumed.state.step == ref.state.step == 8
     for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_non_finite_losses_skip_their_updates_and_too_many_in_a_row_stop_training(tmp_path, monkeypatch, caplog):
+    cfg = _cfg(tmp_path, 8, "encoder.hidden_size=16", "data.batch_size=2", "trainer.max_steps=6",
+               "trainer.max_nonfinite_in_row=3", "trainer.eval_every_epochs=100")
+    trainer = Trainer(cfg, tmp_path / "run")
+    real = trainer.loss_fn.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(*args):
+        loss, bad = real(*args)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] in (2, 3) else loss), bad
+
+    monkeypatch.setattr(trainer.loss_fn, "forward", sometimes_nan)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    assert trainer.state.step == 6  # six updates taken …
+    assert caplog.text.count("update skipped") == 2 and "(2 in a row)" in caplog.text  # … two skipped, logged
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+    always = _cfg(tmp_path / "b", 8, "encoder.hidden_size=16", "data.batch_size=2", "trainer.max_steps=6",
+                  "trainer.max_nonfinite_in_row=3")
+    t2 = Trainer(always, tmp_path / "b" / "run")
+    monkeypatch.setattr(t2.loss_fn, "forward", lambda *a: (real(*a)[0] * float("inf"), 0))
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        t2.fit()
+    assert not (tmp_path / "b" / "run" / "checkpoints" / "last.pt").exists()  # nothing written from a broken run
