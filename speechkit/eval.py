@@ -58,7 +58,10 @@ def task(cfg: DictConfig) -> float:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.data.batch_size)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
-    pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
+    try:  # an LM file that is missing or unreadable: one line, not a traceback
+        pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
+    except (CheckpointError, OSError, ValueError) as e:
+        raise SystemExit(f"error: decoder: {e}") from None
     metrics, preds = evaluate(pipe, cfg.data.test_manifest, progress=cfg.progress)
     metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.data.test_manifest),
                     "decoder": OmegaConf.to_container(cfg.decoder, resolve=True)})

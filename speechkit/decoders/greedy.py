@@ -41,7 +41,7 @@ class GreedyDecoder(Decoder):
             & (ids != BLANK)
             & ((ids != nxt) | (torch.arange(T, device=ids.device)[None] == lengths[:, None] - 1))
         )
-        scores = (best * valid).sum(dim=1)
+        scores = torch.where(valid, best, 0.0).sum(dim=1)  # not best * valid: -inf in padding × 0 is NaN
         ids_c, emit_c, end_c, scores_c = ids.cpu(), emit.cpu(), run_end.cpu(), scores.cpu()
         out = []
         for b in range(B):

@@ -156,6 +156,9 @@ def load_image(
                 "or lower the frontend's pool_width",
             )
         try:
+            if img.format == "PNG":  # a PNG cut inside its first IDAT chunk decodes as black, no error:
+                with Image.open(path) as whole:  # verify() reads every chunk and checks its CRC
+                    whole.verify()
             img.load()
             gray = _gray(ImageOps.exif_transpose(img))
         except (OSError, SyntaxError, ValueError, struct.error) as e:

@@ -4,61 +4,78 @@
 Training: the text is cut into ``streams`` equal parallel streams (a ``(streams, N)`` grid of
 ids); each step takes the next ``unroll`` characters of every stream, predicts each following
 character, and carries the recurrent state into the next step, detached, so gradients span one
-unroll while the state spans the whole text. Adam, gradient-norm clipping, a warm-up then cosine
-learning rate over ``steps`` or ``minutes``; validation bits per character (the held-out text run
-as one stream, state carried) every ``eval_every`` steps and at the end; ``lm.pt`` (the model
-alone rebuilds from it), ``bpc.png`` and ``history.json`` in ``out``. ``resume=true`` continues
-from ``out/lm.pt`` (model, optimiser, step, position in the text; the carried state restarts).
+unroll while the state spans the whole stream. An epoch ends when the streams are read to their
+end; the state then restarts from zeros. Adam, gradient-norm clipping, a linear warm-up then
+cosine learning rate over ``steps`` or ``minutes`` (whichever ends first).
 
-Arguments are ``key=value`` pairs, like the other speechkit commands.
+Held-out bits per character (the ``valid`` text run as one stream, state carried) are measured
+every ``eval_every`` steps, at the end of every epoch and at the end, and ``test`` (if given)
+once at the end. Each measurement rewrites, in ``out``: ``lm.pt`` (atomic; model, vocabulary,
+optimiser, position, carried state and RNG state: the model alone rebuilds from it with
+:func:`~speechkit.lm.char_rnn.load_lm`), ``history.json`` and ``bpc.png``. ``resume=true``
+continues from ``out/lm.pt``; a run resumed with ``steps=N`` ends with the weights an
+uninterrupted run would have, and a ``minutes`` budget counts the time before the interruption.
+
+Arguments are ``key=value`` pairs, spelt like the other speechkit commands' overrides, but parsed
+against the dataclasses below rather than composed by Hydra: the LM trainer has no stage groups,
+recipes or run-directory layout to compose, and a run is described by its ``out`` folder.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from speechkit.lm.char_rnn import CharRNN, Vocabulary, detach_state, load_lm, save_lm
+from speechkit.lm.char_rnn import CharRNN, Vocabulary, detach_state, load_lm, map_state, save_lm
+
+LN2 = math.log(2.0)  # nats → bits
 
 
 @dataclass
 class TrainLMConfig:
     text: str = ""  # training text (UTF-8)
-    valid: str = ""  # held-out text for bits per character
-    out: str = "runs/char_lm"
-    embed: int = 64
-    hidden: int = 512
+    valid: str = ""  # held-out text: bits per character during training
+    test: str = ""  # held-out text: bits per character once, at the end
+    out: str = "runs/char_lm"  # run folder: lm.pt, history.json, bpc.png
+    embed: int = 64  # character embedding size
+    hidden: int = 512  # units per recurrent layer
     layers: int = 2
-    cell: str = "lstm"
-    dropout: float = 0.1
+    cell: str = "lstm"  # lstm | gru
+    dropout: float = 0.1  # between recurrent layers
     streams: int = 32  # parallel streams (the batch)
     unroll: int = 128  # characters per truncated-BPTT step
-    lr: float = 2e-3
-    warmup: int = 100
-    clip: float = 1.0
+    lr: float = 2e-3  # Adam's peak learning rate
+    warmup: int = 100  # steps of linear warm-up
+    clip: float = 1.0  # gradient-norm clipping
     steps: int = 0  # optimiser steps (0: until `minutes`)
     minutes: float = 10.0  # wall-clock budget (0: until `steps`)
-    eval_every: int = 200
+    eval_every: int = 200  # steps between held-out measurements
     seed: int = 0
-    threads: int = 0
-    resume: bool = False
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    resume: bool = False  # continue from out/lm.pt
 
 
 @dataclass
 class SampleConfig:
-    checkpoint: str = ""
-    prime: str = "\n"
-    length: int = 500
-    temperature: float = 0.8
-    top_k: int = 0  # sample among the k most likely characters (0: all)
+    checkpoint: str = ""  # lm.pt written by speechkit-train-lm
+    prime: str = "\n"  # text to start from ("\n" in it is a line break)
+    length: int = 500  # characters to draw
+    temperature: float = 0.8  # < 1 sharper, > 1 flatter than the model's distribution
+    top_k: int = 0  # draw among the k most likely characters (0: all)
     seed: int = 0
+
+
+class TextError(ValueError):
+    """A training or held-out text that cannot be used; the message names the file (and line)."""
 
 
 def parse_args(cls, argv: list[str]):
@@ -82,135 +99,225 @@ def parse_args(cls, argv: list[str]):
     return cls(**values)
 
 
-def read_text(path: str, what: str) -> str:
-    """A UTF-8 text file; a clear error names a missing, empty or non-UTF-8 one (with the byte offset)."""
+def read_text(path: str | Path, what: str = "text") -> str:
+    """A UTF-8 text file; :class:`TextError` names a missing, empty or non-UTF-8 one (with the line)."""
+    if not str(path):
+        raise TextError(f"{what}=FILE is required")
     p = Path(path)
-    if not path:
-        sys.exit(f"error: {what}=FILE is required")
     if not p.is_file():
-        sys.exit(f"error: {what}={path}: file not found")
+        raise TextError(f"{what}={path}: file not found")
     data = p.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        sys.exit(f"error: {p}:{line}: not UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r}); convert it "
-                 "(e.g. iconv -t utf-8)")
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise TextError(
+            f"{p}:{line}: not UTF-8 (byte {data[e.start : e.start + 1]!r} at column {col}); "
+            "convert the file, e.g. iconv -f latin1 -t utf-8"
+        ) from None
     if not text.strip():
-        sys.exit(f"error: {p}: the text is empty")
+        raise TextError(f"{p}: the text is empty")
     return text
 
 
 @torch.no_grad()
-def bits_per_char(model: CharRNN, ids: torch.Tensor, chunk: int = 512) -> float:
-    """Bits per character of ``ids`` as one stream, the state carried from chunk to chunk."""
+def boundary_state(model: CharRNN, ids: Tensor, context: int = 1000):
+    """The state after the ``context`` characters of ``ids`` that end just before its last line boundary.
+
+    A sentence-start state for scoring lines one at a time: in training the state is carried across
+    lines, so the zero state is one the model rarely sees (on GRID sentences, starting from zeros
+    costs 0.11 bits per character). ``None`` if ``ids`` holds no text before a boundary.
+    """
+    ends = (ids == 0).nonzero()
+    end = int(ends[-1]) if len(ends) else len(ids)
+    x = ids[max(0, end - context) : end]
+    if len(x) == 0:
+        return None
+    was_training = model.training
     model.eval()
-    state, total, n = None, 0.0, 0
-    x = torch.cat([torch.zeros(1, dtype=torch.long), ids])  # starts after a line boundary
+    _, state = model(x[None])
+    model.train(was_training)
+    return map_state(Tensor.clone, detach_state(state))
+
+
+@torch.no_grad()
+def bits_per_char(model: CharRNN, ids: Tensor, chunk: int = 512) -> float:
+    """Bits per character of ``ids`` ``(N,)`` read as one stream after a line boundary, state carried."""
+    was_training = model.training
+    model.eval()
+    state, total, n = model.initial_state(1), 0.0, 0
+    x = torch.cat([torch.zeros(1, dtype=torch.long), ids])
     for i in range(0, len(x) - 1, chunk):
-        inp, tgt = x[i : i + chunk][None], x[i + 1 : i + chunk + 1][None]
-        inp = inp[:, : tgt.shape[1]]
-        logits, state = model(inp, state)
+        tgt = x[i + 1 : i + chunk + 1][None]
+        logits, state = model(x[i : i + tgt.shape[1]][None], state)
         total += float(nn.functional.cross_entropy(logits[0], tgt[0], reduction="sum"))
         n += tgt.shape[1]
-    model.train()
-    return total / max(n, 1) / math.log(2)
+    model.train(was_training)
+    return total / max(n, 1) / LN2
+
+
+def learning_rate(cfg: TrainLMConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 5 % of ``lr`` as ``progress`` goes 0 → 1."""
+    warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
+    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def train(cfg: TrainLMConfig) -> dict:
+    """Train (or resume) as ``cfg`` says; returns the last history row (step, epoch, minutes, bpc …)."""
     from tqdm import tqdm
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     if cfg.steps <= 0 and cfg.minutes <= 0:
-        sys.exit("error: give steps=N or minutes=M (or both): training needs an end")
+        raise ValueError("give steps=N or minutes=M (or both): training needs an end")
     text = read_text(cfg.text, "text")
     valid = read_text(cfg.valid, "valid") if cfg.valid else ""
+    test = read_text(cfg.test, "test") if cfg.test else ""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
     ckpt_path = out / "lm.pt"
+    torch.manual_seed(cfg.seed)
+    ckpt = None
     if cfg.resume and ckpt_path.exists():
         model, vocab, ckpt = load_lm(ckpt_path)
         model.train()
-        start_step, pos, history = ckpt["step"], ckpt["position"], ckpt["history"]
+        if "optimizer" not in ckpt:
+            raise ValueError(
+                f"{ckpt_path}: holds no optimiser state to resume from; train afresh into another out="
+            )
+        step, pos, history = ckpt["step"], ckpt["position"], ckpt["history"]
+        epoch, prior_seconds = ckpt.get("epoch", 0), ckpt.get("seconds", 0.0)  # older files lack them
+        state = ckpt.get("carried_state")
+        state = tuple(state) if isinstance(state, list) else state
+        if "rng" in ckpt:
+            torch.set_rng_state(ckpt["rng"])
+        print(
+            f"resuming {ckpt_path} at step {step} (epoch {epoch + 1}, {prior_seconds / 60:.1f} minutes done)"
+        )
     else:
+        if cfg.resume:
+            print(f"resume=true but {ckpt_path} does not exist yet: starting afresh")
         vocab = Vocabulary.from_text(text)
         model = CharRNN(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.cell, cfg.dropout)
-        start_step, pos, history, ckpt = 0, 0, [], None
+        step, epoch, pos, history, prior_seconds, state = 0, 0, 0, [], 0.0, None
     ids = vocab.encode(text)
     per_stream = (len(ids) - 1) // cfg.streams
     if per_stream < 2:
-        sys.exit(f"error: {cfg.text}: {len(ids)} characters are too few for {cfg.streams} streams")
-    grid = ids[: cfg.streams * per_stream + 1]
+        raise TextError(f"{cfg.text}: {len(ids)} characters are too few for {cfg.streams} streams")
+    grid = ids[: cfg.streams * per_stream + 1]  # stream s reads grid[s·N : (s+1)·N], predicting one ahead
     inputs, targets = grid[:-1].view(cfg.streams, per_stream), grid[1:].view(cfg.streams, per_stream)
     valid_ids = vocab.encode(valid) if valid else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if ckpt is not None and "optimizer" in ckpt:
+    if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"char LM: {len(vocab)} symbols, {n_params / 1e6:.2f} M parameters, {len(ids):,} training characters "
-          f"in {cfg.streams} streams of {per_stream:,}")
-    total = cfg.steps or 10**9
-    budget = 60 * cfg.minutes if cfg.minutes > 0 else float("inf")
-    state = None
-    t0 = time.monotonic()
-    bar = tqdm(total=cfg.steps or None, initial=start_step, unit="step", mininterval=2.0, dynamic_ncols=True)
-    step, losses = start_step, []
+    print(
+        f"char LM: {len(vocab)} symbols, {n_params / 1e6:.2f} M parameters, {len(ids):,} training characters "
+        f"in {cfg.streams} streams of {per_stream:,} (an epoch is {math.ceil(per_stream / cfg.unroll)} steps)"
+    )
 
-    def evaluate() -> None:
-        row = {"step": step, "minutes": (time.monotonic() - t0) / 60,
-               "train_bpc": sum(losses) / max(len(losses), 1) / math.log(2)}
+    max_steps = cfg.steps if cfg.steps > 0 else math.inf
+    budget = 60 * cfg.minutes if cfg.minutes > 0 else math.inf
+    t0, step0 = time.monotonic(), step
+
+    def seconds() -> float:
+        return prior_seconds + time.monotonic() - t0
+
+    bar = tqdm(total=cfg.steps or None, initial=step, unit="step", mininterval=2.0, dynamic_ncols=True)
+    losses: list[float] = []
+
+    def evaluate(final: bool = False, extra: dict | None = None) -> dict:
+        model.start_state = boundary_state(model, ids)  # before scoring: bits_per_char starts from it
+        row = {"step": step, "epoch": epoch + pos / per_stream, "minutes": seconds() / 60}
+        if losses:
+            row["train_bpc"] = sum(losses) / len(losses) / LN2
         if valid_ids is not None:
             row["valid_bpc"] = bits_per_char(model, valid_ids)
+        if final and test:
+            row["test_bpc"] = bits_per_char(model, vocab.encode(test))
+        row.update(extra or {})
         history.append(row)
         losses.clear()
-        save_lm(ckpt_path, model, vocab, {"step": step, "position": pos, "history": history,
-                                          "optimizer": opt.state_dict(), "train_config": asdict(cfg)})
+        save_lm(
+            ckpt_path,
+            model,
+            vocab,
+            {
+                "step": step,
+                "epoch": epoch,
+                "position": pos,
+                "seconds": seconds(),
+                "carried_state": None if state is None else map_state(Tensor.clone, state),
+                "rng": torch.get_rng_state(),
+                "history": history,
+                "optimizer": opt.state_dict(),
+                "train_config": asdict(cfg),
+            },
+        )
+        _write_json(out / "history.json", history)
         plot(history, out / "bpc.png")
-        bar.write("step {step}: train {train_bpc:.3f} bpc".format(**row)
-                  + (f", valid {row['valid_bpc']:.3f} bpc" if "valid_bpc" in row else ""))
+        msg = f"step {step} (epoch {row['epoch']:.2f}, {row['minutes']:.1f} min):"
+        msg += "".join(f" {k[:-4]} {row[k]:.3f}" for k in ("train_bpc", "valid_bpc", "test_bpc") if k in row)
+        bar.write(msg + " bits/char")
+        return row
 
-    while step < total and time.monotonic() - t0 < budget:
-        if pos + 1 >= per_stream:
-            pos, state = 0, None  # a new pass over the text
+    while step < max_steps and seconds() < budget:
         x, y = inputs[:, pos : pos + cfg.unroll], targets[:, pos : pos + cfg.unroll]
-        progress = step / total if cfg.steps else (time.monotonic() - t0) / budget
-        lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1)) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+        progress = max(step / max_steps, seconds() / budget)
+        lr = learning_rate(cfg, step, progress)
         for g in opt.param_groups:
             g["lr"] = lr
         logits, state = model(x, state)
-        state = detach_state(state)
+        state = detach_state(state)  # carried into the next chunk, but no gradient flows back into it
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         pos += x.shape[1]
         step += 1
+        end_of_epoch = pos >= per_stream
+        if end_of_epoch:  # every stream read to its end: start the next pass from zero state
+            epoch, pos, state = epoch + 1, 0, None
+        if budget < math.inf and step % 20 == 0:  # a time budget: estimate the total steps for the ETA
+            rate = (step - step0) / max(time.monotonic() - t0, 1e-9)
+            bar.total = int(min(max_steps, step + rate * max(budget - seconds(), 0.0)))
         bar.update(1)
-        bar.set_postfix(bpc=f"{float(loss) / math.log(2):.3f}", lr=f"{lr:.1e}")
-        if step % cfg.eval_every == 0:
+        bar.set_postfix(bpc=f"{losses[-1] / LN2:.3f}", lr=f"{lr:.1e}", epoch=epoch + 1, refresh=False)
+        if step % cfg.eval_every == 0 or end_of_epoch:
             evaluate()
-    if not history or history[-1]["step"] != step:
-        evaluate()
     bar.close()
-    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    return history[-1]
+    if history and history[-1]["step"] == step:  # measured at this step already
+        if not test:
+            return history[-1]
+        last = history.pop()  # measured again below, with the test text
+        return evaluate(final=True, extra={k: last[k] for k in ("train_bpc",) if k in last})
+    return evaluate(final=True)
 
 
 def plot(history: list[dict], path: Path) -> None:
+    """Training and held-out bits per character against steps → ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    steps = [h["step"] for h in history]
-    ax.plot(steps, [h["train_bpc"] for h in history], label="train")
-    if any("valid_bpc" in h for h in history):
-        ax.plot(steps, [h.get("valid_bpc", float("nan")) for h in history], label="held out")
+    for key, label in (("train_bpc", "train"), ("valid_bpc", "held out")):
+        pts = [(h["step"], h[key]) for h in history if key in h]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    tests = [(h["step"], h["test_bpc"]) for h in history if "test_bpc" in h]
+    if tests:
+        ax.plot(*zip(*tests), "k*", label="test")
     ax.set_xlabel("step")
     ax.set_ylabel("bits per character")
     ax.grid(alpha=0.3)
@@ -221,18 +328,30 @@ def plot(history: list[dict], path: Path) -> None:
 
 
 @torch.no_grad()
-def sample(model: CharRNN, vocab: Vocabulary, prime: str, length: int, temperature: float = 1.0,
-           top_k: int = 0, seed: int = 0) -> str:
-    """``prime`` followed by ``length`` characters drawn from the model's softmax (temperature, top-k)."""
+def sample(
+    model: CharRNN,
+    vocab: Vocabulary,
+    prime: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+) -> str:
+    """``prime`` followed by ``length`` characters drawn from ``softmax(logits / temperature)``.
+
+    With ``top_k > 0`` only the ``top_k`` most likely characters can be drawn; ``<unk>`` never is.
+    The draw uses its own generator seeded with ``seed``, so the text depends only on the arguments.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    model.eval()
     g = torch.Generator().manual_seed(seed)
     ids = torch.cat([torch.zeros(1, dtype=torch.long), vocab.encode(prime)])  # after a line boundary
-    logits, state = model(ids[None])
+    logits, state = model(ids[None], model.initial_state(1))
     last = logits[0, -1]
     out = []
     for _ in range(length):
-        z = last / temperature
+        z = last.float() / temperature
         z[1] = -math.inf  # never <unk>
         if top_k > 0:
             kth = z.topk(min(top_k, len(z))).values[-1]
@@ -244,23 +363,31 @@ def sample(model: CharRNN, vocab: Vocabulary, prime: str, length: int, temperatu
     return prime + vocab.decode(out)
 
 
-def main_train() -> None:
-    cfg = parse_args(TrainLMConfig, sys.argv[1:])
-    row = train(cfg)
+def main_train(argv: list[str] | None = None) -> None:
+    cfg = parse_args(TrainLMConfig, sys.argv[1:] if argv is None else argv)
+    from speechkit.checkpoint import CheckpointError
+
+    try:
+        row = train(cfg)
+    except (TextError, CheckpointError, ValueError) as e:
+        sys.exit(f"error: {e}")
     print(json.dumps(row))
 
 
-def main_sample() -> None:
+def main_sample(argv: list[str] | None = None) -> None:
     from speechkit.checkpoint import CheckpointError
 
-    cfg = parse_args(SampleConfig, sys.argv[1:])
+    cfg = parse_args(SampleConfig, sys.argv[1:] if argv is None else argv)
     if not cfg.checkpoint:
         sys.exit("error: checkpoint=PATH is required (a lm.pt written by speechkit-train-lm)")
     try:
         model, vocab, _ = load_lm(cfg.checkpoint)
-    except CheckpointError as e:
+        text = sample(
+            model, vocab, cfg.prime.replace("\\n", "\n"), cfg.length, cfg.temperature, cfg.top_k, cfg.seed
+        )
+    except (CheckpointError, ValueError) as e:
         sys.exit(f"error: {e}")
-    print(sample(model, vocab, cfg.prime.replace("\\n", "\n"), cfg.length, cfg.temperature, cfg.top_k, cfg.seed))
+    print(text)
 
 
 if __name__ == "__main__":
