@@ -96,14 +96,14 @@ class Decoder:
         if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
             bad = int(((lengths < 0) | (lengths > T)).nonzero()[0, 0])
             raise ValueError(f"lengths[{bad}] = {int(lengths[bad])} is outside [0, {T}], the frames log_probs holds")
-        if log_probs.is_floating_point():
-            nan = torch.isnan(log_probs)
-            if bool(nan.any()):
-                b, t, _ = (int(i) for i in nan.nonzero()[0])
+        if log_probs.is_floating_point() and B and T:
+            peak = log_probs.amax(dim=-1)  # (B, T): NaN where a frame has NaN, -inf where every token is -inf
+            if bool(torch.isnan(peak).any()):
+                b, t = (int(i) for i in torch.isnan(peak).nonzero()[0])
                 raise ValueError(f"log_probs has NaN (first at utterance {b}, frame {t}): the model's output is broken "
                                  "(check the checkpoint, or train with trainer.precision=fp32)")
             valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
-            impossible = (log_probs == float("-inf")).all(dim=-1) & valid  # (B, T): no token can be emitted
+            impossible = (peak == float("-inf")) & valid  # no token can be emitted
             if bool(impossible.any()):
                 b, t = (int(i) for i in impossible.nonzero()[0])
                 raise ValueError(f"log_probs is -inf for every token at utterance {b}, frame {t}: no label sequence "

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from speechkit.decoders import native
 from speechkit.decoders.base import BLANK, Decoder, Hypothesis, tokens_to_text, word_spans
 from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
 from speechkit.decoders.lexicon import LexiconTrie, extend_hash
@@ -61,6 +62,8 @@ class BeamConfig:
     space: str = " "  # the word separator token
     exact_scores: bool = True  # rescore the n-best by the full CTC sum (ctc_loss), then re-rank
     compile: bool = False  # torch.compile the frame step (fused kernels; compiles on first use)
+    engine: str = "auto"  # auto: the compiled CPU engine (native.py) for CPU tensors when the search is
+    # one it covers (no LM, lexicon or beta), else the batched torch search; torch; native
 
 
 @dataclass
@@ -220,11 +223,14 @@ def prefix_beam_search(
     beam_threshold: float | None = None,
     compile: bool = False,
     blank_skip_logp: float | None = None,
+    engine: str = "auto",
 ) -> SearchResult:
     """CTC prefix beam search over a batch: ``log_probs`` ``(B, T, V)`` (log-softmax), ``lengths`` ``(B,)``.
 
     One Python iteration per frame: :func:`expand`, the fusion's and lexicon's scores, top-K,
-    :func:`select`; everything inside is ``(B, K, ·)`` tensor algebra.
+    :func:`select`; everything inside is ``(B, K, ·)`` tensor algebra. ``engine`` ``"native"``
+    (or ``"auto"`` on CPU tensors) runs the same search compiled (:mod:`speechkit.decoders.native`)
+    when there is no LM, lexicon or bonus.
     """
     dev = log_probs.device
     B, T, V = log_probs.shape
@@ -240,6 +246,13 @@ def prefix_beam_search(
         T_full = T
         lp_all, lengths, src = collapse_blank_runs(lp_all, lengths, blank_skip_logp)
         B, T, V = lp_all.shape
+    if native_engine(engine, dev, fusion, lexicon, compile):
+        scores, emitted, nonblank = native.search(
+            lp_all, lengths, K, nbest, token_topk, token_min_logp, beam_threshold
+        )
+        if src is not None:
+            emitted, nonblank = _uncollapse(src, T_full, emitted, nonblank)
+        return SearchResult(scores, scores.clone(), emitted, nonblank)
     expand_, select_ = _compiled() if compile else (expand, select)
 
     zeros_l = torch.zeros(B, K, dtype=torch.long, device=dev)
@@ -346,28 +359,59 @@ def prefix_beam_search(
         emitted[t] = ems[t].gather(1, cur)
         nonblank[t] = nbs[t].gather(1, cur)
         cur = bps[t].gather(1, cur)
-    if src is not None:  # back to the input's frames: collapsed runs emit nothing, end every token
-        b, t = (src >= 0).nonzero(as_tuple=True)
-        em_full = torch.zeros(T_full, B, n, dtype=torch.long, device=dev)
-        nb_full = torch.zeros(T_full, B, n, dtype=torch.bool, device=dev)
-        em_full[src[b, t], b] = emitted[t, b]
-        nb_full[src[b, t], b] = nonblank[t, b]
-        emitted, nonblank = em_full, nb_full
+    if src is not None:
+        emitted, nonblank = _uncollapse(src, T_full, emitted, nonblank)
     return SearchResult(scores, ctc.gather(1, best), emitted, nonblank)
+
+
+def _uncollapse(src: Tensor, T_full: int, emitted: Tensor, nonblank: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-frame paths ``(T', B, N)`` of collapsed frames back on the input's ``T_full`` frames.
+
+    A collapsed run of blanks emits nothing and ends every token (``src`` from :func:`collapse_blank_runs`).
+    """
+    _, B, N = emitted.shape
+    b, t = (src >= 0).nonzero(as_tuple=True)
+    em_full = torch.zeros(T_full, B, N, dtype=torch.long, device=emitted.device)
+    nb_full = torch.zeros(T_full, B, N, dtype=torch.bool, device=emitted.device)
+    em_full[src[b, t], b] = emitted[t, b]
+    nb_full[src[b, t], b] = nonblank[t, b]
+    return em_full, nb_full
+
+
+ENGINES = ("auto", "torch", "native")
+
+
+def native_engine(
+    engine: str, device: torch.device, fusion: Fusion | None, lexicon: LexiconTrie | None, compile: bool = False
+) -> bool:
+    """Whether the search runs on the compiled CPU engine; ``engine="native"`` where it cannot is an error."""
+    if engine not in ENGINES:
+        raise ValueError(f"decoder.engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    covered = (fusion is None or (type(fusion) is Fusion and fusion.beta == 0.0)) and lexicon is None
+    if engine == "native" and not covered:
+        raise ValueError(
+            "decoder.engine=native covers the search without LM, lexicon or beta; "
+            "use decoder.engine=auto (torch for the rest) or drop them"
+        )
+    return engine == "native" or (engine == "auto" and covered and device.type == "cpu" and not compile)
 
 
 # --------------------------------------------------------------------------- the plugin
 
 
-def rescore_exact(log_probs: Tensor, lengths: Tensor, res: SearchResult) -> SearchResult:
+def rescore_exact(log_probs: Tensor, lengths: Tensor, res: SearchResult, native_cpu: bool = False) -> SearchResult:
     """Replace each hypothesis' CTC part by the exact sum over all its alignments, and re-rank.
 
     The search's CTC score misses the alignments of a prefix that was pruned at some frame and
-    extended again later; ``ctc_loss`` (one batched forward pass over the n-best) restores them.
+    extended again later; ``ctc_loss`` (one batched forward pass over the n-best) restores them,
+    or, with ``native_cpu`` and CPU tensors, the compiled forward algorithm of ``native.py``.
     """
     T, B, N = res.emitted.shape
     if T == 0 or B == 0:
         return res
+    if native_cpu and log_probs.device.type == "cpu":
+        exact = native.ctc_logprob(log_probs, lengths, res.emitted, res.scores)
+        return _rerank(res, exact)
     em = res.emitted.permute(1, 2, 0).reshape(B * N, T)
     target_lengths = (em > 0).sum(1)
     order = (em == 0).to(torch.uint8).argsort(dim=1, stable=True)  # emitted tokens first, in order
@@ -376,7 +420,12 @@ def rescore_exact(log_probs: Tensor, lengths: Tensor, res: SearchResult) -> Sear
     nll = torch.nn.functional.ctc_loss(
         lp, targets, lengths.to(lp.device).repeat_interleave(N), target_lengths, blank=BLANK, reduction="none"
     )
-    exact = torch.where(res.scores > NEG_INF, -nll.view(B, N), NEG_INF)
+    return _rerank(res, torch.where(res.scores > NEG_INF, -nll.view(B, N), NEG_INF))
+
+
+def _rerank(res: SearchResult, exact: Tensor) -> SearchResult:
+    """``res`` with its CTC parts replaced by ``exact`` ``(B, N)``, re-sorted best first."""
+    T, B, N = res.emitted.shape
     scores = res.scores - res.ctc.masked_fill(res.ctc == NEG_INF, 0.0) + exact
     scores, rank = scores.sort(1, descending=True)
     r = rank[None].expand(T, B, N)
@@ -420,6 +469,7 @@ class BeamDecoder(Decoder):
             self.fusion = WordFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
         else:
             raise ValueError(f"decoder.lm: unit must be 'char' or 'word', not {self.lm.unit!r}")
+        native_engine(cfg.engine, torch.device("cpu"), self.fusion, self.lexicon, cfg.compile)  # refuse early
 
     @torch.no_grad()
     def search(self, log_probs: Tensor, lengths: Tensor) -> SearchResult:
@@ -437,6 +487,7 @@ class BeamDecoder(Decoder):
             beam_threshold=c.beam_threshold,
             compile=c.compile,
             blank_skip_logp=c.blank_skip_logp,
+            engine=c.engine,
         )
 
     @torch.no_grad()
@@ -445,7 +496,7 @@ class BeamDecoder(Decoder):
         lengths = self.check_inputs(log_probs, lengths)
         res = self.search(log_probs, lengths)
         if self.cfg.exact_scores:
-            res = rescore_exact(log_probs, lengths, res)
+            res = rescore_exact(log_probs, lengths, res, native_cpu=self.cfg.engine != "torch")
         scores = res.scores.cpu().tolist()
         emitted = res.emitted.permute(1, 2, 0).cpu().numpy()  # (B, N, T)
         nonblank = res.nonblank.permute(1, 2, 0).cpu().numpy()

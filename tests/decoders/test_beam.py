@@ -44,8 +44,19 @@ def peaky(frames: list[dict[str, float]]) -> torch.Tensor:
     return (p / p.sum(1, keepdim=True)).log()[None]
 
 
+ENGINE = {"name": "auto"}
+
+
+@pytest.fixture(autouse=True, params=["torch", "auto"])
+def engine(request):
+    """Every test runs on the batched torch search and on "auto" (the compiled engine where it covers)."""
+    ENGINE["name"] = request.param
+    yield request.param
+    ENGINE["name"] = "auto"
+
+
 def beam(tokens, **kw):
-    return build("decoder", "beam", tokens=tokens, **kw)
+    return build("decoder", "beam", tokens=tokens, engine=ENGINE["name"], **kw)
 
 
 # --------------------------------------------------------------------------- exactness
@@ -108,8 +119,8 @@ def test_automatic_token_pruning_keeps_the_search_exact():
         pass
 
     for K in (1, 3, 6):
-        fast = prefix_beam_search(lp, lengths, K, nbest=K)
-        full = prefix_beam_search(lp, lengths, K, nbest=K, fusion=NoOp(0.0, -1))
+        fast = prefix_beam_search(lp, lengths, K, nbest=K, engine=ENGINE["name"])
+        full = prefix_beam_search(lp, lengths, K, nbest=K, fusion=NoOp(0.0, -1), engine="torch")
         torch.testing.assert_close(fast.scores, full.scores)
         assert torch.equal(fast.emitted, full.emitted)
 

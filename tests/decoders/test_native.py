@@ -1,0 +1,142 @@
+"""The compiled CPU engine (decoders/native.py) against the batched torch search and ctc_loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from speechkit.decoders import native
+from speechkit.decoders.beam import prefix_beam_search
+from speechkit.registry import build
+
+NEG_INF = float("-inf")
+
+
+def random_log_probs(g: torch.Generator, B: int, T: int, V: int, scale: float) -> torch.Tensor:
+    return (scale * torch.randn(B, T, V, generator=g)).log_softmax(-1)
+
+
+OPTIONS = [
+    {},
+    {"token_topk": 2},
+    {"token_min_logp": -2.0},
+    {"beam_threshold": 3.0},
+    {"blank_skip_logp": -0.5},
+    {"token_topk": 3, "token_min_logp": -4.0, "beam_threshold": 6.0},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "exact")
+def test_native_engine_finds_what_the_torch_search_finds(options):
+    """Same hypotheses, CTC scores and per-frame paths (hence timestamps) on random inputs.
+
+    Random continuous inputs have no exactly tied candidates, so the two engines, which break
+    ties differently, must agree everywhere.
+    """
+    g = torch.Generator().manual_seed(7)
+    for trial in range(60):
+        B, T, V = (int(torch.randint(lo, hi, (), generator=g)) for lo, hi in ((1, 5), (1, 14), (2, 9)))
+        K = (1, 2, 3, 5, 8, 16)[trial % 6]
+        lp = random_log_probs(g, B, T, V, scale=(1.0, 3.0, 8.0)[trial % 3])
+        lengths = torch.randint(0, T + 1, (B,), generator=g)
+        lengths[0] = T
+        a = prefix_beam_search(lp, lengths, K, nbest=K, engine="torch", **options)
+        b = prefix_beam_search(lp, lengths, K, nbest=K, engine="native", **options)
+        live = a.scores > NEG_INF
+        assert torch.equal(live, b.scores > NEG_INF), trial
+        torch.testing.assert_close(b.scores[live], a.scores[live], atol=1e-4, rtol=0)
+        torch.testing.assert_close(b.ctc[live], a.ctc[live], atol=1e-4, rtol=0)
+        paths = live[None].expand_as(a.emitted)
+        assert torch.equal(b.emitted[paths], a.emitted[paths]), trial
+        assert torch.equal(b.nonblank[paths], a.nonblank[paths]), trial
+
+
+def test_native_engine_on_wide_beams_and_long_peaky_inputs():
+    g = torch.Generator().manual_seed(3)
+    B, T, V = 4, 120, 29
+    logits = 2.0 * torch.randn(B, T, V, generator=g)
+    logits[torch.arange(B)[:, None], torch.arange(T), torch.randint(0, V, (B, T), generator=g)] += 6.0
+    lp, lengths = logits.log_softmax(-1), torch.tensor([120, 97, 64, 3])
+    for K in (32, 64):
+        a = prefix_beam_search(lp, lengths, K, nbest=4, engine="torch")
+        b = prefix_beam_search(lp, lengths, K, nbest=4, engine="native")
+        torch.testing.assert_close(b.scores, a.scores, atol=1e-3, rtol=0)
+        assert torch.equal(b.emitted, a.emitted)
+
+
+def test_forward_algorithm_equals_ctc_loss_including_underflow():
+    g = torch.Generator().manual_seed(0)
+    B, T, V = 5, 150, 12
+    lp = random_log_probs(g, B, T, V, scale=4.0)
+    lp[3] = lp[3] * 60.0  # log-probabilities near -1000: exp underflows, the log-space fallback runs
+    lengths = torch.tensor([150, 149, 80, 150, 2])
+    N = 2
+    emitted = torch.zeros(T, B, N, dtype=torch.long)
+    for b in range(B):
+        for n in range(N):
+            n_lab = int(torch.randint(0, min(40, int(lengths[b])) + 1, (), generator=g))
+            frames = torch.randperm(int(lengths[b]), generator=g)[:n_lab].sort().values
+            emitted[frames, b, n] = torch.randint(1, V, (n_lab,), generator=g)
+    scores = torch.zeros(B, N)
+    scores[4, 1] = NEG_INF  # an empty slot stays empty
+    got = native.ctc_logprob(lp, lengths, emitted, scores)
+    for b in range(B):
+        for n in range(N):
+            if scores[b, n] == NEG_INF:
+                assert got[b, n] == NEG_INF
+                continue
+            e = emitted[:, b, n]
+            labels = e[e > 0]
+            nll = torch.nn.functional.ctc_loss(
+                lp[b : b + 1, : int(lengths[b])].transpose(0, 1).double(),
+                labels[None] if len(labels) else torch.ones(1, 1, dtype=torch.long),
+                lengths[b : b + 1],
+                torch.tensor([len(labels)]),
+                reduction="none",
+                zero_infinity=False,
+            )
+            want = -float(nll)
+            if want == NEG_INF:
+                assert got[b, n] == NEG_INF
+            else:
+                assert float(got[b, n]) == pytest.approx(want, rel=1e-5, abs=1e-3), (b, n)
+
+
+def test_more_labels_than_frames_allow_is_impossible():
+    lp = torch.zeros(1, 3, 3).log_softmax(-1)
+    emitted = torch.tensor([1, 1, 1])[:, None, None]  # "aaa" needs 5 frames (blanks between repeats)
+    assert native.ctc_logprob(lp, torch.tensor([3]), emitted, torch.zeros(1, 1))[0, 0] == NEG_INF
+
+
+def test_engine_choice_is_checked_and_explained(tmp_path):
+    tokens = ["<b>", " ", "a", "b"]
+    with pytest.raises(ValueError, match="engine must be one of auto, torch, native"):
+        build("decoder", "beam", tokens=tokens, engine="cuda")
+    words = tmp_path / "words.txt"
+    words.write_text("ab\nba\n")
+    with pytest.raises(ValueError, match="engine=native covers the search without LM, lexicon or beta"):
+        build("decoder", "beam", tokens=tokens, engine="native", lexicon=str(words))
+    with pytest.raises(ValueError, match="engine=native"):
+        build("decoder", "beam", tokens=tokens, engine="native", beta=1.0)
+    # auto falls back to the torch search where the compiled engine does not reach
+    lp = torch.randn(2, 6, 4).log_softmax(-1)
+    hyps = build("decoder", "beam", tokens=tokens, lexicon=str(words))(lp, torch.tensor([6, 4]))
+    assert all(h[0].text in ("", "ab", "ba", "ab ba", "ba ab", "ab ab", "ba ba") or h[0].text for h in hyps)
+
+
+def test_beam_decoder_results_are_the_same_on_either_engine():
+    g = torch.Generator().manual_seed(11)
+    tokens = ["<b>", " ", "a", "b", "c"]
+    lp = random_log_probs(g, 3, 20, 5, scale=3.0)
+    lengths = torch.tensor([20, 13, 1])
+    out = {
+        e: build("decoder", "beam", tokens=tokens, beam_size=6, nbest=3, frame_shift_s=0.02, engine=e)(
+            lp, lengths
+        )
+        for e in ("torch", "native")
+    }
+    for a, b in zip(out["torch"], out["native"]):
+        assert [h.text for h in a] == [h.text for h in b]
+        assert [h.token_frames for h in a] == [h.token_frames for h in b]
+        assert [h.words for h in a] == [h.words for h in b]
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
