@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -246,13 +245,14 @@ def prefix_beam_search(
         T_full = T
         lp_all, lengths, src = collapse_blank_runs(lp_all, lengths, blank_skip_logp)
         B, T, V = lp_all.shape
-    if native_engine(engine, dev, fusion, lexicon, compile):
-        scores, emitted, nonblank = native.search(
-            lp_all, lengths, K, nbest, token_topk, token_min_logp, beam_threshold
+    fu = native_fusion(engine, dev, fusion, lexicon, space_id, compile)
+    if fu is not None:
+        scores, ctc, emitted, nonblank = native.search(
+            lp_all, lengths, K, nbest, token_topk, token_min_logp, beam_threshold, fu
         )
         if src is not None:
             emitted, nonblank = _uncollapse(src, T_full, emitted, nonblank)
-        return SearchResult(scores, scores.clone(), emitted, nonblank)
+        return SearchResult(scores, ctc, emitted, nonblank)
     expand_, select_ = _compiled() if compile else (expand, select)
 
     zeros_l = torch.zeros(B, K, dtype=torch.long, device=dev)
@@ -381,19 +381,29 @@ def _uncollapse(src: Tensor, T_full: int, emitted: Tensor, nonblank: Tensor) -> 
 ENGINES = ("auto", "torch", "native")
 
 
-def native_engine(
-    engine: str, device: torch.device, fusion: Fusion | None, lexicon: LexiconTrie | None, compile: bool = False
-) -> bool:
-    """Whether the search runs on the compiled CPU engine; ``engine="native"`` where it cannot is an error."""
+def native_fusion(
+    engine: str,
+    device: torch.device,
+    fusion: Fusion | None,
+    lexicon: LexiconTrie | None,
+    space_id: int,
+    compile: bool = False,
+) -> tuple | None:
+    """The fusion as the compiled CPU engine takes it when the search runs there, else None.
+
+    ``engine="native"`` where it cannot (an LM other than ``ngram``) is an error.
+    """
     if engine not in ENGINES:
         raise ValueError(f"decoder.engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    covered = (fusion is None or (type(fusion) is Fusion and fusion.beta == 0.0)) and lexicon is None
-    if engine == "native" and not covered:
+    if engine == "torch" or (engine == "auto" and (device.type != "cpu" or compile)):
+        return None
+    fu = native.fusion_args(fusion, lexicon, space_id)
+    if fu is None and engine == "native":
         raise ValueError(
-            "decoder.engine=native covers the search without LM, lexicon or beta; "
-            "use decoder.engine=auto (torch for the rest) or drop them"
+            "decoder.engine=native takes no LM or the ngram LM; use decoder.engine=auto "
+            "(the torch search for other LMs)"
         )
-    return engine == "native" or (engine == "auto" and covered and device.type == "cpu" and not compile)
+    return fu
 
 
 # --------------------------------------------------------------------------- the plugin
@@ -469,7 +479,7 @@ class BeamDecoder(Decoder):
             self.fusion = WordFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
         else:
             raise ValueError(f"decoder.lm: unit must be 'char' or 'word', not {self.lm.unit!r}")
-        native_engine(cfg.engine, torch.device("cpu"), self.fusion, self.lexicon, cfg.compile)  # refuse early
+        native_fusion(cfg.engine, torch.device("cpu"), self.fusion, self.lexicon, self.space_id)  # refuse early
 
     @torch.no_grad()
     def search(self, log_probs: Tensor, lengths: Tensor) -> SearchResult:
@@ -498,26 +508,20 @@ class BeamDecoder(Decoder):
         if self.cfg.exact_scores:
             res = rescore_exact(log_probs, lengths, res, native_cpu=self.cfg.engine != "torch")
         scores = res.scores.cpu().tolist()
-        emitted = res.emitted.permute(1, 2, 0).cpu().numpy()  # (B, N, T)
-        nonblank = res.nonblank.permute(1, 2, 0).cpu().numpy()
+        toks, starts, ends, offsets = native.paths(res.emitted, res.nonblank)
+        N = res.emitted.shape[2]
         out = []
         for b, row in enumerate(scores):
             hyps = []
             for n, score in enumerate(row):
                 if score == NEG_INF and hyps:
                     break
-                hyps.append(self._hypothesis(score, emitted[b, n], nonblank[b, n]))
+                lo, hi = offsets[b * N + n], offsets[b * N + n + 1]
+                hyps.append(self._hypothesis(score, toks[lo:hi], starts[lo:hi], ends[lo:hi]))
             out.append(hyps)
         return out
 
-    def _hypothesis(self, score: float, emitted: np.ndarray, nonblank: np.ndarray) -> Hypothesis:
-        frames = np.flatnonzero(emitted)
-        toks = emitted[frames].tolist()
-        # a token ends at the last frame before the next token where the path is still on it
-        on = np.flatnonzero(nonblank)
-        nxt = np.append(frames[1:], len(emitted))
-        ends = on[np.searchsorted(on, nxt) - 1] if len(on) else frames
-        frames_l = frames.tolist()
+    def _hypothesis(self, score: float, toks: list[int], starts: list[int], ends: list[int]) -> Hypothesis:
         text = tokens_to_text(toks, self.tokens)
-        words = word_spans(toks, frames_l, self.tokens, self.frame_shift_s, ends.tolist(), self.cfg.space)
-        return Hypothesis(text, score, toks, frames_l, words)
+        words = word_spans(toks, starts, self.tokens, self.frame_shift_s, ends, self.cfg.space)
+        return Hypothesis(text, score, toks, starts, words)

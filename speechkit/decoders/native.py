@@ -17,6 +17,7 @@ cached on disk after the first call (a few seconds).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -24,7 +25,11 @@ import torch
 from numba import njit
 from torch import Tensor
 
-from speechkit.decoders.lexicon import _HASH_MUL
+from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion
+from speechkit.decoders.lexicon import _HASH_MUL, LexiconTrie
+from speechkit.lm.ngram import EOS, UNK_FLOOR, NgramLM
+
+log = logging.getLogger(__name__)
 
 NEG_INF = -np.inf
 
@@ -42,33 +47,80 @@ def _lae(a: float, b: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def _offer(sc: np.ndarray, sp: np.ndarray, st: np.ndarray, n: int, K: int, s: float, p: int, c: int) -> int:
-    """Offer candidate (score ``s``, parent ``p``, token ``c``) to the min-heap of the best ``K``; returns its size."""
+def _offer(
+    sc: np.ndarray,
+    sx: np.ndarray,
+    sd: np.ndarray,
+    sp: np.ndarray,
+    st: np.ndarray,
+    n: int,
+    K: int,
+    s: float,
+    x: float,
+    d: float,
+    p: int,
+    c: int,
+) -> int:
+    """Offer a candidate to the min-heap (on ``sc``) of the best ``K``; returns the heap's size.
+
+    A candidate: fused score ``s``, its CTC part ``x``, what the step adds to the bonus ``d``,
+    parent slot ``p``, token ``c`` (0: the parent's prefix stays).
+    """
     if n < K:  # not full: sift up
         i = n
         while i > 0:
             up = (i - 1) >> 1
             if sc[up] <= s:
                 break
-            sc[i], sp[i], st[i] = sc[up], sp[up], st[up]
+            sc[i], sx[i], sd[i], sp[i], st[i] = sc[up], sx[up], sd[up], sp[up], st[up]
             i = up
-        sc[i], sp[i], st[i] = s, p, c
+        sc[i], sx[i], sd[i], sp[i], st[i] = s, x, d, p, c
         return n + 1
     if s <= sc[0]:
         return n
     i = 0  # replace the worst: sift down
     while True:
-        child = 2 * i + 1
-        if child >= K:
+        ch = 2 * i + 1
+        if ch >= K:
             break
-        if child + 1 < K and sc[child + 1] < sc[child]:
-            child += 1
-        if sc[child] >= s:
+        if ch + 1 < K and sc[ch + 1] < sc[ch]:
+            ch += 1
+        if sc[ch] >= s:
             break
-        sc[i], sp[i], st[i] = sc[child], sp[child], st[child]
-        i = child
-    sc[i], sp[i], st[i] = s, p, c
+        sc[i], sx[i], sd[i], sp[i], st[i] = sc[ch], sx[ch], sd[ch], sp[ch], st[ch]
+        i = ch
+    sc[i], sx[i], sd[i], sp[i], st[i] = s, x, d, p, c
     return n
+
+
+@njit(cache=True)
+def _lm_step(lm, state: int, unit: int) -> tuple[float, int]:
+    """An n-gram LM look-up: natural-log p(unit | state) and the state after it (``NgramLM._walk``)."""
+    dense_logp, dense_next, keys, logp, child, bow, suffix, order, U = lm
+    if dense_logp.shape[0] > 0:
+        return float(dense_logp[state, unit]), dense_next[state, unit]
+    n_keys = keys.shape[0]
+    h, acc, done, nxt = state, 0.0, False, -1
+    for _ in range(order):  # contexts hold at most order - 1 units
+        key = h * U + unit
+        pos = min(np.searchsorted(keys, key), n_keys - 1)
+        found = keys[pos] == key
+        if not done:  # p(w | h) = p(h w) if listed, else b(h) · p(w | h')
+            acc += logp[pos] if found else bow[h]
+        done = done or found
+        if found and nxt < 0 and child[pos] >= 0:
+            nxt = child[pos]
+        h = suffix[h]
+    if not done:
+        acc += UNK_FLOOR
+    return acc, max(nxt, 0)
+
+
+@njit(cache=True, inline="always")
+def _word_id(hashes: np.ndarray, ids: np.ndarray, unk: int, word_hash: int) -> int:
+    """LM id of the word spelt with hash ``word_hash`` (``WordFusion.word_ids``), ``unk`` if unknown."""
+    pos = min(np.searchsorted(hashes, word_hash), hashes.shape[0] - 1)
+    return ids[pos] if hashes[pos] == word_hash else unk
 
 
 @njit(cache=True)
@@ -79,22 +131,34 @@ def _search_one(
     topk: int,  # candidate tokens per frame: the `topk` most likely (0: all)
     min_logp: float,  # tokens below this are never appended (-inf: off)
     threshold: float,  # hypotheses this far below the best are dropped (inf: off)
+    fu,  # the fusion: see `fusion_args`
     hist_parent: np.ndarray,  # (T, K) int64 out: the slot each hypothesis' history came from
     hist_tok: np.ndarray,  # (T, K) int64 out: the token appended on that history (0: none)
     nonblank: np.ndarray,  # (T, K) bool out: the hypothesis most likely still on its last token
-    pb: np.ndarray,  # (K,) float64 out: final log P(ends in blank)
-    pnb: np.ndarray,  # (K,) float64 out: final log P(ends in the last token)
-) -> None:
+    ptot: np.ndarray,  # (K,) float64 out: final CTC log-probability of each hypothesis
+    total: np.ndarray,  # (K,) float64 out: final fused score (CTC + bonus + what finishing adds)
+) -> int:
+    """One utterance; returns 1 if a lexicon was given and every hypothesis ends inside a word, else 0."""
+    kind, alpha, beta, space, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos, lex_child, lex_word = fu
+    has_lex = lex_child.shape[0] > 0
+    # what fusion can add to one extension at most: the bound that lets extensions stop early
+    gain = max(beta, 0.0) if alpha >= 0.0 else math.inf
     V = lp.shape[1]
     h = np.zeros(K, np.int64)  # prefix hash
     ph = np.zeros(K, np.int64)  # the parent prefix' hash
     last = np.zeros(K, np.int64)  # last token (0: empty prefix)
-    pb[:] = NEG_INF
-    pnb[:] = NEG_INF
+    pb = np.full(K, NEG_INF)  # log P(alignments so far end in blank)
+    pnb = np.full(K, NEG_INF)  # ... end in the last token
     pb[0] = 0.0  # the empty prefix, all mass on "ended in blank"
-    ptot = np.full(K, NEG_INF)
+    ptot[:] = NEG_INF  # logaddexp(pb, pnb)
     ptot[0] = 0.0
-    n_tot = np.empty(K)
+    bonus = np.zeros(K)  # alpha · log P_lm + beta · units so far
+    lms = np.full(K, bos, np.int64)  # LM state
+    inw = np.zeros(K, np.bool_)  # the current word is not empty
+    wh = np.zeros(K, np.int64)  # the current word's hash
+    node = np.zeros(K, np.int64)  # the current word's lexicon trie node
+    wsc = np.zeros(K)  # this frame: what a separator adds (the word LM score of the current word + beta)
+    wid = np.zeros(K, np.int64)  # this frame: the current word's LM id
     stay_pb = np.empty(K)
     stay_pnb = np.empty(K)
     switch = np.zeros(K, np.bool_)
@@ -107,14 +171,15 @@ def _search_one(
         size *= 2
     table_h = np.zeros(size, np.int64)
     table_k = np.full(size, -1, np.int64)
-    sc = np.empty(K)  # the chosen candidates (a min-heap on sc): score, parent slot, token (0: stay)
+    sc = np.empty(K)  # the chosen candidates (a min-heap on sc), see _offer
+    sx = np.empty(K)
+    sd = np.empty(K)
     sp = np.empty(K, np.int64)
     st = np.empty(K, np.int64)
-    n_pb = np.empty(K)
-    n_pnb = np.empty(K)
-    n_h = np.empty(K, np.int64)
-    n_ph = np.empty(K, np.int64)
-    n_last = np.empty(K, np.int64)
+    n_pb, n_pnb, n_tot, n_bonus = np.empty(K), np.empty(K), np.empty(K), np.empty(K)
+    n_h, n_ph, n_last = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
+    n_lms, n_wh, n_node = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
+    n_inw = np.empty(K, np.bool_)
     n_tok = V - 1 if topk <= 0 else min(topk, V - 1)
     y = np.empty(V)
     order = np.empty(V, np.int64)  # the frame's tokens, most likely first, sorted lazily: only as
@@ -126,7 +191,7 @@ def _search_one(
         n_sorted = 0
         # stay: l → l (blank, or a repeat of the last token)
         table_k[:] = -1
-        for k in range(K):  # ptot = logaddexp(pb, pnb), the score the hypothesis was chosen with
+        for k in range(K):
             stay_pb[k] = ptot[k] + y[0]
             stay_pnb[k] = pnb[k] + y[last[k]]
             switch[k] = False
@@ -135,6 +200,12 @@ def _search_one(
                 while table_k[i] >= 0:
                     i = (i + 1) & (size - 1)
                 table_h[i], table_k[i] = h[k], k
+                if inw[k] and kind != 1:  # what ending the current word adds
+                    if kind == 2:
+                        wid[k] = _word_id(w_hashes, w_ids, w_unk, wh[k])
+                        wsc[k] = alpha * _lm_step(lm, lms[k], wid[k])[0] + beta
+                    else:
+                        wsc[k] = beta
         # merge: hypothesis k is hypothesis j + last(k), so j's extension by last(k) flows into k
         n_merged = 0
         for k in range(K):
@@ -160,9 +231,9 @@ def _search_one(
         # first, until one cannot beat the heap's worst
         n = 0
         for k in range(K):
-            s = _lae(stay_pb[k], stay_pnb[k])
-            if s > NEG_INF:
-                n = _offer(sc, sp, st, n, K, s, k, 0)
+            x = _lae(stay_pb[k], stay_pnb[k])
+            if x > NEG_INF:
+                n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k], x, 0.0, k, 0)
         for k in range(K):
             if ptot[k] == NEG_INF:
                 continue
@@ -177,13 +248,23 @@ def _search_one(
                 c = order[m]
                 if y[c] < min_logp:
                     break
-                if n == K and ptot[k] + y[c] <= sc[0]:
+                if n == K and ptot[k] + bonus[k] + gain + y[c] <= sc[0]:
                     break  # no later token can do better
                 if child[k, c]:
                     continue  # merged into that hypothesis' stay above
-                s = (pb[k] if c == last[k] else ptot[k]) + y[c]
-                if s > NEG_INF:
-                    n = _offer(sc, sp, st, n, K, s, k, c)
+                d = 0.0
+                if c == space:
+                    if has_lex and not lex_word[node[k]]:
+                        continue  # the separator only after a complete word
+                    if inw[k] and kind != 1:
+                        d = wsc[k]
+                elif has_lex and lex_child[node[k], c] < 0:
+                    continue  # no listed word goes on with c
+                if kind == 1:
+                    d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
+                x = (pb[k] if c == last[k] else ptot[k]) + y[c]
+                if x > NEG_INF:
+                    n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k] + d, x, d, k, c)
         # hypothesis pruning relative to the best
         if threshold < math.inf and n > 0:
             floor = sc[:n].max() - threshold
@@ -193,21 +274,35 @@ def _search_one(
         for i in range(K):
             if i >= n or sc[i] == NEG_INF:  # an empty slot
                 n_pb[i] = n_pnb[i] = n_tot[i] = NEG_INF
-                n_h[i] = n_ph[i] = n_last[i] = 0
+                n_bonus[i] = 0.0
+                n_h[i] = n_ph[i] = n_last[i] = n_wh[i] = n_node[i] = 0
+                n_lms[i], n_inw[i] = bos, False
                 hist_parent[t, i], hist_tok[t, i], nonblank[t, i] = i, 0, False
                 continue
             p, c = sp[i], st[i]
-            n_tot[i] = sc[i]
+            n_tot[i] = sx[i]
+            n_bonus[i] = bonus[p] + sd[i]
             if c > 0:  # l + c
                 n_pb[i] = NEG_INF
-                n_pnb[i] = sc[i]
+                n_pnb[i] = sx[i]
                 n_h[i] = h[p] * _HASH_MUL + (c + 1)
                 n_ph[i] = h[p]
                 n_last[i] = c
                 hist_parent[t, i], hist_tok[t, i] = p, c
+                is_space = c == space
+                if kind == 1:
+                    n_lms[i] = _lm_step(lm, lms[p], tok_unit[c])[1]
+                elif kind == 2 and is_space and inw[p]:
+                    n_lms[i] = _lm_step(lm, lms[p], wid[p])[1]
+                else:
+                    n_lms[i] = lms[p]
+                n_inw[i] = not is_space
+                n_wh[i] = 0 if is_space else wh[p] * _HASH_MUL + (c + 1)
+                n_node[i] = 0 if is_space or not has_lex else lex_child[node[p], c]
             else:
                 n_pb[i], n_pnb[i] = stay_pb[p], stay_pnb[p]
                 n_h[i], n_ph[i], n_last[i] = h[p], ph[p], last[p]
+                n_lms[i], n_inw[i], n_wh[i], n_node[i] = lms[p], inw[p], wh[p], node[p]
                 if switch[p]:  # the merged-in extension carries more mass: follow its history
                     hist_parent[t, i], hist_tok[t, i] = jj[p], last[p]
                 else:
@@ -217,7 +312,34 @@ def _search_one(
             child[merged_j[i], merged_c[i]] = False
         for m in range(n_sorted):
             taken[order[m]] = False
-        pb[:], pnb[:], ptot[:], h[:], ph[:], last[:] = n_pb, n_pnb, n_tot, n_h, n_ph, n_last
+        pb[:], pnb[:], ptot[:], bonus[:] = n_pb, n_pnb, n_tot, n_bonus
+        h[:], ph[:], last[:] = n_h, n_ph, n_last
+        lms[:], inw[:], wh[:], node[:] = n_lms, n_inw, n_wh, n_node
+
+    # finish: the last word, the end of the sentence, the lexicon's completeness
+    any_complete = False
+    for k in range(K):
+        fin = 0.0
+        if kind == 1:
+            fin = alpha * _lm_step(lm, lms[k], eos)[0]
+        elif inw[k] or kind == 2:
+            state = lms[k]
+            if inw[k]:
+                fin = beta
+                if kind == 2:
+                    w = _word_id(w_hashes, w_ids, w_unk, wh[k])
+                    lw, state = _lm_step(lm, state, w)
+                    fin += alpha * lw
+            if kind == 2:
+                fin += alpha * _lm_step(lm, state, eos)[0]
+        total[k] = ptot[k] + bonus[k] + fin
+        if has_lex and total[k] > NEG_INF and (node[k] == 0 or lex_word[node[k]]):
+            any_complete = True
+    if has_lex and any_complete:
+        for k in range(K):
+            if not (node[k] == 0 or lex_word[node[k]]):
+                total[k] = NEG_INF
+    return 1 if has_lex and not any_complete else 0
 
 
 @njit(cache=True)
@@ -229,33 +351,36 @@ def _search_batch(
     topk: int,
     min_logp: float,
     threshold: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Search every utterance; returns ``scores`` (B, N), ``emitted`` (T, B, N), ``nonblank`` (T, B, N)."""
+    fu,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Search every utterance: ``scores``, ``ctc`` (B, N), ``emitted``, ``nonblank`` (T, B, N), and the
+    number of utterances that end inside a word in every hypothesis (with a lexicon)."""
     B, T, _ = lp.shape
     N = min(nbest, K)
     scores = np.full((B, N), NEG_INF)
+    ctc = np.full((B, N), NEG_INF)
     emitted = np.zeros((T, B, N), np.int64)
     nonblank = np.zeros((T, B, N), np.bool_)
     hist_parent = np.zeros((T, K), np.int64)
     hist_tok = np.zeros((T, K), np.int64)
     nb = np.zeros((T, K), np.bool_)
-    pb = np.empty(K)
-    pnb = np.empty(K)
+    ptot = np.empty(K)
     total = np.empty(K)
+    hopeless = 0
     for b in range(B):
         n_frames = lengths[b]
-        _search_one(lp[b], n_frames, K, topk, min_logp, threshold, hist_parent, hist_tok, nb, pb, pnb)
-        for k in range(K):
-            total[k] = _lae(pb[k], pnb[k])
+        hopeless += _search_one(
+            lp[b], n_frames, K, topk, min_logp, threshold, fu, hist_parent, hist_tok, nb, ptot, total
+        )
         rank = np.argsort(-total, kind="mergesort")[:N]
         for i in range(N):
             cur = rank[i]
-            scores[b, i] = total[cur]
+            scores[b, i], ctc[b, i] = total[cur], ptot[cur]
             for t in range(n_frames - 1, -1, -1):
                 emitted[t, b, i] = hist_tok[t, cur]
                 nonblank[t, b, i] = nb[t, cur]
                 cur = hist_parent[t, cur]
-    return scores, emitted, nonblank
+    return scores, ctc, emitted, nonblank, hopeless
 
 
 @njit(cache=True)
@@ -332,20 +457,18 @@ def _ctc_logprob(
 
 @njit(cache=True)
 def _rescore_batch(
-    lp: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, scores: np.ndarray
+    lp: np.ndarray, p: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, scores: np.ndarray
 ) -> np.ndarray:
-    """Exact CTC log-probability of each hypothesis' label sequence (``emitted`` (T, B, N)); -inf stays."""
+    """Exact CTC log-probability of each hypothesis' label sequence (``emitted`` (T, B, N)); -inf stays.
+
+    ``p`` is ``exp(lp)`` in float64.
+    """
     T, B, N = emitted.shape
-    V = lp.shape[2]
     out = np.full((B, N), NEG_INF)
     labels = np.empty(T, np.int64)
     alpha = np.empty(2 * T + 1)
-    p = np.empty((T, V))
     for b in range(B):
         n_frames = lengths[b]
-        for t in range(n_frames):
-            for v in range(V):
-                p[t, v] = math.exp(lp[b, t, v])
         for i in range(N):
             if scores[b, i] == NEG_INF:
                 continue
@@ -354,12 +477,77 @@ def _rescore_batch(
                 if emitted[t, b, i] > 0:
                     labels[L] = emitted[t, b, i]
                     L += 1
-            out[b, i] = _ctc_logprob(p, lp[b], n_frames, labels[:L], alpha)
+            out[b, i] = _ctc_logprob(p[b], lp[b], n_frames, labels[:L], alpha)
     return out
 
 
 def _as_numpy(log_probs: Tensor) -> np.ndarray:
     return np.ascontiguousarray(log_probs.detach().to("cpu", torch.float32).numpy())
+
+
+_EMPTY_F = np.zeros((0, 0), np.float32)
+_EMPTY_I = np.zeros((0, 0), np.int64)
+_EMPTY_1I = np.zeros(0, np.int64)
+_EMPTY_1F = np.zeros(0, np.float32)
+_NO_LM = (_EMPTY_F, _EMPTY_I, _EMPTY_1I, _EMPTY_1F, _EMPTY_1I, _EMPTY_1F, _EMPTY_1I, 0, 1)
+
+
+def _lm_tables(lm: NgramLM) -> tuple:
+    t = lm._cpu
+    dense = "dense_logp" in t
+    return (
+        t["dense_logp"].numpy() if dense else _EMPTY_F,
+        t["dense_next"].numpy() if dense else _EMPTY_I,
+        t["keys"].numpy(),
+        t["logp"].numpy(),
+        t["child"].numpy(),
+        t["bow"].numpy(),
+        t["suffix"].numpy(),
+        lm.order,
+        len(lm.vocab),
+    )
+
+
+def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: int) -> tuple | None:
+    """The fusion and lexicon as the compiled search takes them; None where it cannot (an LM other than ``ngram``).
+
+    ``(kind, alpha, beta, space, lm tables, token → LM unit, word hashes, word ids, <unk> id,
+    </s> id, start state, lexicon children, lexicon word ends)``; kind 0: no LM (``beta`` per word),
+    1: a character LM, 2: a word LM.
+    """
+    fusion = fusion or Fusion(0.0, space_id)
+    kind, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos = 0, _NO_LM, _EMPTY_1I, _EMPTY_1I, _EMPTY_1I, 0, 0, 0
+    alpha = 0.0
+    if type(fusion) in (CharFusion, WordFusion):
+        if type(fusion.lm) is not NgramLM:  # a subclass may score differently
+            return None
+        lm, alpha = _lm_tables(fusion.lm), float(fusion.alpha)
+        eos, bos = fusion.lm.stoi[EOS], int(fusion.lm.bos_state)
+        if type(fusion) is CharFusion:
+            kind, tok_unit = 1, fusion.lm_ids.cpu().numpy()
+        else:
+            kind = 2
+            w_hashes, w_ids, w_unk = fusion.hashes.cpu().numpy(), fusion.ids.cpu().numpy(), int(fusion.unk_id)
+    elif type(fusion) is not Fusion:
+        return None
+    lex_child, lex_word = _EMPTY_I, np.zeros(0, np.bool_)
+    if lexicon is not None:
+        lex_child, lex_word = lexicon.child.cpu().numpy(), lexicon.is_word.cpu().numpy()
+    return (
+        kind,
+        alpha,
+        float(fusion.beta),
+        int(fusion.space_id),
+        lm,
+        tok_unit,
+        w_hashes,
+        w_ids,
+        w_unk,
+        eos,
+        bos,
+        lex_child,
+        lex_word,
+    )
 
 
 def search(
@@ -370,31 +558,89 @@ def search(
     token_topk: int = 0,
     token_min_logp: float | None = None,
     beam_threshold: float | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """CTC prefix beam search of a CPU batch ``(B, T, V)``: ``scores`` (B, N), ``emitted``, ``nonblank`` (T, B, N).
+    fusion: tuple | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """CTC prefix beam search of a batch ``(B, T, V)`` on the CPU: ``scores``, ``ctc`` (B, N), ``emitted``,
+    ``nonblank`` (T, B, N); hypotheses best first, -inf for an empty slot.
 
-    The scores are the searched CTC log-probabilities (hypotheses best first, -inf for an empty slot).
+    ``fusion``: from :func:`fusion_args` (default: no LM, no lexicon, no bonus).
     """
-    lp = _as_numpy(log_probs)
-    lens = lengths.detach().to("cpu", torch.int64).numpy()
-    scores, emitted, nonblank = _search_batch(
-        lp,
-        lens,
+    fu = fusion if fusion is not None else fusion_args(None, None, -1)
+    scores, ctc, emitted, nonblank, hopeless = _search_batch(
+        _as_numpy(log_probs),
+        lengths.detach().to("cpu", torch.int64).numpy(),
         beam_size,
         nbest,
         token_topk,
         NEG_INF if token_min_logp is None else float(token_min_logp),
         math.inf if beam_threshold is None else float(beam_threshold),
+        fu,
     )
-    return torch.from_numpy(scores).float(), torch.from_numpy(emitted), torch.from_numpy(nonblank)
+    if hopeless:
+        log.warning("lexicon: %d utterance(s) end inside a word in every hypothesis", hopeless)
+    return (
+        torch.from_numpy(scores).float(),
+        torch.from_numpy(ctc).float(),
+        torch.from_numpy(emitted),
+        torch.from_numpy(nonblank),
+    )
 
 
 def ctc_logprob(log_probs: Tensor, lengths: Tensor, emitted: Tensor, scores: Tensor) -> Tensor:
     """``(B, N)`` exact CTC log-probability of the labels each ``emitted`` ``(T, B, N)`` path spells."""
+    T = emitted.shape[0]
+    lp = log_probs[:, :T].detach().to("cpu", torch.float64)
     out = _rescore_batch(
-        _as_numpy(log_probs),
+        np.ascontiguousarray(lp.numpy()),
+        np.ascontiguousarray(lp.exp().numpy()),
         lengths.detach().to("cpu", torch.int64).numpy(),
         np.ascontiguousarray(emitted.numpy()),
         scores.detach().to("cpu", torch.float64).numpy(),
     )
     return torch.from_numpy(out).float()
+
+
+@njit(cache=True)
+def _paths_batch(
+    emitted: np.ndarray, nonblank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tokens of per-frame paths ``emitted`` (T, B, N), flat: token, start frame, end frame, and offsets.
+
+    A token ends at the last frame before the next token's where its path is still on it.
+    """
+    T, B, N = emitted.shape
+    count = 0
+    for t in range(T):
+        for b in range(B):
+            for i in range(N):
+                if emitted[t, b, i] > 0:
+                    count += 1
+    toks = np.empty(count, np.int64)
+    starts = np.empty(count, np.int64)
+    ends = np.empty(count, np.int64)
+    offsets = np.zeros(B * N + 1, np.int64)
+    j = 0
+    for b in range(B):
+        for i in range(N):
+            first = j
+            last_on = -1
+            for t in range(T):
+                if emitted[t, b, i] > 0:
+                    if j > first:
+                        ends[j - 1] = last_on if last_on >= starts[j - 1] else starts[j - 1]
+                    toks[j], starts[j] = emitted[t, b, i], t
+                    j += 1
+                if nonblank[t, b, i]:
+                    last_on = t
+            if j > first:
+                ends[j - 1] = last_on if last_on >= starts[j - 1] else starts[j - 1]
+            offsets[b * N + i + 1] = j
+    return toks, starts, ends, offsets
+
+
+def paths(emitted: Tensor, nonblank: Tensor) -> tuple[list[int], list[int], list[int], list[int]]:
+    """:func:`_paths_batch` of ``(T, B, N)`` paths, as Python lists (token, start, end; offsets per ``b · N + n``)."""
+    out = _paths_batch(
+        np.ascontiguousarray(emitted.cpu().numpy()), np.ascontiguousarray(nonblank.cpu().numpy())
+    )
+    return tuple(a.tolist() for a in out)

@@ -7,6 +7,7 @@ import torch
 
 from speechkit.decoders import native
 from speechkit.decoders.beam import prefix_beam_search
+from speechkit.lm.ngram import NgramConfig, NgramLM
 from speechkit.registry import build
 
 NEG_INF = float("-inf")
@@ -112,16 +113,76 @@ def test_engine_choice_is_checked_and_explained(tmp_path):
     tokens = ["<b>", " ", "a", "b"]
     with pytest.raises(ValueError, match="engine must be one of auto, torch, native"):
         build("decoder", "beam", tokens=tokens, engine="cuda")
-    words = tmp_path / "words.txt"
-    words.write_text("ab\nba\n")
-    with pytest.raises(ValueError, match="engine=native covers the search without LM, lexicon or beta"):
-        build("decoder", "beam", tokens=tokens, engine="native", lexicon=str(words))
-    with pytest.raises(ValueError, match="engine=native"):
-        build("decoder", "beam", tokens=tokens, engine="native", beta=1.0)
+
+    class OtherLM(NgramLM):  # an LM the compiled engine does not know (like char_rnn or kenlm)
+        pass
+
+    text = tmp_path / "lm.txt"
+    text.write_text("ab ba\nba ab\n")
+    other = OtherLM(NgramConfig(text=str(text), order=2, unit="char"))
+    with pytest.raises(ValueError, match="engine=native takes no LM or the ngram LM"):
+        build("decoder", "beam", tokens=tokens, engine="native", lm=other)
     # auto falls back to the torch search where the compiled engine does not reach
     lp = torch.randn(2, 6, 4).log_softmax(-1)
-    hyps = build("decoder", "beam", tokens=tokens, lexicon=str(words))(lp, torch.tensor([6, 4]))
-    assert all(h[0].text in ("", "ab", "ba", "ab ba", "ba ab", "ab ab", "ba ba") or h[0].text for h in hyps)
+    auto = build("decoder", "beam", tokens=tokens, lm=other)(lp, torch.tensor([6, 4]))
+    torch_ = build("decoder", "beam", tokens=tokens, lm=other, engine="torch")(lp, torch.tensor([6, 4]))
+    assert [h[0].text for h in auto] == [h[0].text for h in torch_]
+
+
+LETTERS = ["<b>", " ", "a", "b", "c", "d"]
+SENTENCES = ["ab cd", "ba dc", "cab", "ab ab cd", "dad cab", "bad", "cd ab ba", "a b c d"]
+
+
+@pytest.fixture(scope="module")
+def lms(tmp_path_factory):
+    text = tmp_path_factory.mktemp("lm") / "lm.txt"
+    text.write_text("\n".join(SENTENCES) + "\n")
+    words = text.parent / "words.txt"
+    words.write_text("ab\ncd\nba\ndc\ncab\nbad\ndad\n")
+    return {
+        "char": NgramLM(NgramConfig(text=str(text), order=3, unit="char")),
+        "word": NgramLM(NgramConfig(text=str(text), order=2, unit="word")),
+        "words": str(words),
+    }
+
+
+FUSIONS = [
+    {"beta": 1.5},
+    {"lm": "char", "alpha": 0.7, "beta": 0.5},
+    {"lm": "word", "alpha": 0.8, "beta": 2.0},
+    {"lexicon": True},
+    {"lexicon": True, "beta": -0.5},
+    {"lm": "char", "alpha": 0.4, "beta": 0.0, "lexicon": True},
+    {"lm": "word", "alpha": 1.0, "beta": 1.0, "lexicon": True},
+]
+
+
+@pytest.mark.parametrize("fusion", FUSIONS, ids=lambda f: "+".join(f"{k}" for k in f))
+def test_native_fusion_and_lexicon_find_what_the_torch_search_finds(fusion, lms):
+    """LM fusion (char and word n-grams), insertion bonus and lexicon on both engines: same n-best
+    (fused scores, CTC parts, paths)."""
+    kw = dict(fusion)
+    if "lm" in kw:
+        kw["lm"] = lms[kw["lm"]]
+    if kw.pop("lexicon", False):
+        kw["lexicon"] = lms["words"]
+    g = torch.Generator().manual_seed(5)
+    for trial in range(25):
+        B, T = int(torch.randint(1, 4, (), generator=g)), int(torch.randint(1, 16, (), generator=g))
+        K = (2, 4, 8, 16, 5)[trial % 5]
+        lp = random_log_probs(g, B, T, len(LETTERS), scale=(1.5, 3.0, 6.0)[trial % 3])
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        res = {}
+        for engine in ("torch", "native"):
+            dec = build("decoder", "beam", tokens=LETTERS, beam_size=K, nbest=K, engine=engine, **kw)
+            res[engine] = dec.search(lp, lengths)
+        a, b = res["torch"], res["native"]
+        live = a.scores > NEG_INF
+        assert torch.equal(live, b.scores > NEG_INF), trial
+        torch.testing.assert_close(b.scores[live], a.scores[live], atol=1e-3, rtol=0)
+        torch.testing.assert_close(b.ctc[live], a.ctc[live], atol=1e-3, rtol=0)
+        paths = live[None].expand_as(a.emitted)
+        assert torch.equal(b.emitted[paths], a.emitted[paths]), trial
 
 
 def test_beam_decoder_results_are_the_same_on_either_engine():
