@@ -139,8 +139,9 @@ def _search_one(
     total: np.ndarray,  # (K,) float64 out: final fused score (CTC + bonus + what finishing adds)
 ) -> int:
     """One utterance; returns 1 if a lexicon was given and every hypothesis ends inside a word, else 0."""
-    kind, alpha, beta, space, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos, lex_child, lex_word = fu
-    has_lex = lex_child.shape[0] > 0
+    kind, alpha, beta, space, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos, lex_child, lex_word = fu[:13]
+    lex_ptr, lex_tok = fu[13], fu[14]  # the tokens each trie node allows (CSR): its letters, and the
+    has_lex = lex_child.shape[0] > 0  # separator after a complete word
     # what fusion can add to one extension at most: the bound that lets extensions stop early
     gain = max(beta, 0.0) if alpha >= 0.0 else math.inf
     V = lp.shape[1]
@@ -157,8 +158,9 @@ def _search_one(
     inw = np.zeros(K, np.bool_)  # the current word is not empty
     wh = np.zeros(K, np.int64)  # the current word's hash
     node = np.zeros(K, np.int64)  # the current word's lexicon trie node
-    wsc = np.zeros(K)  # this frame: what a separator adds (the word LM score of the current word + beta)
-    wid = np.zeros(K, np.int64)  # this frame: the current word's LM id
+    wsc = np.zeros(K)  # what a separator adds: the current word's LM score + beta (set on extension)
+    wid = np.zeros(K, np.int64)  # the current word's LM id
+    n_wsc, n_wid = np.empty(K), np.empty(K, np.int64)
     stay_pb = np.empty(K)
     stay_pnb = np.empty(K)
     switch = np.zeros(K, np.bool_)
@@ -200,12 +202,6 @@ def _search_one(
                 while table_k[i] >= 0:
                     i = (i + 1) & (size - 1)
                 table_h[i], table_k[i] = h[k], k
-                if inw[k] and kind != 1:  # what ending the current word adds
-                    if kind == 2:
-                        wid[k] = _word_id(w_hashes, w_ids, w_unk, wh[k])
-                        wsc[k] = alpha * _lm_step(lm, lms[k], wid[k])[0] + beta
-                    else:
-                        wsc[k] = beta
         # merge: hypothesis k is hypothesis j + last(k), so j's extension by last(k) flows into k
         n_merged = 0
         for k in range(K):
@@ -234,32 +230,50 @@ def _search_one(
             x = _lae(stay_pb[k], stay_pnb[k])
             if x > NEG_INF:
                 n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k], x, 0.0, k, 0)
+        if has_lex and topk > 0:  # a lexicon with token_topk: the frame's top tokens, marked
+            n_sorted = n_tok
+            for m, v in enumerate(np.argsort(-y[1:])[:n_tok] + 1):
+                order[m], taken[v] = v, True
         for k in range(K):
             if ptot[k] == NEG_INF:
                 continue
+            base = ptot[k] + bonus[k]
+            if has_lex:  # only the tokens the trie allows here, in trie order
+                for m in range(lex_ptr[node[k]], lex_ptr[node[k] + 1]):
+                    c = lex_tok[m]
+                    if y[c] < min_logp or (topk > 0 and not taken[c]) or child[k, c]:
+                        continue
+                    if n == K and base + gain + y[c] <= sc[0]:
+                        continue
+                    d = wsc[k] if c == space and inw[k] else 0.0
+                    if kind == 1:
+                        d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
+                    x = (pb[k] if c == last[k] else ptot[k]) + y[c]
+                    if x > NEG_INF:
+                        n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k] + d, x, d, k, c)
+                continue
             for m in range(n_tok):
                 if m == n_sorted:  # the next most likely token
-                    best = 0
-                    for v in range(1, V):
-                        if not taken[v] and (best == 0 or y[v] > y[best]):
-                            best = v
-                    order[m], taken[best] = best, True
-                    n_sorted += 1
+                    if m < 3:  # a selection pass per token while few are needed
+                        best = 0
+                        for v in range(1, V):
+                            if not taken[v] and (best == 0 or y[v] > y[best]):
+                                best = v
+                        order[m], taken[best] = best, True
+                        n_sorted += 1
+                    else:  # deep (flat frames): sort the rest at once
+                        for v in np.argsort(-y[1:]) + 1:
+                            if not taken[v]:
+                                order[n_sorted], taken[v] = v, True
+                                n_sorted += 1
                 c = order[m]
                 if y[c] < min_logp:
                     break
-                if n == K and ptot[k] + bonus[k] + gain + y[c] <= sc[0]:
+                if n == K and base + gain + y[c] <= sc[0]:
                     break  # no later token can do better
                 if child[k, c]:
                     continue  # merged into that hypothesis' stay above
-                d = 0.0
-                if c == space:
-                    if has_lex and not lex_word[node[k]]:
-                        continue  # the separator only after a complete word
-                    if inw[k] and kind != 1:
-                        d = wsc[k]
-                elif has_lex and lex_child[node[k], c] < 0:
-                    continue  # no listed word goes on with c
+                d = wsc[k] if c == space and inw[k] else 0.0
                 if kind == 1:
                     d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
                 x = (pb[k] if c == last[k] else ptot[k]) + y[c]
@@ -276,7 +290,7 @@ def _search_one(
                 n_pb[i] = n_pnb[i] = n_tot[i] = NEG_INF
                 n_bonus[i] = 0.0
                 n_h[i] = n_ph[i] = n_last[i] = n_wh[i] = n_node[i] = 0
-                n_lms[i], n_inw[i] = bos, False
+                n_lms[i], n_inw[i], n_wsc[i], n_wid[i] = bos, False, 0.0, 0
                 hist_parent[t, i], hist_tok[t, i], nonblank[t, i] = i, 0, False
                 continue
             p, c = sp[i], st[i]
@@ -299,10 +313,17 @@ def _search_one(
                 n_inw[i] = not is_space
                 n_wh[i] = 0 if is_space else wh[p] * _HASH_MUL + (c + 1)
                 n_node[i] = 0 if is_space or not has_lex else lex_child[node[p], c]
+                n_wsc[i], n_wid[i] = 0.0, 0
+                if not is_space and kind == 2:  # what ending this word will add
+                    n_wid[i] = _word_id(w_hashes, w_ids, w_unk, n_wh[i])
+                    n_wsc[i] = alpha * _lm_step(lm, n_lms[i], n_wid[i])[0] + beta
+                elif not is_space and kind == 0:
+                    n_wsc[i] = beta
             else:
                 n_pb[i], n_pnb[i] = stay_pb[p], stay_pnb[p]
                 n_h[i], n_ph[i], n_last[i] = h[p], ph[p], last[p]
                 n_lms[i], n_inw[i], n_wh[i], n_node[i] = lms[p], inw[p], wh[p], node[p]
+                n_wsc[i], n_wid[i] = wsc[p], wid[p]
                 if switch[p]:  # the merged-in extension carries more mass: follow its history
                     hist_parent[t, i], hist_tok[t, i] = jj[p], last[p]
                 else:
@@ -314,7 +335,7 @@ def _search_one(
             taken[order[m]] = False
         pb[:], pnb[:], ptot[:], bonus[:] = n_pb, n_pnb, n_tot, n_bonus
         h[:], ph[:], last[:] = n_h, n_ph, n_last
-        lms[:], inw[:], wh[:], node[:] = n_lms, n_inw, n_wh, n_node
+        lms[:], inw[:], wh[:], node[:], wsc[:], wid[:] = n_lms, n_inw, n_wh, n_node, n_wsc, n_wid
 
     # finish: the last word, the end of the sentence, the lexicon's completeness
     any_complete = False
@@ -512,8 +533,8 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
     """The fusion and lexicon as the compiled search takes them; None where it cannot (an LM other than ``ngram``).
 
     ``(kind, alpha, beta, space, lm tables, token → LM unit, word hashes, word ids, <unk> id,
-    </s> id, start state, lexicon children, lexicon word ends)``; kind 0: no LM (``beta`` per word),
-    1: a character LM, 2: a word LM.
+    </s> id, start state, lexicon children, lexicon word ends, allowed-token offsets per trie node,
+    allowed tokens)``; kind 0: no LM (``beta`` per word), 1: a character LM, 2: a word LM.
     """
     fusion = fusion or Fusion(0.0, space_id)
     kind, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos = 0, _NO_LM, _EMPTY_1I, _EMPTY_1I, _EMPTY_1I, 0, 0, 0
@@ -530,9 +551,14 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
             w_hashes, w_ids, w_unk = fusion.hashes.cpu().numpy(), fusion.ids.cpu().numpy(), int(fusion.unk_id)
     elif type(fusion) is not Fusion:
         return None
-    lex_child, lex_word = _EMPTY_I, np.zeros(0, np.bool_)
+    lex_child, lex_word, lex_ptr, lex_tok = _EMPTY_I, np.zeros(0, np.bool_), _EMPTY_1I, _EMPTY_1I
     if lexicon is not None:
         lex_child, lex_word = lexicon.child.cpu().numpy(), lexicon.is_word.cpu().numpy()
+        allowed = lex_child >= 0
+        if 0 <= space_id < allowed.shape[1]:
+            allowed[:, space_id] = lex_word
+        lex_ptr = np.concatenate([[0], np.cumsum(allowed.sum(1))]).astype(np.int64)
+        lex_tok = np.nonzero(allowed)[1].astype(np.int64)  # row-major: each node's tokens in order
     return (
         kind,
         alpha,
@@ -547,6 +573,8 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
         bos,
         lex_child,
         lex_word,
+        lex_ptr,
+        lex_tok,
     )
 
 
