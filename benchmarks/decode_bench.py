@@ -129,8 +129,13 @@ def speechkit_decoders(tokens, beams, lm_path, lexicon_path, alpha, beta, device
         return f
 
     out = {"speechkit greedy": run(GreedyDecoder(GreedyConfig(), tokens))}
-    for k in beams:
+    for k in beams:  # engine=auto: the compiled engine on CPU tensors, the batched torch search on GPU
         out[f"speechkit beam {k}"] = run(BeamDecoder(BeamConfig(beam_size=k), tokens))
+    if torch.device(device).type == "cpu":
+        for k in beams:
+            out[f"speechkit beam {k}, torch engine"] = run(
+                BeamDecoder(BeamConfig(beam_size=k, engine="torch"), tokens)
+            )
     for k in beams:  # pyctcdecode's default pruning (tokens below -5, beams 10 below the best)
         cfg = BeamConfig(beam_size=k, token_min_logp=-5.0, beam_threshold=10.0)
         out[f"speechkit beam {k}, pruned"] = run(BeamDecoder(cfg, tokens))
@@ -142,6 +147,11 @@ def speechkit_decoders(tokens, beams, lm_path, lexicon_path, alpha, beta, device
         for k in beams:
             cfg = BeamConfig(beam_size=k, lm=lm, alpha=alpha, beta=beta, lexicon=lexicon_path)
             out[f"speechkit beam {k} + lexicon + LM"] = run(BeamDecoder(cfg, tokens))
+            if torch.device(device).type == "cpu":
+                cfg = BeamConfig(
+                    beam_size=k, lm=lm, alpha=alpha, beta=beta, lexicon=lexicon_path, engine="torch"
+                )
+                out[f"speechkit beam {k} + lexicon + LM, torch engine"] = run(BeamDecoder(cfg, tokens))
     return out
 
 

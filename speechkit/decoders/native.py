@@ -41,9 +41,14 @@ def _lae(a: float, b: float) -> float:
         return b
     if b == NEG_INF:
         return a
-    if a > b:
-        return a + math.log1p(math.exp(b - a))
-    return b + math.log1p(math.exp(a - b))
+    d = a - b
+    if d > 40.0:  # log1p(e^-40) is below float64's resolution of a: the larger term alone
+        return a
+    if d < -40.0:
+        return b
+    if d > 0.0:
+        return a + math.log1p(math.exp(-d))
+    return b + math.log1p(math.exp(d))
 
 
 @njit(cache=True, inline="always")
@@ -160,7 +165,7 @@ def _search_one(
     node = np.zeros(K, np.int64)  # the current word's lexicon trie node
     wsc = np.zeros(K)  # what a separator adds: the current word's LM score + beta (set on extension)
     wid = np.zeros(K, np.int64)  # the current word's LM id
-    n_wsc, n_wid = np.empty(K), np.empty(K, np.int64)
+    n_wsc, n_wid = np.zeros(K), np.zeros(K, np.int64)
     stay_pb = np.empty(K)
     stay_pnb = np.empty(K)
     switch = np.zeros(K, np.bool_)
@@ -178,22 +183,23 @@ def _search_one(
     sd = np.empty(K)
     sp = np.empty(K, np.int64)
     st = np.empty(K, np.int64)
-    n_pb, n_pnb, n_tot, n_bonus = np.empty(K), np.empty(K), np.empty(K), np.empty(K)
-    n_h, n_ph, n_last = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
-    n_lms, n_wh, n_node = np.empty(K, np.int64), np.empty(K, np.int64), np.empty(K, np.int64)
-    n_inw = np.empty(K, np.bool_)
+    n_pb, n_pnb, n_tot, n_bonus = np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K)
+    n_h, n_ph, n_last = np.zeros(K, np.int64), np.zeros(K, np.int64), np.zeros(K, np.int64)
+    n_lms, n_wh, n_node = np.zeros(K, np.int64), np.zeros(K, np.int64), np.zeros(K, np.int64)
+    n_inw = np.zeros(K, np.bool_)
     n_tok = V - 1 if topk <= 0 else min(topk, V - 1)
     y = np.empty(V)
     order = np.empty(V, np.int64)  # the frame's tokens, most likely first, sorted lazily: only as
     taken = np.zeros(V, np.bool_)  # far as the candidates go (one or two tokens on a peaky frame)
 
+    n_live = 1  # live hypotheses, in slots 0 … n_live - 1
     for t in range(n_frames):
         for v in range(V):
             y[v] = lp[t, v]
         n_sorted = 0
         # stay: l → l (blank, or a repeat of the last token)
         table_k[:] = -1
-        for k in range(K):
+        for k in range(n_live):
             stay_pb[k] = ptot[k] + y[0]
             stay_pnb[k] = pnb[k] + y[last[k]]
             switch[k] = False
@@ -204,7 +210,7 @@ def _search_one(
                 table_h[i], table_k[i] = h[k], k
         # merge: hypothesis k is hypothesis j + last(k), so j's extension by last(k) flows into k
         n_merged = 0
-        for k in range(K):
+        for k in range(n_live):
             if ptot[k] == NEG_INF or last[k] == 0:
                 continue
             i = (ph[k] ^ (ph[k] >> 31)) & (size - 1)
@@ -226,7 +232,7 @@ def _search_one(
         # the best K candidates in a min-heap: every stay, then each hypothesis' extensions best
         # first, until one cannot beat the heap's worst
         n = 0
-        for k in range(K):
+        for k in range(n_live):
             x = _lae(stay_pb[k], stay_pnb[k])
             if x > NEG_INF:
                 n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k], x, 0.0, k, 0)
@@ -234,7 +240,7 @@ def _search_one(
             n_sorted = n_tok
             for m, v in enumerate(np.argsort(-y[1:])[:n_tok] + 1):
                 order[m], taken[v] = v, True
-        for k in range(K):
+        for k in range(n_live):
             if ptot[k] == NEG_INF:
                 continue
             base = ptot[k] + bonus[k]
@@ -285,61 +291,64 @@ def _search_one(
             for i in range(n):
                 if sc[i] < floor:
                     sc[i] = NEG_INF
-        for i in range(K):
-            if i >= n or sc[i] == NEG_INF:  # an empty slot
-                n_pb[i] = n_pnb[i] = n_tot[i] = NEG_INF
-                n_bonus[i] = 0.0
-                n_h[i] = n_ph[i] = n_last[i] = n_wh[i] = n_node[i] = 0
-                n_lms[i], n_inw[i], n_wsc[i], n_wid[i] = bos, False, 0.0, 0
-                hist_parent[t, i], hist_tok[t, i], nonblank[t, i] = i, 0, False
+        # the new hypotheses, packed into slots 0 … n_live - 1 (the loops above visit only those)
+        j = 0
+        for i in range(n):
+            if sc[i] == NEG_INF:  # pruned by the threshold
                 continue
             p, c = sp[i], st[i]
-            n_tot[i] = sx[i]
-            n_bonus[i] = bonus[p] + sd[i]
+            n_tot[j] = sx[i]
+            n_bonus[j] = bonus[p] + sd[i]
             if c > 0:  # l + c
-                n_pb[i] = NEG_INF
-                n_pnb[i] = sx[i]
-                n_h[i] = h[p] * _HASH_MUL + (c + 1)
-                n_ph[i] = h[p]
-                n_last[i] = c
-                hist_parent[t, i], hist_tok[t, i] = p, c
+                n_pb[j] = NEG_INF
+                n_pnb[j] = sx[i]
+                n_h[j] = h[p] * _HASH_MUL + (c + 1)
+                n_ph[j] = h[p]
+                n_last[j] = c
+                hist_parent[t, j], hist_tok[t, j] = p, c
                 is_space = c == space
                 if kind == 1:
-                    n_lms[i] = _lm_step(lm, lms[p], tok_unit[c])[1]
+                    n_lms[j] = _lm_step(lm, lms[p], tok_unit[c])[1]
                 elif kind == 2 and is_space and inw[p]:
-                    n_lms[i] = _lm_step(lm, lms[p], wid[p])[1]
+                    n_lms[j] = _lm_step(lm, lms[p], wid[p])[1]
                 else:
-                    n_lms[i] = lms[p]
-                n_inw[i] = not is_space
-                n_wh[i] = 0 if is_space else wh[p] * _HASH_MUL + (c + 1)
-                n_node[i] = 0 if is_space or not has_lex else lex_child[node[p], c]
-                n_wsc[i], n_wid[i] = 0.0, 0
+                    n_lms[j] = lms[p]
+                n_inw[j] = not is_space
+                n_wh[j] = 0 if is_space else wh[p] * _HASH_MUL + (c + 1)
+                n_node[j] = 0 if is_space or not has_lex else lex_child[node[p], c]
+                n_wsc[j], n_wid[j] = 0.0, 0
                 if not is_space and kind == 2:  # what ending this word will add
-                    n_wid[i] = _word_id(w_hashes, w_ids, w_unk, n_wh[i])
-                    n_wsc[i] = alpha * _lm_step(lm, n_lms[i], n_wid[i])[0] + beta
+                    n_wid[j] = _word_id(w_hashes, w_ids, w_unk, n_wh[j])
+                    n_wsc[j] = alpha * _lm_step(lm, n_lms[j], n_wid[j])[0] + beta
                 elif not is_space and kind == 0:
-                    n_wsc[i] = beta
+                    n_wsc[j] = beta
             else:
-                n_pb[i], n_pnb[i] = stay_pb[p], stay_pnb[p]
-                n_h[i], n_ph[i], n_last[i] = h[p], ph[p], last[p]
-                n_lms[i], n_inw[i], n_wh[i], n_node[i] = lms[p], inw[p], wh[p], node[p]
-                n_wsc[i], n_wid[i] = wsc[p], wid[p]
+                n_pb[j], n_pnb[j] = stay_pb[p], stay_pnb[p]
+                n_h[j], n_ph[j], n_last[j] = h[p], ph[p], last[p]
+                n_lms[j], n_inw[j], n_wh[j], n_node[j] = lms[p], inw[p], wh[p], node[p]
+                n_wsc[j], n_wid[j] = wsc[p], wid[p]
                 if switch[p]:  # the merged-in extension carries more mass: follow its history
-                    hist_parent[t, i], hist_tok[t, i] = jj[p], last[p]
+                    hist_parent[t, j], hist_tok[t, j] = jj[p], last[p]
                 else:
-                    hist_parent[t, i], hist_tok[t, i] = p, 0
-            nonblank[t, i] = n_pnb[i] > n_pb[i]
+                    hist_parent[t, j], hist_tok[t, j] = p, 0
+            nonblank[t, j] = n_pnb[j] > n_pb[j]
+            j += 1
+        n_live = j
+        n_tot[n_live:] = NEG_INF
         for i in range(n_merged):
             child[merged_j[i], merged_c[i]] = False
         for m in range(n_sorted):
             taken[order[m]] = False
-        pb[:], pnb[:], ptot[:], bonus[:] = n_pb, n_pnb, n_tot, n_bonus
-        h[:], ph[:], last[:] = n_h, n_ph, n_last
-        lms[:], inw[:], wh[:], node[:], wsc[:], wid[:] = n_lms, n_inw, n_wh, n_node, n_wsc, n_wid
+        ptot[:] = n_tot
+        pb, n_pb, pnb, n_pnb, bonus, n_bonus = n_pb, pb, n_pnb, pnb, n_bonus, bonus  # swap, no copies
+        h, n_h, ph, n_ph, last, n_last = n_h, h, n_ph, ph, n_last, last
+        lms, n_lms, inw, n_inw, wh, n_wh = n_lms, lms, n_inw, inw, n_wh, wh
+        node, n_node, wsc, n_wsc, wid, n_wid = n_node, node, n_wsc, wsc, n_wid, wid
 
     # finish: the last word, the end of the sentence, the lexicon's completeness
     any_complete = False
-    for k in range(K):
+    total[n_live:] = NEG_INF
+    for k in range(n_live):
         fin = 0.0
         if kind == 1:
             fin = alpha * _lm_step(lm, lms[k], eos)[0]
@@ -357,7 +366,7 @@ def _search_one(
         if has_lex and total[k] > NEG_INF and (node[k] == 0 or lex_word[node[k]]):
             any_complete = True
     if has_lex and any_complete:
-        for k in range(K):
+        for k in range(n_live):
             if not (node[k] == 0 or lex_word[node[k]]):
                 total[k] = NEG_INF
     return 1 if has_lex and not any_complete else 0
