@@ -267,11 +267,16 @@ def _search_one(
                                 best = v
                         order[m], taken[best] = best, True
                         n_sorted += 1
-                    else:  # deep (flat frames): sort the rest at once
-                        for v in np.argsort(-y[1:]) + 1:
-                            if not taken[v]:
-                                order[n_sorted], taken[v] = v, True
-                                n_sorted += 1
+                    else:  # deep (flat frames): insertion-sort the rest at once
+                        for v in range(1, V):
+                            if taken[v]:
+                                continue
+                            i = n_sorted
+                            while i > m and y[order[i - 1]] < y[v]:
+                                order[i] = order[i - 1]
+                                i -= 1
+                            order[i], taken[v] = v, True
+                            n_sorted += 1
                 c = order[m]
                 if y[c] < min_logp:
                     break
