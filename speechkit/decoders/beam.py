@@ -61,8 +61,8 @@ class BeamConfig:
     space: str = " "  # the word separator token
     exact_scores: bool = True  # rescore the n-best by the full CTC sum (ctc_loss), then re-rank
     compile: bool = False  # torch.compile the frame step (fused kernels; compiles on first use)
-    engine: str = "auto"  # auto: the compiled CPU engine (native.py) for CPU tensors when the search is
-    # one it covers (no LM, lexicon or beta), else the batched torch search; torch; native
+    engine: str = "auto"  # auto: the compiled CPU engine (native.py) for CPU tensors when it covers the
+    # search (any but an LM other than ngram), else the batched torch search; torch; native
 
 
 @dataclass
@@ -229,8 +229,16 @@ def prefix_beam_search(
     One Python iteration per frame: :func:`expand`, the fusion's and lexicon's scores, top-K,
     :func:`select`; everything inside is ``(B, K, ·)`` tensor algebra. ``engine`` ``"native"``
     (or ``"auto"`` on CPU tensors) runs the same search compiled (:mod:`speechkit.decoders.native`)
-    when there is no LM, lexicon or bonus.
+    unless the LM is one it does not know (only ``ngram``).
     """
+    if beam_size < 1 or nbest < 1 or token_topk < 0:
+        raise ValueError(
+            f"beam search: beam_size and nbest ≥ 1, token_topk ≥ 0; got {beam_size}, {nbest}, {token_topk}"
+        )
+    if log_probs.shape[0] and (int(lengths.min()) < 0 or int(lengths.max()) > log_probs.shape[1]):
+        raise ValueError(
+            f"beam search: lengths must lie in [0, {log_probs.shape[1]}], the frames log_probs holds"
+        )
     dev = log_probs.device
     B, T, V = log_probs.shape
     K = beam_size
@@ -247,8 +255,9 @@ def prefix_beam_search(
         B, T, V = lp_all.shape
     fu = native_fusion(engine, dev, fusion, lexicon, space_id, compile)
     if fu is not None:
-        scores, ctc, emitted, nonblank = native.search(
-            lp_all, lengths, K, nbest, token_topk, token_min_logp, beam_threshold, fu
+        scores, ctc, emitted, nonblank = (
+            x.to(dev)
+            for x in native.search(lp_all, lengths, K, nbest, token_topk, token_min_logp, beam_threshold, fu)
         )
         if src is not None:
             emitted, nonblank = _uncollapse(src, T_full, emitted, nonblank)
@@ -409,7 +418,9 @@ def native_fusion(
 # --------------------------------------------------------------------------- the plugin
 
 
-def rescore_exact(log_probs: Tensor, lengths: Tensor, res: SearchResult, native_cpu: bool = False) -> SearchResult:
+def rescore_exact(
+    log_probs: Tensor, lengths: Tensor, res: SearchResult, native_cpu: bool = False
+) -> SearchResult:
     """Replace each hypothesis' CTC part by the exact sum over all its alignments, and re-rank.
 
     The search's CTC score misses the alignments of a prefix that was pruned at some frame and
@@ -420,7 +431,7 @@ def rescore_exact(log_probs: Tensor, lengths: Tensor, res: SearchResult, native_
     if T == 0 or B == 0:
         return res
     if native_cpu and log_probs.device.type == "cpu":
-        exact = native.ctc_logprob(log_probs, lengths, res.emitted, res.scores)
+        exact = native.ctc_logprob(log_probs, lengths, res.emitted, res.ctc)
         return _rerank(res, exact)
     em = res.emitted.permute(1, 2, 0).reshape(B * N, T)
     target_lengths = (em > 0).sum(1)
@@ -479,7 +490,9 @@ class BeamDecoder(Decoder):
             self.fusion = WordFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
         else:
             raise ValueError(f"decoder.lm: unit must be 'char' or 'word', not {self.lm.unit!r}")
-        native_fusion(cfg.engine, torch.device("cpu"), self.fusion, self.lexicon, self.space_id)  # refuse early
+        native_fusion(
+            cfg.engine, torch.device("cpu"), self.fusion, self.lexicon, self.space_id
+        )  # refuse early
 
     @torch.no_grad()
     def search(self, log_probs: Tensor, lengths: Tensor) -> SearchResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import torch
@@ -12,6 +13,8 @@ from speechkit.decoders.base import BLANK
 from speechkit.decoders.lexicon import hash_sequences
 from speechkit.lm.base import LanguageModel
 from speechkit.registry import build
+
+log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
 
@@ -94,6 +97,9 @@ class WordFusion(Fusion):
         stoi = {t: i for i, t in enumerate(tokens) if i != BLANK and i != space_id}
         spelt = [(w, [stoi.get(ch, -1) for ch in w]) for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
         spelt = [(w, s) for w, s in spelt if s and -1 not in s]
+        if not spelt:  # every word is <unk> (the LM and the decoder share no spelling)
+            log.warning("word LM: none of its %d words can be spelt with the decoder's tokens", len(lm.vocab))
+            spelt = [("<unk>", [])]  # hash 0, the empty word, which no completed word has
         hashes = hash_sequences([s for _, s in spelt])
         ids = lm.index([w for w, _ in spelt])
         order = hashes.argsort()

@@ -7,12 +7,14 @@ same recurrences, hypothesis by hypothesis, as compiled loops: no per-operation 
 the top-K selection visits candidates best first and stops at the first one that cannot enter
 the beam (tokens sorted by probability; ``ptot + y`` bounds every extension of a hypothesis).
 
-It returns what the torch search returns — the same hypotheses, CTC scores, emitted tokens and
-"still on the token" flags per frame (``tests/decoders/test_native.py`` checks the two engines
-against each other) — for the searches it covers: no LM, no lexicon, no insertion bonus. It
-also computes exact CTC log-probabilities of label sequences (the forward algorithm), so the
-n-best rescoring needs no ``ctc_loss`` call. numba comes with librosa; the compiled code is
-cached on disk after the first call (a few seconds).
+It returns what the torch search returns — the same hypotheses, fused and CTC scores, emitted
+tokens and "still on the token" flags per frame (``tests/decoders/test_native.py`` checks the two
+engines against each other) — for every search but those with an LM other than ``ngram``
+(``char_rnn``, ``kenlm``): no LM or an ``ngram`` character or word LM, insertion bonus, lexicon,
+token and hypothesis pruning. It also computes exact CTC log-probabilities of label sequences
+(the forward algorithm), so the n-best rescoring needs no ``ctc_loss`` call, and the tokens and
+frames of the chosen paths. numba comes with librosa; the compiled code is cached on disk after
+the first call (~15 s).
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ def _search_one(
     lex_ptr, lex_tok = fu[13], fu[14]  # the tokens each trie node allows (CSR): its letters, and the
     has_lex = lex_child.shape[0] > 0  # separator after a complete word
     # what fusion can add to one extension at most: the bound that lets extensions stop early
-    gain = max(beta, 0.0) if alpha >= 0.0 else math.inf
+    # (an LM log-probability is ≤ 0, or fu[15], its largest, says otherwise)
+    gain = max(beta, 0.0) + alpha * max(fu[15], 0.0) if alpha >= 0.0 else math.inf
     V = lp.shape[1]
     h = np.zeros(K, np.int64)  # prefix hash
     ph = np.zeros(K, np.int64)  # the parent prefix' hash
@@ -267,7 +270,12 @@ def _search_one(
                                 best = v
                         order[m], taken[best] = best, True
                         n_sorted += 1
-                    else:  # deep (flat frames): insertion-sort the rest at once
+                    elif V > 64:  # deep (flat frames), many tokens: sort the rest at once
+                        for v in np.argsort(-y[1:]) + 1:
+                            if not taken[v]:
+                                order[n_sorted], taken[v] = v, True
+                                n_sorted += 1
+                    else:  # deep, few tokens: insertion-sort the rest, no allocation
                         for v in range(1, V):
                             if taken[v]:
                                 continue
@@ -411,6 +419,8 @@ def _search_batch(
         for i in range(N):
             cur = rank[i]
             scores[b, i], ctc[b, i] = total[cur], ptot[cur]
+            if total[cur] == NEG_INF:
+                continue  # an empty slot: no path
             for t in range(n_frames - 1, -1, -1):
                 emitted[t, b, i] = hist_tok[t, cur]
                 nonblank[t, b, i] = nb[t, cur]
@@ -442,12 +452,14 @@ def _ctc_logprob_log(lp: np.ndarray, n_frames: int, labels: np.ndarray) -> float
 
 @njit(cache=True)
 def _ctc_logprob(
-    p: np.ndarray, lp: np.ndarray, n_frames: int, labels: np.ndarray, alpha: np.ndarray
+    lp: np.ndarray, n_frames: int, labels: np.ndarray, alpha: np.ndarray, p: np.ndarray
 ) -> float:
-    """log P(labels | frames) summed over all CTC alignments: the forward algorithm on probabilities
-    ``p`` (= exp ``lp``), rescaled every frame; in log space (:func:`_ctc_logprob_log`) if that underflows.
+    """log P(labels | lp[:n_frames]) summed over all CTC alignments: the forward algorithm on
+    probabilities rescaled every frame; NaN where that cannot be trusted (a probability or a
+    state's mass underflowed: the caller redoes it in log space with :func:`_ctc_logprob_log`).
 
     Only the band of states reachable from the start and still able to reach the end is updated.
+    ``alpha`` (≥ 2 · n_frames + 1) and ``p`` (n_frames × (L + 1)) are scratch space.
     """
     L = labels.shape[0]
     S = 2 * L + 1
@@ -455,10 +467,17 @@ def _ctc_logprob(
         return 0.0 if L == 0 else NEG_INF
     if S > 2 * n_frames + 1:
         return NEG_INF  # more labels than the frames can hold
+    for t in range(n_frames):  # the probabilities of blank and of each label, per frame
+        for j in range(L + 1):
+            x = lp[t, 0] if j == 0 else lp[t, labels[j - 1]]
+            e = math.exp(x)
+            if e < 1e-290 and x > NEG_INF:
+                return math.nan  # too small for the probability domain
+            p[t, j] = e
     alpha[:S] = 0.0
     alpha[0] = p[0, 0]
     if L > 0:
-        alpha[1] = p[0, labels[0]]
+        alpha[1] = p[0, 1]
     log_scale = 0.0
     for t in range(1, n_frames):
         hi = min(S - 1, 2 * t + 1)
@@ -469,10 +488,9 @@ def _ctc_logprob(
             if s > 0:
                 a += alpha[s - 1]
             if s % 2 == 1:
-                c = labels[s // 2]
-                if s > 1 and labels[s // 2 - 1] != c:
+                if s > 1 and labels[s // 2 - 1] != labels[s // 2]:
                     a += alpha[s - 2]
-                a *= p[t, c]
+                a *= p[t, s // 2 + 1]
             else:
                 a *= p[t, 0]
             alpha[s] = a
@@ -480,23 +498,24 @@ def _ctc_logprob(
         if lo > 0:
             alpha[lo - 1] = 0.0  # fell out of the band: can no longer reach the end
         if z == 0.0 or not math.isfinite(z):
-            return _ctc_logprob_log(lp, n_frames, labels)
+            return math.nan
         for s in range(lo, hi + 1):
             alpha[s] /= z
         log_scale += math.log(z)
     end = alpha[S - 1] + (alpha[S - 2] if L > 0 else 0.0)
-    if end == 0.0:
-        return _ctc_logprob_log(lp, n_frames, labels)
+    if end < 1e-290:
+        return math.nan
     return math.log(end) + log_scale
 
 
 @njit(cache=True)
-def _rescore_batch(
-    lp: np.ndarray, p: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, scores: np.ndarray
-) -> np.ndarray:
-    """Exact CTC log-probability of each hypothesis' label sequence (``emitted`` (T, B, N)); -inf stays.
+def _rescore_batch(lp: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Exact CTC log-probability of each hypothesis' label sequence (``emitted`` (T, B, N)).
 
-    ``p`` is ``exp(lp)`` in float64.
+    ``lower`` is the search's CTC score of each, a lower bound (it may miss pruned alignments);
+    -inf marks an empty slot, which stays -inf. A probability-domain result below that bound has
+    lost mass to underflow (a path hundreds of nats behind that later dominates) and is redone in
+    log space, as is one that :func:`_ctc_logprob` cannot trust.
     """
     T, B, N = emitted.shape
     out = np.full((B, N), NEG_INF)
@@ -505,14 +524,17 @@ def _rescore_batch(
     for b in range(B):
         n_frames = lengths[b]
         for i in range(N):
-            if scores[b, i] == NEG_INF:
+            if lower[b, i] == NEG_INF:
                 continue
             L = 0
             for t in range(n_frames):
                 if emitted[t, b, i] > 0:
                     labels[L] = emitted[t, b, i]
                     L += 1
-            out[b, i] = _ctc_logprob(p[b], lp[b], n_frames, labels[:L], alpha)
+            x = _ctc_logprob(lp[b], n_frames, labels[:L], alpha, np.empty((n_frames, L + 1)))
+            if math.isnan(x) or x < lower[b, i] - 1e-3 * max(1.0, abs(lower[b, i])):
+                x = _ctc_logprob_log(lp[b], n_frames, labels[:L])
+            out[b, i] = x
     return out
 
 
@@ -548,15 +570,19 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
 
     ``(kind, alpha, beta, space, lm tables, token → LM unit, word hashes, word ids, <unk> id,
     </s> id, start state, lexicon children, lexicon word ends, allowed-token offsets per trie node,
-    allowed tokens)``; kind 0: no LM (``beta`` per word), 1: a character LM, 2: a word LM.
+    allowed tokens, the LM's largest log-probability)``; kind 0: no LM (``beta`` per word), 1: a
+    character LM, 2: a word LM.
     """
     fusion = fusion or Fusion(0.0, space_id)
     kind, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos = 0, _NO_LM, _EMPTY_1I, _EMPTY_1I, _EMPTY_1I, 0, 0, 0
-    alpha = 0.0
+    alpha = lm_max = 0.0
     if type(fusion) in (CharFusion, WordFusion):
         if type(fusion.lm) is not NgramLM:  # a subclass may score differently
             return None
         lm, alpha = _lm_tables(fusion.lm), float(fusion.alpha)
+        lm_max = max(
+            float(np.max(lm[3], initial=0.0)), float(np.max(lm[0], initial=0.0))
+        )  # > 0: a broken file
         eos, bos = fusion.lm.stoi[EOS], int(fusion.lm.bos_state)
         if type(fusion) is CharFusion:
             kind, tok_unit = 1, fusion.lm_ids.cpu().numpy()
@@ -589,6 +615,7 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
         lex_word,
         lex_ptr,
         lex_tok,
+        lm_max,
     )
 
 
@@ -607,6 +634,13 @@ def search(
 
     ``fusion``: from :func:`fusion_args` (default: no LM, no lexicon, no bonus).
     """
+    B, T, _ = log_probs.shape
+    if beam_size < 1 or nbest < 1 or token_topk < 0:
+        raise ValueError(
+            f"beam search: beam_size and nbest ≥ 1, token_topk ≥ 0; got {beam_size}, {nbest}, {token_topk}"
+        )
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"beam search: lengths must lie in [0, {T}], the frames log_probs holds")
     fu = fusion if fusion is not None else fusion_args(None, None, -1)
     scores, ctc, emitted, nonblank, hopeless = _search_batch(
         _as_numpy(log_probs),
@@ -628,16 +662,17 @@ def search(
     )
 
 
-def ctc_logprob(log_probs: Tensor, lengths: Tensor, emitted: Tensor, scores: Tensor) -> Tensor:
-    """``(B, N)`` exact CTC log-probability of the labels each ``emitted`` ``(T, B, N)`` path spells."""
+def ctc_logprob(log_probs: Tensor, lengths: Tensor, emitted: Tensor, lower: Tensor) -> Tensor:
+    """``(B, N)`` exact CTC log-probability of the labels each ``emitted`` ``(T, B, N)`` path spells.
+
+    ``lower``: the search's CTC score of each path (a lower bound; -inf: an empty slot).
+    """
     T = emitted.shape[0]
-    lp = log_probs[:, :T].detach().to("cpu", torch.float64)
     out = _rescore_batch(
-        np.ascontiguousarray(lp.numpy()),
-        np.ascontiguousarray(lp.exp().numpy()),
+        _as_numpy(log_probs[:, :T]),
         lengths.detach().to("cpu", torch.int64).numpy(),
-        np.ascontiguousarray(emitted.numpy()),
-        scores.detach().to("cpu", torch.float64).numpy(),
+        np.ascontiguousarray(emitted.cpu().numpy()),
+        lower.detach().to("cpu", torch.float64).numpy(),
     )
     return torch.from_numpy(out).float()
 

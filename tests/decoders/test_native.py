@@ -78,7 +78,7 @@ def test_forward_algorithm_equals_ctc_loss_including_underflow():
             n_lab = int(torch.randint(0, min(40, int(lengths[b])) + 1, (), generator=g))
             frames = torch.randperm(int(lengths[b]), generator=g)[:n_lab].sort().values
             emitted[frames, b, n] = torch.randint(1, V, (n_lab,), generator=g)
-    scores = torch.zeros(B, N)
+    scores = torch.full((B, N), -1e30)  # a lower bound that checks nothing: the forward pass alone
     scores[4, 1] = NEG_INF  # an empty slot stays empty
     got = native.ctc_logprob(lp, lengths, emitted, scores)
     for b in range(B):
@@ -101,6 +101,34 @@ def test_forward_algorithm_equals_ctc_loss_including_underflow():
                 assert got[b, n] == NEG_INF
             else:
                 assert float(got[b, n]) == pytest.approx(want, rel=1e-5, abs=1e-3), (b, n)
+
+
+def test_exact_scores_survive_paths_that_underflow_and_come_back():
+    """A path ~300 nats behind the best at first dominates at the end: probability-domain
+    rescaling flushes it to zero, the search's own (log-space) score exposes that, and the
+    rescoring redoes it in log space."""
+    inf = float("-inf")
+    rows = [[inf, 0.0, inf]] + [[-300.0, inf, 0.0]] * 3 + [[0.0, inf, -300.0]] * 3 + [[-600.0, inf, 0.0]] * 2
+    lp, lengths = torch.tensor([rows]), torch.tensor([9])
+
+    def exact(tokens):
+        return -float(
+            torch.nn.functional.ctc_loss(
+                lp.transpose(0, 1).double(),
+                torch.tensor([tokens]),
+                lengths,
+                torch.tensor([len(tokens)]),
+                reduction="sum",
+            )
+        )
+
+    for engine in ("torch", "native"):
+        nbest = build("decoder", "beam", tokens=["_", "a", "b"], beam_size=8, nbest=8, engine=engine)(
+            lp, lengths
+        )
+        assert "ab" in [h.text for h in nbest[0]]
+        for h in nbest[0]:
+            assert h.score == pytest.approx(exact(h.tokens), abs=1e-2), (engine, h.text)
 
 
 def test_more_labels_than_frames_allow_is_impossible():
@@ -201,3 +229,38 @@ def test_beam_decoder_results_are_the_same_on_either_engine():
         assert [h.token_frames for h in a] == [h.token_frames for h in b]
         assert [h.words for h in a] == [h.words for h in b]
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["torch", "native"])
+def test_bad_search_arguments_are_refused_before_searching(engine):
+    lp = torch.randn(1, 5, 4).log_softmax(-1)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, 5\]"):
+        prefix_beam_search(lp, torch.tensor([9]), 3, engine=engine)
+    with pytest.raises(ValueError, match="beam_size and nbest ≥ 1"):
+        prefix_beam_search(lp, torch.tensor([5]), 0, engine=engine)
+    with pytest.raises(ValueError, match="token_topk ≥ 0"):
+        prefix_beam_search(lp, torch.tensor([5]), 3, token_topk=-2, engine=engine)
+
+
+def test_word_lm_sharing_no_spelling_with_the_tokens_scores_every_word_as_unknown(tmp_path):
+    text = tmp_path / "lm.txt"
+    text.write_text("xy zz\nzz xy\n")
+    lm = NgramLM(NgramConfig(text=str(text), order=2, unit="word"))
+    tokens = ["_", " ", "a", "b"]
+    lp = random_log_probs(torch.Generator().manual_seed(1), 2, 12, 4, scale=3.0)
+    out = {
+        e: build("decoder", "beam", tokens=tokens, beam_size=6, lm=lm, alpha=0.5, beta=1.0, engine=e)(
+            lp, torch.tensor([12, 7])
+        )
+        for e in ("torch", "native")
+    }
+    assert [h[0].text for h in out["torch"]] == [h[0].text for h in out["native"]]
+
+
+def test_large_vocabularies_take_the_sorted_path_and_agree():
+    g = torch.Generator().manual_seed(2)
+    lp = random_log_probs(g, 2, 30, 300, scale=1.0)  # flat frames over 300 tokens: deep token orders
+    a = prefix_beam_search(lp, torch.tensor([30, 17]), 8, nbest=4, engine="torch")
+    b = prefix_beam_search(lp, torch.tensor([30, 17]), 8, nbest=4, engine="native")
+    torch.testing.assert_close(b.scores, a.scores, atol=1e-3, rtol=0)
+    assert torch.equal(b.emitted, a.emitted)
