@@ -145,7 +145,16 @@ def _search_one(
     ptot: np.ndarray,  # (K,) float64 out: final CTC log-probability of each hypothesis
     total: np.ndarray,  # (K,) float64 out: final fused score (CTC + bonus + what finishing adds)
 ) -> int:
-    """One utterance; returns 1 if a lexicon was given and every hypothesis ends inside a word, else 0."""
+    """One utterance; returns 1 if a lexicon was given and every hypothesis ends inside a word, else 0.
+
+    The recurrences of beam.py, per hypothesis ``l`` and frame log-probabilities ``y``::
+
+        pb'(l)    = logaddexp(pb, pnb)(l) + y[blank]                            # stay, blank
+        pnb'(l)   = pnb(l) + y[last(l)]  (+ the extension of l⁻ if l = l⁻ + last(l) merges in)
+        pnb'(l+c) = (pb(l) if c == last(l) else logaddexp(pb, pnb)(l)) + y[c]   # extend
+
+    ranked by CTC + ``bonus`` (α · log P_lm + β · units) + what the step adds to the bonus.
+    """
     kind, alpha, beta, space, lm, tok_unit, w_hashes, w_ids, w_unk, eos, bos, lex_child, lex_word = fu[:13]
     lex_ptr, lex_tok = fu[13], fu[14]  # the tokens each trie node allows (CSR): its letters, and the
     has_lex = lex_child.shape[0] > 0  # separator after a complete word
