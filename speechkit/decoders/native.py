@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -651,6 +652,8 @@ def search(
     if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
         raise ValueError(f"beam search: lengths must lie in [0, {T}], the frames log_probs holds")
     fu = fusion if fusion is not None else fusion_args(None, None, -1)
+    first = not _search_batch.signatures  # this process' first call: load from the disk cache, or compile
+    t0 = time.perf_counter()
     scores, ctc, emitted, nonblank, hopeless = _search_batch(
         _as_numpy(log_probs),
         lengths.detach().to("cpu", torch.int64).numpy(),
@@ -661,6 +664,11 @@ def search(
         math.inf if beam_threshold is None else float(beam_threshold),
         fu,
     )
+    if first and time.perf_counter() - t0 > 2.0:
+        log.info(
+            "beam search: compiled the CPU engine in %.0f s (numba; cached on disk for the next run)",
+            time.perf_counter() - t0,
+        )
     if hopeless:
         log.warning("lexicon: %d utterance(s) end inside a word in every hypothesis", hopeless)
     return (
