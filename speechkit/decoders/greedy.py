@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from speechkit.decoders.base import BLANK, Decoder, Hypothesis, tokens_to_text, word_spans
+from speechkit.decoders.native import paths
 from speechkit.registry import register
 
 
@@ -34,21 +35,15 @@ class GreedyDecoder(Decoder):
         valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
         prev = torch.nn.functional.pad(ids, (1, 0), value=BLANK)[:, :-1]
         emit = valid & (ids != BLANK) & (ids != prev)  # first frame of each emitted token
-        # last frame each emitted token stays on: the run of equal ids starting at an emit
-        nxt = torch.nn.functional.pad(ids, (0, 1), value=BLANK)[:, 1:]
-        run_end = (
-            valid
-            & (ids != BLANK)
-            & ((ids != nxt) | (torch.arange(T, device=ids.device)[None] == lengths[:, None] - 1))
-        )
         scores = torch.where(valid, best, 0.0).sum(dim=1)  # not best * valid: -inf in padding × 0 is NaN
-        ids_c, emit_c, end_c, scores_c = ids.cpu(), emit.cpu(), run_end.cpu(), scores.cpu()
+        # tokens, first frames, last frames (a token stays on until the next emission or a blank)
+        emitted = torch.where(emit, ids, 0).T[:, :, None]  # (T, B, 1)
+        on = (valid & (ids != BLANK)).T[:, :, None]
+        toks, starts, ends, offsets = paths(emitted, on)
         out = []
-        for b in range(B):
-            frames = emit_c[b].nonzero().squeeze(1).tolist()
-            ends = end_c[b].nonzero().squeeze(1).tolist()
-            toks = ids_c[b, frames].tolist()
-            text = tokens_to_text(toks, self.tokens)
-            words = word_spans(toks, frames, self.tokens, self.frame_shift_s, end_frames=ends)
-            out.append([Hypothesis(text, float(scores_c[b]), toks, frames, words)])
+        for b, score in enumerate(scores.cpu().tolist()):
+            lo, hi = offsets[b], offsets[b + 1]
+            tk, fr = toks[lo:hi], starts[lo:hi]
+            words = word_spans(tk, fr, self.tokens, self.frame_shift_s, end_frames=ends[lo:hi])
+            out.append([Hypothesis(tokens_to_text(tk, self.tokens), score, tk, fr, words)])
         return out
