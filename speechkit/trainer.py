@@ -84,6 +84,10 @@ class TrainState:
     skipped_examples: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log interval
+    interval_losses: list[float] = field(default_factory=list)  # losses of the open log interval
+    epoch_losses: list[float] = field(default_factory=list)  # losses of the current epoch so far
+    skipped_before_epoch: int = 0  # skipped_examples when the current epoch began
+    # (both saved, so that a resumed run logs and averages exactly what an uninterrupted one does)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -392,9 +396,9 @@ class Trainer:
             bar = tqdm(self._loader(self.train_set, sampler), total=len(batches), initial=s.step_in_epoch,
                        desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True,
                        disable=not self.dist.main)
-            epoch_losses: list[float] = []
-            interval: list[float] = []
-            skipped_before = s.skipped_examples
+            if s.step_in_epoch == 0:
+                s.epoch_losses, s.skipped_before_epoch = [], s.skipped_examples
+            epoch_losses, interval = s.epoch_losses, s.interval_losses
             t0 = time.monotonic()
             for batch in bar:
                 for sk in batch.skipped:
@@ -414,7 +418,7 @@ class Trainer:
                     self.metrics_logger.log(
                         {"train/loss": s.losses[-1][1], "train/lr": self.optimizer.param_groups[0]["lr"]}, s.step
                     )
-                    interval = []
+                    interval.clear()
                 bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}" if epoch_losses else "-",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}")
                 out_of_time = self.tcfg.max_minutes > 0 and s.train_seconds >= 60 * self.tcfg.max_minutes
@@ -428,12 +432,13 @@ class Trainer:
             bar.close()
             if interval:
                 s.losses.append((s.step, float(np.mean(interval))))
+                interval.clear()
             epoch_done = s.step_in_epoch >= len(batches)
             if epoch_done:
                 s.epoch += 1
                 s.step_in_epoch = 0
             if epoch_done or stop:
-                (skipped,) = self.dist.sum([s.skipped_examples - skipped_before])
+                (skipped,) = self.dist.sum([s.skipped_examples - s.skipped_before_epoch])
                 self._end_of_epoch(epoch_losses, int(skipped), force_eval=stop)
                 if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
                     log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)

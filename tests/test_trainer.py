@@ -54,8 +54,10 @@ def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path,
     # 10 utterances in batches of 2: 5 steps an epoch; 8 steps cross an epoch boundary, and the
     # kill at step 7 resumes mid-epoch from the step-6 checkpoint. Dropout and SpecAugment draw
     # random numbers, so the RNG state must come back too.
+    # Losses are logged as means over 3 steps: the step-6 checkpoint falls inside an interval.
     common = ("encoder.hidden_size=16", "encoder.dropout=0.3", "data.batch_size=2", "trainer.max_steps=8",
-              "trainer.save_every_steps=3", "trainer.eval_every_epochs=100", "trainer.seed=7", "trainer.warmup_steps=3")
+              "trainer.save_every_steps=3", "trainer.eval_every_epochs=100", "trainer.seed=7", "trainer.warmup_steps=3",
+              "trainer.log_every_steps=3")
     ref = Trainer(_cfg(tmp_path / "a", 10, *common), tmp_path / "a" / "run")
     ref.fit()
 
@@ -78,6 +80,8 @@ def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path,
     assert resumed.state.step == ref.state.step == 8
     for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+    assert resumed.state.losses == ref.state.losses  # the logged means, across the kill
+    assert [h["train_loss"] for h in resumed.state.history] == [h["train_loss"] for h in ref.state.history]
 
 
 def test_non_finite_losses_skip_their_updates_and_too_many_in_a_row_stop_training(tmp_path, monkeypatch, caplog):
