@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,17 @@ MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.ev
 
 load_plugins()
 torch.set_num_threads(int(os.environ.get("SPEECHKIT_TEST_THREADS", "1")))  # tiny models: 1 is fastest, and immune to a busy CPU
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command; a speechkit console name runs as ``python -m`` on the checkout's own package
+    (whatever the installed console scripts point at). ``check``: fail with its output unless it exits 0."""
+    if args[0] in MODULES:
+        args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
+    p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
 
 
 def write_manifest(path: Path, rows: list[dict]) -> Path:

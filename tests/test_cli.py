@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from tests.conftest import MODULES, REPO, sample_rows, write_manifest
+from tests.conftest import run_cli, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -18,21 +17,12 @@ SMALL = ["encoder.hidden_size=32", "encoder.num_layers=1", "data.num_workers=0",
          "trainer.device=cpu"]
 
 
-def run(*args, env=None, check=True):
-    if args[0] in MODULES:
-        args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
-    p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     train = write_manifest(tmp / "train.jsonl", sample_rows("train", 16))
     test = write_manifest(tmp / "test.jsonl", sample_rows("test", 4))
-    run("speechkit-train", "recipe=demo", f"data.train_manifest={train}", f"data.dev_manifest={test}",
+    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train}", f"data.dev_manifest={test}",
         "trainer.max_steps=3", "frontend=mfcc", "frontend.n_mfcc=20", *SMALL, f"hydra.run.dir={tmp / 'run'}")
     return tmp
 
@@ -46,7 +36,7 @@ def test_train_writes_the_run_directory(trained):
 
 
 def test_eval_prints_wer_and_writes_metrics(trained):
-    p = run("speechkit-eval", f"checkpoint={trained / 'run/checkpoints/best.pt'}",
+    p = run_cli("speechkit-eval", f"checkpoint={trained / 'run/checkpoints/best.pt'}",
             f"data.test_manifest={trained / 'test.jsonl'}", f"hydra.run.dir={trained / 'eval'}", "progress=false")
     assert "WER" in p.stdout and "CER" in p.stdout
     metrics = json.loads((trained / "eval" / "metrics.json").read_text())
@@ -55,10 +45,10 @@ def test_eval_prints_wer_and_writes_metrics(trained):
 
 def test_transcribe_prints_the_text_of_one_file_and_writes_a_manifests_predictions(trained):
     wav = sample_rows("test", 1)[0]["audio_filepath"]
-    p = run("speechkit-transcribe", f"checkpoint={trained / 'run/checkpoints/best.pt'}", f"input={wav}")
+    p = run_cli("speechkit-transcribe", f"checkpoint={trained / 'run/checkpoints/best.pt'}", f"input={wav}")
     assert p.stdout.strip() == "" or set(p.stdout.strip()) <= set("abcdefghijklmnopqrstuvwxyz ")
     out = trained / "preds.jsonl"
-    run("speechkit-transcribe", f"checkpoint={trained / 'run/checkpoints/best.pt'}",
+    run_cli("speechkit-transcribe", f"checkpoint={trained / 'run/checkpoints/best.pt'}",
         f"input={trained / 'test.jsonl'}", f"output={out}", "words=true")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all("text" in r and "words" in r for r in rows)
@@ -68,25 +58,25 @@ def test_eval_on_text_the_model_cannot_spell_names_the_manifest_line(trained):
     rows = sample_rows("test", 2)
     rows[1]["text"] = "bin blüe at c five please"
     bad = write_manifest(trained / "bad.jsonl", rows)
-    p = run("speechkit-eval", f"checkpoint={trained / 'run/checkpoints/best.pt'}", f"data.test_manifest={bad}",
+    p = run_cli("speechkit-eval", f"checkpoint={trained / 'run/checkpoints/best.pt'}", f"data.test_manifest={bad}",
             f"hydra.run.dir={trained / 'eval_bad'}", check=False)
     assert p.returncode != 0 and f"{bad}:2: characters 'ü'" in p.stderr
 
 
 def test_unknown_plugin_fails_at_once_naming_the_choices():
-    p = run("speechkit-train", "encoder=blstmm", check=False)
+    p = run_cli("speechkit-train", "encoder=blstmm", check=False)
     assert p.returncode != 0 and "blstmm" in p.stderr and "blstm" in p.stderr.split("blstmm", 1)[1]
 
 
 def test_misspelt_key_fails_at_once_naming_the_valid_keys():
-    p = run("speechkit-train", "recipe=asr_grid", "encoder.hiden_size=3", check=False)
+    p = run_cli("speechkit-train", "recipe=asr_grid", "encoder.hiden_size=3", check=False)
     assert p.returncode != 0 and "encoder.hiden_size" in p.stderr and "hidden_size" in p.stderr
 
 
 def test_bad_checkpoint_is_a_one_line_error(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")
-    p = run("speechkit-transcribe", f"checkpoint={bad}", "input=x.wav", check=False)
+    p = run_cli("speechkit-transcribe", f"checkpoint={bad}", "input=x.wav", check=False)
     assert p.returncode != 0 and "x.pt: truncated or corrupt" in p.stderr
 
 
@@ -141,13 +131,13 @@ def test_a_third_party_package_adds_a_frontend_through_its_entry_point(tmp_path)
         my_frontend = "sk_test_plugin"
     '''))
     site = tmp_path / "site"
-    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+    run_cli(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
         "--target", str(site), str(pkg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    listing = run("speechkit-plugins", env=env).stdout
+    listing = run_cli("speechkit-plugins", env=env).stdout
     assert "my_frontend" in listing and "frame_ms: float = 20.0" in listing
     train = write_manifest(tmp_path / "train.jsonl", sample_rows("train", 8))
-    run("speechkit-train", f"data.train_manifest={train}", "frontend=my_frontend", "frontend.frame_ms=10",
+    run_cli("speechkit-train", f"data.train_manifest={train}", "frontend=my_frontend", "frontend.frame_ms=10",
         "trainer.max_steps=2", *SMALL, f"hydra.run.dir={tmp_path / 'run'}", env=env)
     assert "name: my_frontend" in (tmp_path / "run" / "config.yaml").read_text()
-    assert "my_frontend" not in run("speechkit-plugins").stdout  # uninstalled: gone, speechkit unchanged
+    assert "my_frontend" not in run_cli("speechkit-plugins").stdout  # uninstalled: gone, speechkit unchanged

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from speechkit.lm.char_train import TrainLMConfig, train
-from tests.conftest import REPO, sample_rows, write_manifest
+from tests.conftest import run_cli, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
 SMALL = ["encoder.hidden_size=32", "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8",
          "trainer.device=cpu", "frontend=mfcc", "frontend.n_mfcc=20"]  # fmt: skip
-
-
-def run(module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(
-        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, timeout=600
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +21,7 @@ def setup(tmp_path_factory):
     rows = sample_rows("train", 16)
     train_m = write_manifest(tmp / "train.jsonl", rows)
     test_m = write_manifest(tmp / "test.jsonl", sample_rows("test", 4))
-    run("speechkit.train", "recipe=demo", f"data.train_manifest={train_m}", f"data.dev_manifest={test_m}",
+    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train_m}", f"data.dev_manifest={test_m}",
         "trainer.max_steps=2", *SMALL, f"hydra.run.dir={tmp / 'asr'}")  # fmt: skip
     (tmp / "lm.txt").write_text("".join(r["text"] + "\n" for r in rows) * 5)
     train(TrainLMConfig(text=str(tmp / "lm.txt"), out=str(tmp / "lm"), embed=8, hidden=16, layers=1, streams=4,
@@ -44,7 +33,7 @@ def test_eval_fuses_a_char_rnn_chosen_on_the_command_line(setup):
     args = [f"checkpoint={setup / 'asr/checkpoints/best.pt'}", f"data.test_manifest={setup / 'test.jsonl'}",
             "decoder=beam", "decoder.beam_size=4", "decoder.lm=char_rnn", f"decoder.lm.path={setup / 'lm/lm.pt'}",
             "decoder.alpha=0.5", "progress=false"]  # fmt: skip
-    p = run("speechkit.eval", *args, f"hydra.run.dir={setup / 'eval'}")
+    p = run_cli("speechkit-eval", *args, f"hydra.run.dir={setup / 'eval'}")
     assert "WER" in p.stdout
     metrics = json.loads((setup / "eval" / "metrics.json").read_text())
     assert metrics["num_utterances"] == 4 and metrics["decoder"]["lm"]["name"] == "char_rnn"
@@ -52,7 +41,7 @@ def test_eval_fuses_a_char_rnn_chosen_on_the_command_line(setup):
 
 
 def test_eval_with_a_missing_char_rnn_checkpoint_is_a_one_line_error(setup):
-    p = run("speechkit.eval", f"checkpoint={setup / 'asr/checkpoints/best.pt'}",
+    p = run_cli("speechkit-eval", f"checkpoint={setup / 'asr/checkpoints/best.pt'}",
             f"data.test_manifest={setup / 'test.jsonl'}", "decoder=beam", "decoder.lm=char_rnn",
             f"decoder.lm.path={setup / 'none.pt'}", f"hydra.run.dir={setup / 'eval_bad'}", check=False)  # fmt: skip
     assert p.returncode != 0 and "Traceback" not in p.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from speechkit.data.tokenizer import CharConfig, CharTokenizer
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.pipeline import CTCModel
 from speechkit.registry import build
-from tests.conftest import MODULES, REPO, write_manifest
+from tests.conftest import REPO, run_cli, write_manifest
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # fonts-dejavu-core (scripts/setup.sh)
 SCRIPT = REPO / "recipes" / "ocr_lines" / "prepare.py"
@@ -187,13 +186,7 @@ SMALL = [
 
 
 def run(*args, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # eval and transcribe: one thread, as in one_thread
-    if args[0] in MODULES:  # the checkout's own package, whatever the console scripts point at
-        args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
-    p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
-    return p
+    return run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=check)  # one thread, as in one_thread
 
 
 @pytest.fixture(scope="module")
