@@ -131,6 +131,40 @@ def _word_id(hashes: np.ndarray, ids: np.ndarray, unk: int, word_hash: int) -> i
     return ids[pos] if hashes[pos] == word_hash else unk
 
 
+@njit(cache=True, inline="always")
+def _sort_more(y: np.ndarray, order: np.ndarray, taken: np.ndarray, n_sorted: int) -> int:
+    """Extend ``order[:n_sorted]`` (tokens ``1 … V-1`` by ``y``, most likely first) lazily; returns its new length.
+
+    One selection pass per token for the first three (a peaky frame needs one or two), then the
+    rest at once: an insertion sort without allocation for small vocabularies, argsort for large.
+    """
+    V = y.shape[0]
+    if n_sorted < 3:
+        best = 0
+        for v in range(1, V):
+            if not taken[v] and (best == 0 or y[v] > y[best]):
+                best = v
+        order[n_sorted], taken[best] = best, True
+        return n_sorted + 1
+    first = n_sorted
+    if V > 64:
+        for v in np.argsort(-y[1:]) + 1:
+            if not taken[v]:
+                order[n_sorted], taken[v] = v, True
+                n_sorted += 1
+        return n_sorted
+    for v in range(1, V):
+        if taken[v]:
+            continue
+        i = n_sorted
+        while i > first and y[order[i - 1]] < y[v]:
+            order[i] = order[i - 1]
+            i -= 1
+        order[i], taken[v] = v, True
+        n_sorted += 1
+    return n_sorted
+
+
 @njit(cache=True)
 def _search_one(
     lp: np.ndarray,  # (T, V) float32 log-probabilities of one utterance
@@ -257,49 +291,24 @@ def _search_one(
             if ptot[k] == NEG_INF:
                 continue
             base = ptot[k] + bonus[k]
-            if has_lex:  # only the tokens the trie allows here, in trie order
-                for m in range(lex_ptr[node[k]], lex_ptr[node[k] + 1]):
-                    c = lex_tok[m]
-                    if y[c] < min_logp or (topk > 0 and not taken[c]) or child[k, c]:
+            # candidate tokens: with a lexicon the few the trie allows here (in trie order), else the
+            # frame's tokens most likely first, where the first that cannot enter ends the list
+            lo, count = (lex_ptr[node[k]], lex_ptr[node[k] + 1] - lex_ptr[node[k]]) if has_lex else (0, n_tok)
+            for m in range(count):
+                if has_lex:
+                    c = lex_tok[lo + m]
+                    if (
+                        y[c] < min_logp
+                        or (topk > 0 and not taken[c])
+                        or (n == K and base + gain + y[c] <= sc[0])
+                    ):
                         continue
-                    if n == K and base + gain + y[c] <= sc[0]:
-                        continue
-                    d = wsc[k] if c == space and inw[k] else 0.0
-                    if kind == 1:
-                        d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
-                    x = (pb[k] if c == last[k] else ptot[k]) + y[c]
-                    if x > NEG_INF:
-                        n = _offer(sc, sx, sd, sp, st, n, K, x + bonus[k] + d, x, d, k, c)
-                continue
-            for m in range(n_tok):
-                if m == n_sorted:  # the next most likely token
-                    if m < 3:  # a selection pass per token while few are needed
-                        best = 0
-                        for v in range(1, V):
-                            if not taken[v] and (best == 0 or y[v] > y[best]):
-                                best = v
-                        order[m], taken[best] = best, True
-                        n_sorted += 1
-                    elif V > 64:  # deep (flat frames), many tokens: sort the rest at once
-                        for v in np.argsort(-y[1:]) + 1:
-                            if not taken[v]:
-                                order[n_sorted], taken[v] = v, True
-                                n_sorted += 1
-                    else:  # deep, few tokens: insertion-sort the rest, no allocation
-                        for v in range(1, V):
-                            if taken[v]:
-                                continue
-                            i = n_sorted
-                            while i > m and y[order[i - 1]] < y[v]:
-                                order[i] = order[i - 1]
-                                i -= 1
-                            order[i], taken[v] = v, True
-                            n_sorted += 1
-                c = order[m]
-                if y[c] < min_logp:
-                    break
-                if n == K and base + gain + y[c] <= sc[0]:
-                    break  # no later token can do better
+                else:
+                    if m == n_sorted:
+                        n_sorted = _sort_more(y, order, taken, n_sorted)
+                    c = order[m]
+                    if y[c] < min_logp or (n == K and base + gain + y[c] <= sc[0]):
+                        break  # no later token can do better
                 if child[k, c]:
                     continue  # merged into that hypothesis' stay above
                 d = wsc[k] if c == space and inw[k] else 0.0
