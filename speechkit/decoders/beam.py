@@ -231,14 +231,7 @@ def prefix_beam_search(
     (or ``"auto"`` on CPU tensors) runs the same search compiled (:mod:`speechkit.decoders.native`)
     unless the LM is one it does not know (only ``ngram``).
     """
-    if beam_size < 1 or nbest < 1 or token_topk < 0:
-        raise ValueError(
-            f"beam search: beam_size and nbest ≥ 1, token_topk ≥ 0; got {beam_size}, {nbest}, {token_topk}"
-        )
-    if log_probs.shape[0] and (int(lengths.min()) < 0 or int(lengths.max()) > log_probs.shape[1]):
-        raise ValueError(
-            f"beam search: lengths must lie in [0, {log_probs.shape[1]}], the frames log_probs holds"
-        )
+    native.check_search_args(log_probs, lengths, beam_size, nbest, token_topk)
     dev = log_probs.device
     B, T, V = log_probs.shape
     K = beam_size

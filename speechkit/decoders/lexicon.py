@@ -67,6 +67,13 @@ class LexiconTrie:
                 self.child[node, c] = nxt
         self.is_word = torch.tensor(terminal, dtype=torch.bool)
         self.num_words = sum(terminal)
+        # allowed[node, token]: a token may follow a node along an edge; the separator after a
+        # complete word only. Also as lists per node (CSR, row-major) for the compiled search.
+        self.allowed = self.child >= 0
+        if 0 < space_id < vocab_size:
+            self.allowed[:, space_id] = self.is_word
+        self.allowed_ptr = torch.cat([torch.zeros(1, dtype=torch.long), self.allowed.sum(1).cumsum(0)])
+        self.allowed_tok = self.allowed.nonzero()[:, 1]
 
     @classmethod
     def from_file(cls, path: str | Path, tokens: list[str], space: str = " ") -> LexiconTrie:
@@ -96,12 +103,8 @@ class LexiconTrie:
 
     def to(self, device: torch.device) -> LexiconTrie:
         self.child, self.is_word = self.child.to(device), self.is_word.to(device)
-        # log-domain mask: 0 where a token may follow a node, -inf where not (the separator may
-        # follow a complete word only)
-        ok = self.child >= 0
-        if self.space_id > 0:
-            ok[:, self.space_id] = self.is_word
-        self._penalty = torch.zeros(ok.shape, device=device).masked_fill_(~ok, NEG_INF)
+        # log-domain mask: 0 where a token may follow a node, -inf where not
+        self._penalty = torch.zeros(self.allowed.shape, device=device).masked_fill_(~self.allowed.to(device), NEG_INF)
         return self
 
     def penalty(self, node: Tensor, tok: Tensor) -> Tensor:

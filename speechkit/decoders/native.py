@@ -598,10 +598,7 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
     if type(fusion) in (CharFusion, WordFusion):
         if type(fusion.lm) is not NgramLM:  # a subclass may score differently
             return None
-        lm, alpha = _lm_tables(fusion.lm), float(fusion.alpha)
-        lm_max = max(
-            float(np.max(lm[3], initial=0.0)), float(np.max(lm[0], initial=0.0))
-        )  # > 0: a broken file
+        lm, alpha, lm_max = _lm_tables(fusion.lm), float(fusion.alpha), fusion.lm.max_logprob
         eos, bos = fusion.lm.stoi[EOS], int(fusion.lm.bos_state)
         if type(fusion) is CharFusion:
             kind, tok_unit = 1, fusion.lm_ids.cpu().numpy()
@@ -613,11 +610,7 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
     lex_child, lex_word, lex_ptr, lex_tok = _EMPTY_I, np.zeros(0, np.bool_), _EMPTY_1I, _EMPTY_1I
     if lexicon is not None:
         lex_child, lex_word = lexicon.child.cpu().numpy(), lexicon.is_word.cpu().numpy()
-        allowed = lex_child >= 0
-        if 0 <= space_id < allowed.shape[1]:
-            allowed[:, space_id] = lex_word
-        lex_ptr = np.concatenate([[0], np.cumsum(allowed.sum(1))]).astype(np.int64)
-        lex_tok = np.nonzero(allowed)[1].astype(np.int64)  # row-major: each node's tokens in order
+        lex_ptr, lex_tok = lexicon.allowed_ptr.numpy(), lexicon.allowed_tok.numpy()
     return (
         kind,
         alpha,
@@ -638,6 +631,19 @@ def fusion_args(fusion: Fusion | None, lexicon: LexiconTrie | None, space_id: in
     )
 
 
+def check_search_args(
+    log_probs: Tensor, lengths: Tensor, beam_size: int, nbest: int, token_topk: int
+) -> None:
+    """Refuse search arguments out of range, for either engine."""
+    if beam_size < 1 or nbest < 1 or token_topk < 0:
+        raise ValueError(
+            f"beam search: beam_size and nbest ≥ 1, token_topk ≥ 0; got {beam_size}, {nbest}, {token_topk}"
+        )
+    B, T = log_probs.shape[:2]
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"beam search: lengths must lie in [0, {T}], the frames log_probs holds")
+
+
 def search(
     log_probs: Tensor,
     lengths: Tensor,
@@ -653,13 +659,7 @@ def search(
 
     ``fusion``: from :func:`fusion_args` (default: no LM, no lexicon, no bonus).
     """
-    B, T, _ = log_probs.shape
-    if beam_size < 1 or nbest < 1 or token_topk < 0:
-        raise ValueError(
-            f"beam search: beam_size and nbest ≥ 1, token_topk ≥ 0; got {beam_size}, {nbest}, {token_topk}"
-        )
-    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
-        raise ValueError(f"beam search: lengths must lie in [0, {T}], the frames log_probs holds")
+    check_search_args(log_probs, lengths, beam_size, nbest, token_topk)  # out of range here corrupts memory
     fu = fusion if fusion is not None else fusion_args(None, None, -1)
     first = not _search_batch.signatures  # this process' first call: load from the disk cache, or compile
     t0 = time.perf_counter()

@@ -323,6 +323,8 @@ class NgramLM(LanguageModel):
             self._cpu["dense_logp"] = lp.view(self.num_states, U)
             self._cpu["dense_next"] = nxt.view(self.num_states, U)
             self._dense = True
+        # the largest log-probability the LM gives (≤ 0 in any proper file; the beam search's bound uses it)
+        self.max_logprob = max(max(logp, default=0.0), float(self._cpu["dense_logp"].max()) if self._dense else 0.0)
 
     def _tables(self, device: torch.device) -> dict[str, Tensor]:
         key = str(device)
