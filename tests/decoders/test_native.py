@@ -17,6 +17,18 @@ def random_log_probs(g: torch.Generator, B: int, T: int, V: int, scale: float) -
     return (scale * torch.randn(B, T, V, generator=g)).log_softmax(-1)
 
 
+def assert_same_hypotheses(a, b, atol: float, trial: int) -> None:
+    """Search results ``a`` (torch) and ``b`` (native) hold the same live hypotheses: fused and CTC
+    scores within ``atol``, the same per-frame tokens and "still on the token" flags."""
+    live = a.scores > NEG_INF
+    assert torch.equal(live, b.scores > NEG_INF), trial
+    torch.testing.assert_close(b.scores[live], a.scores[live], atol=atol, rtol=0)
+    torch.testing.assert_close(b.ctc[live], a.ctc[live], atol=atol, rtol=0)
+    paths = live[None].expand_as(a.emitted)
+    assert torch.equal(b.emitted[paths], a.emitted[paths]), trial
+    assert torch.equal(b.nonblank[paths], a.nonblank[paths]), trial
+
+
 OPTIONS = [
     {},
     {"token_topk": 2},
@@ -43,13 +55,7 @@ def test_native_engine_finds_what_the_torch_search_finds(options):
         lengths[0] = T
         a = prefix_beam_search(lp, lengths, K, nbest=K, engine="torch", **options)
         b = prefix_beam_search(lp, lengths, K, nbest=K, engine="native", **options)
-        live = a.scores > NEG_INF
-        assert torch.equal(live, b.scores > NEG_INF), trial
-        torch.testing.assert_close(b.scores[live], a.scores[live], atol=1e-4, rtol=0)
-        torch.testing.assert_close(b.ctc[live], a.ctc[live], atol=1e-4, rtol=0)
-        paths = live[None].expand_as(a.emitted)
-        assert torch.equal(b.emitted[paths], a.emitted[paths]), trial
-        assert torch.equal(b.nonblank[paths], a.nonblank[paths]), trial
+        assert_same_hypotheses(a, b, atol=1e-4, trial=trial)
 
 
 def test_native_engine_on_wide_beams_and_long_peaky_inputs():
@@ -204,13 +210,7 @@ def test_native_fusion_and_lexicon_find_what_the_torch_search_finds(fusion, lms)
         for engine in ("torch", "native"):
             dec = build("decoder", "beam", tokens=LETTERS, beam_size=K, nbest=K, engine=engine, **kw)
             res[engine] = dec.search(lp, lengths)
-        a, b = res["torch"], res["native"]
-        live = a.scores > NEG_INF
-        assert torch.equal(live, b.scores > NEG_INF), trial
-        torch.testing.assert_close(b.scores[live], a.scores[live], atol=1e-3, rtol=0)
-        torch.testing.assert_close(b.ctc[live], a.ctc[live], atol=1e-3, rtol=0)
-        paths = live[None].expand_as(a.emitted)
-        assert torch.equal(b.emitted[paths], a.emitted[paths]), trial
+        assert_same_hypotheses(res["torch"], res["native"], atol=1e-3, trial=trial)
 
 
 def test_beam_decoder_results_are_the_same_on_either_engine():
