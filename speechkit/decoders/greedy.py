@@ -30,7 +30,7 @@ class GreedyDecoder(Decoder):
         """``log_probs`` ``(B, T, V)``, ``lengths`` ``(B,)`` → one single-entry n-best list per utterance."""
         lengths = self.check_inputs(log_probs, lengths)
         best, ids = log_probs.max(dim=-1)  # (B, T)
-        B, T = ids.shape
+        T = ids.shape[1]
         lengths = lengths.to(ids.device)
         valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
         prev = torch.nn.functional.pad(ids, (1, 0), value=BLANK)[:, :-1]

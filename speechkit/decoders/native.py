@@ -45,7 +45,7 @@ def _lae(a: float, b: float) -> float:
     if b == NEG_INF:
         return a
     d = a - b
-    if d > 40.0:  # log1p(e^-40) is below float64's resolution of a: the larger term alone
+    if d > 40.0:  # log1p(e^-40) ≈ 4e-18: the larger term alone
         return a
     if d < -40.0:
         return b
