@@ -2,12 +2,22 @@
 plus the trainer's state for resuming, written atomically and loaded without unpickling code.
 
 A checkpoint is a ``torch.save`` file of plain containers and tensors only, so it loads with
-``torch.load(weights_only=True)``: a file carrying pickled code is refused, not run.
+``torch.load(weights_only=True)``: a file carrying pickled code is refused, not run. It carries
+the SHA-256 of every tensor and of the rest of its data (config, vocabulary, trainer state), so a
+flipped bit is found at load and the damaged tensor named; resume then falls back to
+``last.prev.pt``. The config it carries is data: loading never resolves an interpolation in it.
+
+Why not safetensors for the weights: it has no checksum either (a flipped bit loads silently),
+and ``weights_only`` loading already runs no code; one self-checking file is simpler to copy
+than weights plus a JSON sidecar.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -17,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from speechkit.registry import PluginError, registry
 
 log = logging.getLogger(__name__)
 
 FORMAT = "speechkit-checkpoint"
-FORMAT_VERSION = 1  # bump when the layout below changes incompatibly
+FORMAT_VERSION = 2  # bump when the layout below changes incompatibly; 2 added "checksums"
+READS_VERSIONS = (1, 2)  # version 1 files (no checksums) load with a warning
 MODEL_KINDS = ("frontend", "augment", "encoder")  # stages whose weights live in the checkpoint
 
 
@@ -42,6 +53,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     A crash at any moment leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
+    payload = {**payload, "checksums": checksums(payload)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -57,9 +69,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError | RuntimeError) and not isinstance(e, CheckpointError):
-            free = shutil.disk_usage(path.parent).free / 2**20
+            free = shutil.disk_usage(path.parent).free
             raise CheckpointError(
-                path, f"writing the checkpoint failed ({e}); {free:.0f} MiB free on that disk",
+                path, f"writing the checkpoint failed ({e}); {_size(free)} free on that disk",
                 "the previous checkpoint is untouched; free some space or move the run (hydra.run.dir=…)",
             ) from e
         raise
@@ -85,10 +97,76 @@ def check_writable(folder: str | Path, need_bytes: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise CheckpointError(
-            folder, f"{free / 2**20:.0f} MiB free, but this run's checkpoints need about "
-            f"{need_bytes / 2**20:.0f} MiB (last, previous last and best)",
+            folder, f"{_size(free)} free, but this run's checkpoints need about "
+            f"{_size(need_bytes, up=True)} (last, previous last and best)",
             "free some space or move the run (hydra.run.dir=…)",
         )
+
+
+def _size(n: int, up: bool = False) -> str:
+    """Bytes for people: MiB with one decimal (rounded up with ``up``, for what is needed), and the
+    exact count when that would read as 0.0 or hide the difference."""
+    mib = n / 2**20
+    shown = (math.ceil(mib * 10) if up else math.floor(mib * 10)) / 10
+    return f"{shown:.1f} MiB ({n:,} bytes)" if mib < 10 else f"{shown:.1f} MiB"
+
+
+def _tensors(obj: Any, where: str = "") -> Any:
+    """Yield ``(key path, tensor)`` for every tensor inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{where}/{k}" if where else str(k))
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{where}/{i}")
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)  # the bytes, whatever the dtype
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+
+
+def _data_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of everything but the tensors (config, vocabulary, counters), as canonical JSON."""
+    def strip(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return "<tensor>"
+        if isinstance(obj, dict):
+            return {str(k): strip(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [strip(v) for v in obj]
+        return obj
+
+    rest = strip({k: v for k, v in payload.items() if k != "checksums"})
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def checksums(payload: dict[str, Any]) -> dict[str, Any]:
+    """The integrity record a checkpoint carries: SHA-256 of each tensor by key path, and of the rest."""
+    return {"tensors": {k: _tensor_digest(t) for k, t in _tensors(payload) if not k.startswith("checksums")},
+            "data": _data_digest(payload)}
+
+
+def verify(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor (or the data) whose checksum differs."""
+    record = ckpt.get("checksums")
+    if not isinstance(record, dict):
+        raise CheckpointError(path, "its checksums are missing", "use another checkpoint (last.prev.pt or best.pt)")
+    expected = record.get("tensors", {})
+    found = {k: t for k, t in _tensors(ckpt) if not k.startswith("checksums")}
+    damaged = [k for k in sorted(expected.keys() | found.keys())
+               if k not in found or k not in expected or _tensor_digest(found[k]) != expected[k]]
+    if damaged:
+        raise CheckpointError(
+            path, f"damaged: tensor {damaged[0]} does not match its checksum"
+            + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""),
+            "the file was altered after it was written; use another checkpoint (last.prev.pt or best.pt)",
+        )
+    if record.get("data") != _data_digest(ckpt):
+        raise CheckpointError(path, "damaged: its config, vocabulary or trainer state does not match its checksum",
+                              "the file was altered after it was written; use another checkpoint")
 
 
 def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metrics: dict | None = None) -> dict[str, Any]:
@@ -128,10 +206,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        detail = str(e).split("Weights only load failed.")[-1].strip().splitlines()[0][:200]
         raise CheckpointError(
             path,
-            f"refused: the file holds pickled objects that are not plain data ({detail})",
+            f"refused: the file holds pickled objects that are not plain data ({_unpickling_detail(e)})",
             "only load checkpoints written by speechkit from sources you trust",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
@@ -142,26 +219,63 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(path, "not a speechkit checkpoint", "pass a file written by speechkit-train")
     version = ckpt.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
         raise CheckpointError(
             path,
             f"checkpoint format version {version} (written by speechkit {ckpt.get('speechkit_version')}), "
-            f"but this speechkit reads version {FORMAT_VERSION}",
+            f"but this speechkit reads versions {', '.join(map(str, READS_VERSIONS))}",
             "use the speechkit version that wrote it, or retrain",
         )
-    cfg = ckpt.get("config", {})
-    for kind in MODEL_KINDS:
-        name = (cfg.get(kind) or {}).get("name")
-        try:
-            registry(kind).get(name)
-        except PluginError:
-            raise CheckpointError(
-                path,
-                f"built with {kind} plugin {name!r}, which is not installed here "
-                f"(installed: {', '.join(registry(kind).names())})",
-                "install the package that provides it",
-            ) from None
+    if version >= 2:
+        verify(ckpt, path)
+    else:
+        log.warning("%s: format version %d carries no checksums; damage to it cannot be detected", path, version)
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict) or not isinstance(ckpt.get("tokens"), list) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(path, "not a speechkit checkpoint (no config, tokens or weights)",
+                              "pass a file written by speechkit-train")
+    for kind in (*MODEL_KINDS, "tokenizer"):
+        check_plugin(path, kind, cfg.get(kind))
     return ckpt
+
+
+def check_plugin(path: str | Path, kind: str, node: Any, fix: str = "install the package that provides it") -> None:
+    """Raise :class:`CheckpointError` when the checkpoint at ``path`` names a ``kind`` plugin not installed."""
+    name = node.get("name") if isinstance(node, dict) else None
+    try:
+        registry(kind).get(name)
+    except PluginError:
+        raise CheckpointError(
+            path,
+            f"built with {kind} plugin {name!r}, which is not installed here "
+            f"(installed: {', '.join(registry(kind).names())})",
+            fix,
+        ) from None
+
+
+def _unpickling_detail(e: pickle.UnpicklingError) -> str:
+    """The sentence of torch's weights-only refusal that names what was refused, whole."""
+    text = str(e).split("Weights only load failed.")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:  # e.g. "Unsupported global: GLOBAL posix.system was not an allowed global by default."
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.rstrip(".")
+    return lines[0].rstrip(".") if lines else type(e).__name__
+
+
+def config_as_data(config: dict[str, Any]) -> DictConfig:
+    """A checkpoint's config as an OmegaConf node that resolves nothing it carries: every ``${``
+    is escaped, so ``${oc.env:HOME}`` stays that text instead of reading the environment."""
+    def escape(obj: Any) -> Any:
+        if isinstance(obj, str):
+            return obj.replace("${", "\\${")
+        if isinstance(obj, dict):
+            return {k: escape(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [escape(v) for v in obj]
+        return obj
+
+    return OmegaConf.create(escape(config))
 
 
 def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>"):
@@ -170,7 +284,7 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
     from speechkit.pipeline import CTCModel, _params
     from speechkit.registry import build
 
-    cfg = OmegaConf.create(ckpt["config"])
+    cfg = config_as_data(ckpt["config"])
     tokenizer = build("tokenizer", **_params(cfg.tokenizer), tokens=ckpt["tokens"])
     model = CTCModel.from_config(cfg, len(tokenizer))
     try:
@@ -203,7 +317,11 @@ def load_checkpoint(
 
     ckpt = read_checkpoint(path)
     model, tokenizer, cfg = build_from_checkpoint(ckpt, path)
-    pipe = Pipeline(model, tokenizer, cfg, device=resolve_device(device), batch_size=batch_size)
-    if decoder is not None:
-        pipe.set_decoder(decoder)
+    if decoder is None:  # the saved decoder: its plugins (and its LM's) must be installed here
+        saved = cfg.get("decoder") or {"name": "greedy"}
+        fix = "install the package that provides it, or choose another decoder (decoder=greedy)"
+        check_plugin(path, "decoder", OmegaConf.to_container(saved, resolve=True), fix)
+        if isinstance(saved.get("lm"), DictConfig) and saved.lm.get("name"):
+            check_plugin(path, "lm", OmegaConf.to_container(saved.lm, resolve=True), fix)
+    pipe = Pipeline(model, tokenizer, cfg, decoder=decoder, device=resolve_device(device), batch_size=batch_size)
     return pipe

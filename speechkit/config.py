@@ -47,7 +47,8 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | fp16 | bf16
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
-    resume: bool = False  # continue from <run dir>/checkpoints/last.pt
+    resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
+    resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)
     save_every_steps: int = 0  # also save last.pt every N steps (0 = at epoch ends only)
     eval_every_epochs: int = 1
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)
@@ -146,11 +147,12 @@ def _torchrun_overrides(args: list[str]) -> list[str]:
     return extra
 
 
-def run_hydra(task: Callable, config_name: str) -> None:
+def run_hydra(task: Callable, config_name: str, save_hydra_dir: bool = True) -> None:
     """Run ``task(cfg)`` as a Hydra app over speechkit's packaged configs.
 
     Plugins (built-in and from entry points) are registered first, so their configs are in
-    Hydra's ConfigStore when it composes.
+    Hydra's ConfigStore when it composes. ``save_hydra_dir=False``: Hydra writes no ``.hydra/``
+    before the task runs (the task writes it once it may use the directory: speechkit/rundir.py).
     """
     import hydra
 
@@ -160,6 +162,8 @@ def run_hydra(task: Callable, config_name: str) -> None:
     load_plugins()
     store_schemas()
     sys.argv = [sys.argv[0], *_rewrite_nested_groups(sys.argv[1:]), *_torchrun_overrides(sys.argv[1:])]
+    if not save_hydra_dir and "hydra.output_subdir=null" not in sys.argv:
+        sys.argv.append("hydra.output_subdir=null")
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     _check_overrides(config_name, overrides)
     main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)

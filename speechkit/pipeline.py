@@ -99,7 +99,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.config = config
         self.batch_size = batch_size
-        self.decoder = decoder if decoder is not None else self.build_decoder(config.get("decoder") or {"name": "greedy"})
+        self.set_decoder(decoder if decoder is not None else config.get("decoder") or {"name": "greedy"})
 
     def build_decoder(self, node: Any) -> Any:
         return build("decoder", **_params(node), tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s)

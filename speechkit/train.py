@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("speechkit.train")
 
@@ -14,15 +16,31 @@ log = logging.getLogger("speechkit.train")
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from speechkit import distributed
-    from speechkit.trainer import Trainer
+    from speechkit import distributed, rundir
+    from speechkit.checkpoint import CheckpointError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    main = distributed.is_main()  # under torchrun only rank 0 writes
-    if main:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved, for people
+    main = distributed.is_main()  # under torchrun only rank 0 writes (and holds the lock)
     try:
-        trainer = Trainer(cfg, run_dir)
+        with rundir.lock(run_dir) if main else nullcontext():
+            return _run(cfg, run_dir, main)
+    except (rundir.RunDirError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
+
+
+def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
+    from speechkit import distributed, rundir
+    from speechkit.trainer import Trainer
+
+    resume = None
+    if cfg.trainer.resume:  # checked before anything is written into the run directory
+        resume = rundir.find_resume(run_dir / "checkpoints")
+        if resume:
+            rundir.check_resume_config(cfg, *resume)
+    if main:
+        rundir.write_configs(run_dir, cfg)
+    try:
+        trainer = Trainer(cfg, run_dir, resume=resume)
         metrics = trainer.fit()
     finally:
         distributed.shutdown()
@@ -39,7 +57,7 @@ def task(cfg: DictConfig) -> float:
 def main() -> None:
     from speechkit.config import run_hydra
 
-    run_hydra(task, "config")
+    run_hydra(task, "config", save_hydra_dir=False)  # .hydra/ is written by task, once the run may start
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from speechkit.checkpoint import (
     CheckpointError,
     check_writable,
     model_payload,
-    read_checkpoint,
     save_checkpoint,
 )
 from speechkit.data.dataset import Batch, ManifestDataset, collate
@@ -66,6 +65,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _epoch_position(state: dict[str, Any]) -> str:
+    """Where a saved run stands, epochs numbered from 1 as on the progress bar: ``epoch 3`` (to
+    start) or ``epoch 3, 5 batches in``."""
+    into = f", {state['step_in_epoch']} batches in" if state["step_in_epoch"] else ""
+    return f"epoch {state['epoch'] + 1}{into}"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -96,12 +102,18 @@ class TrainState:
 
 
 class Trainer:
-    """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``."""
+    """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``.
+
+    ``resume``: the ``(checkpoint, path)`` to continue from, already checked against ``cfg``, or
+    None (``speechkit-train`` looks before writing anything); ``"find"``: with
+    ``trainer.resume=true`` the trainer finds and checks it itself (speechkit/rundir.py).
+    """
 
     plot_every_s = 60.0  # seconds between redraws of training.png
     _last_plot = -float("inf")
 
-    def __init__(self, cfg: DictConfig, run_dir: str | Path) -> None:
+    def __init__(self, cfg: DictConfig, run_dir: str | Path,
+                 resume: tuple[dict[str, Any], Path] | None | str = "find") -> None:
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
@@ -128,8 +140,17 @@ class Trainer:
         self.dev_examples = read_manifest(cfg.data.dev_manifest, self.modality) if cfg.data.dev_manifest else []
 
         self.state = TrainState()
-        resume_ckpt = self._find_resume() if self.tcfg.resume else None
-        tokens = resume_ckpt["tokens"] if resume_ckpt else None
+        if resume == "find":
+            from speechkit import rundir
+
+            resume = rundir.find_resume(self.ckpt_dir) if self.tcfg.resume else None
+            if resume:
+                rundir.check_resume_config(cfg, *resume)
+        tokens = None
+        if resume:
+            st = resume[0]["trainer"]["state"]
+            log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
+            tokens = resume[0]["tokens"]
         self.tokenizer: CharTokenizer = build("tokenizer", **OmegaConf.to_container(cfg.tokenizer), tokens=tokens)
         if tokens is None:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
@@ -157,8 +178,8 @@ class Trainer:
         log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
                  100 * padding_fraction(self.epoch_batches(0), self.durations))
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
-        if resume_ckpt:
-            self._restore(resume_ckpt)
+        if resume:
+            self._restore(*resume)
         elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
             self._global_stats()
         if self.dist.active:
@@ -200,27 +221,13 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
 
-    def _find_resume(self) -> dict[str, Any] | None:
-        last = self.ckpt_dir / "last.pt"
-        if not last.exists() and (self.ckpt_dir / "last.prev.pt").exists():
-            last = self.ckpt_dir / "last.prev.pt"  # killed between the two renames of save_last
-        if not last.exists():
-            log.warning("trainer.resume=true but %s does not exist: starting from scratch", last)
-            return None
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         try:
-            ckpt = read_checkpoint(last)
-        except CheckpointError as e:
-            prev = self.ckpt_dir / "last.prev.pt"
-            if not prev.exists():
-                raise
-            log.error("%s; falling back to the previous checkpoint %s", e, prev)
-            ckpt = read_checkpoint(prev)
-        st = ckpt["trainer"]["state"]
-        log.info("resuming from %s (epoch %d, step %d)", last, st["epoch"], st["step"])
-        return ckpt
-
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # only with trainer.resume_force=true over a changed model
+            raise CheckpointError(path, f"its weights do not fit the model this config describes "
+                                  f"({str(e).splitlines()[-1].strip()})",
+                                  "resume with the settings the run was trained with") from None
         t = ckpt["trainer"]
         self.optimizer.load_state_dict(t["optimizer"])
         if self.scaler is not None and "scaler" in t:
@@ -439,7 +446,7 @@ class Trainer:
                 s.step_in_epoch = 0
             if epoch_done or stop:
                 (skipped,) = self.dist.sum([s.skipped_examples - s.skipped_before_epoch])
-                self._end_of_epoch(epoch_losses, int(skipped), force_eval=stop)
+                self._end_of_epoch(epoch_losses, int(skipped), force_eval=stop, of_batches=len(batches))
                 if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
                     log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
                     stop = True
@@ -447,7 +454,7 @@ class Trainer:
         self.metrics_logger.close()
         return s.history[-1] if s.history else {}
 
-    def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool) -> None:
+    def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool, of_batches: int) -> None:
         s = self.state
         row: dict[str, float] = {"epoch": s.epoch, "step": s.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                  "minutes": s.train_seconds / 60}
@@ -456,7 +463,10 @@ class Trainer:
         s.history.append(row)
         self.metrics_logger.log_epoch(row, s.step)
         msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
-        log.info("epoch %d done: %s%s", s.epoch, msg, f"; {skipped} bad example(s) skipped" if skipped else "")
+        # epochs are numbered from 1, as on the progress bar; a run stopped mid-epoch says so
+        done = (f"epoch {s.epoch} done" if s.step_in_epoch == 0
+                else f"epoch {s.epoch + 1} stopped after {s.step_in_epoch} of {of_batches} batches")
+        log.info("%s: %s%s", done, msg, f"; {skipped} bad example(s) skipped" if skipped else "")
         if "dev_wer" in row:
             if row["dev_wer"] < s.best_wer:
                 s.best_wer, s.evals_since_best = row["dev_wer"], 0

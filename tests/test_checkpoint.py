@@ -72,8 +72,8 @@ def test_incompatible_format_version_says_which_versions(ckpt):
     path, _ = ckpt
     data = torch.load(path, weights_only=True)
     data["format_version"] = 99
-    torch.save(data, path)
-    with pytest.raises(CheckpointError, match="format version 99.*reads version 1"):
+    save_checkpoint(path, data)  # re-sealed: its checksums match the edit
+    with pytest.raises(CheckpointError, match="format version 99.*reads versions 1, 2"):
         read_checkpoint(path)
 
 
@@ -81,7 +81,7 @@ def test_checkpoint_from_a_plugin_not_installed_names_it(ckpt):
     path, _ = ckpt
     data = torch.load(path, weights_only=True)
     data["config"]["frontend"]["name"] = "their_frontend"
-    torch.save(data, path)
+    save_checkpoint(path, data)  # re-sealed: its checksums match the edit
     with pytest.raises(CheckpointError, match="frontend plugin 'their_frontend', which is not installed"):
         read_checkpoint(path)
 
@@ -90,7 +90,7 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(ckpt):
     path, _ = ckpt
     data = torch.load(path, weights_only=True)
     data["config"]["encoder"]["hidden_size"] = 16
-    torch.save(data, path)
+    save_checkpoint(path, data)  # re-sealed: its checksums match the edit
     with pytest.raises(CheckpointError, match="do not fit.*size mismatch"):
         load_checkpoint(path)
 

@@ -1,0 +1,168 @@
+"""A training run directory: one run at a time holds it, a resumed run must be the run that was
+saved, and nothing is written into it before both are known.
+
+``speechkit-train`` calls, in this order: :func:`lock` (a second run on the same directory fails
+at once, naming the holder), :func:`find_resume` and :func:`check_resume_config` when
+``trainer.resume=true`` (a changed model is refused with the list of changes), and only then
+:func:`write_configs` (``config.yaml`` and ``.hydra/``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from speechkit.checkpoint import CheckpointError, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".speechkit.lock"  # held (flock) while a run uses the directory; gone when it ends
+OWNER_NAME = ".speechkit.lock.owner"  # JSON {pid, host, started} of the holder, for the message
+
+# Keys a resumed run may change: budgets, logging, I/O and hardware. Anything else (the model,
+# the tokenizer, the data, the optimiser and its schedule, the seed) would make the resumed run
+# another run than the one saved; trainer.resume_force=true accepts it anyway.
+SAFE_ON_RESUME = (
+    "trainer.resume", "trainer.resume_force", "trainer.max_minutes", "trainer.max_epochs", "trainer.max_steps",
+    "trainer.threads", "trainer.device", "trainer.log_every_steps", "trainer.save_every_steps",
+    "trainer.eval_every_epochs", "trainer.early_stop_patience", "trainer.max_nonfinite_in_row",
+    "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name",
+)
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used as asked; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+@contextmanager
+def lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir`` exclusively for the ``with`` block (an OS file lock, released even on SIGKILL).
+
+    Raises :class:`RunDirError` at once, naming the holder's PID and host, when another run holds it.
+    """
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = FileLock(str(run_dir / LOCK_NAME), timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        raise RunDirError(
+            f"{run_dir}: another training run is using this run directory ({_owner(run_dir)}); "
+            "wait for it to end, stop it, or choose another directory with hydra.run.dir=PATH"
+        ) from None
+    owner = run_dir / OWNER_NAME
+    owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    try:
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        held.release()
+
+
+def _owner(run_dir: Path) -> str:
+    try:
+        o = json.loads((run_dir / OWNER_NAME).read_text())
+        return f"PID {o['pid']} on host {o['host']}, started {o['started']}"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder has not written it yet
+        return "its PID and host are not recorded yet"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def find_resume(ckpt_dir: str | Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest usable resume checkpoint of a run and its path: ``last.pt``, or ``last.prev.pt``
+    when ``last.pt`` is missing (killed between two renames) or damaged. None when there is none."""
+    ckpt_dir = Path(ckpt_dir)
+    last, prev = ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt"
+    if not last.exists() and not prev.exists():
+        log.warning("trainer.resume=true but %s does not exist: starting from scratch", last)
+        return None
+    if last.exists():
+        try:
+            return read_checkpoint(last), last
+        except CheckpointError as e:
+            if not prev.exists():
+                raise
+            log.error("%s; falling back to the previous checkpoint %s", e, prev)
+    return read_checkpoint(prev), prev
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for every dotted key whose value differs, except the
+    keys of :data:`SAFE_ON_RESUME` (and keys under them). A key only one side has differs too."""
+    a, b = _flatten(saved), _flatten(current)
+    missing = object()
+    diffs = []
+    for key in sorted(a.keys() | b.keys()):
+        if any(key == s or key.startswith(s + ".") for s in SAFE_ON_RESUME):
+            continue
+        old, new = a.get(key, missing), b.get(key, missing)
+        if old != new:
+            diffs.append((key, "(absent)" if old is missing else old, "(absent)" if new is missing else new))
+    return diffs
+
+
+def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume from ``path`` when ``cfg`` defines another run than the checkpoint's config.
+
+    ``trainer.resume_force=true`` turns the refusal into a warning listing the same changes.
+    """
+    current = OmegaConf.to_container(cfg, resolve=True)
+    diffs = config_differences(ckpt.get("config", {}), current)
+    if not diffs:
+        return
+    listed = "\n".join(f"  {k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diffs)
+    if cfg.trainer.get("resume_force", False):
+        log.warning("resuming from %s with a changed config (trainer.resume_force=true):\n%s", path, listed)
+        return
+    raise RunDirError(
+        f"{path}: cannot resume: {len(diffs)} setting(s) differ from the run that wrote this checkpoint:\n{listed}\n"
+        "resume with the run's own settings (they are in its config.yaml), start a new run in another "
+        "directory, or pass trainer.resume_force=true to continue anyway "
+        f"(safe to change: {', '.join(s for s in SAFE_ON_RESUME if s != 'trainer.resume')})"
+    )
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def write_configs(run_dir: str | Path, cfg: DictConfig) -> None:
+    """``config.yaml`` (resolved, for people) and Hydra's ``.hydra/`` record of the run
+    (the composed config, Hydra's own config, the command-line overrides)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.instance().cfg
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.hydra.overrides.task, out / "overrides.yaml")
