@@ -6,11 +6,12 @@ the configured frontend's own loader, so what passes here loads in training. Rep
 manifest line:
 
 errors (exit status 1)
-    a line that is not a usable JSON object (bad JSON, missing or mistyped key, empty text);
-    a missing, unreadable, corrupt or truncated media file (the loader's own message); a
-    duration more than ``duration_tolerance`` seconds from the manifest's; characters outside
-    the vocabulary (``vocab=FILE|CHECKPOINT``; without it the training transcripts' characters);
-    a transcript longer than CTC can align to the example's frames after the frontend's and the
+    a manifest with no examples; a line that is not a usable JSON object (bad JSON, missing or
+    mistyped key, empty text, a duration that is not a finite non-negative number); a missing,
+    unreadable, corrupt or truncated media file, a symlink loop or dangling link, float audio
+    far beyond full scale (the loader's own message); a duration more than
+    ``duration_tolerance`` seconds from the manifest's; characters outside the vocabulary
+    (``vocab=FILE|CHECKPOINT``; without it the training transcripts' characters); a transcript longer than CTC can align to the example's frames after the frontend's and the
     encoder's subsampling; the same media file in two splits (test data seen in training).
 warnings
     audio at another sample rate than the frontend's (resampled at every load) or with several
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -135,6 +137,10 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
             problems.append(Problem(str(m), split, "error", "manifest", str(e)))
             continue
         problems += [Problem(f"{m}:{n}", split, "error", "manifest line", msg) for n, msg in bad]
+        if not examples and not bad:
+            problems.append(Problem(str(m), split, "error", "manifest",
+                                    "no examples: the file is empty or has only blank lines — write one JSON object "
+                                    f"per line, or point data.{split}_manifest at another manifest"))
         parsed[split] = examples
 
     tok_cfg = OmegaConf.to_container(cfg.tokenizer)
@@ -162,7 +168,7 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
         for got in loaded:
             ex = examples[got.index]
             where = ex.where
-            seen[ex.path.resolve()].append((split, where))
+            seen[Path(os.path.realpath(ex.path))].append((split, where))  # never raises, unlike resolve()
             if got.error is not None:
                 problems.append(Problem(where, split, "error", "unreadable", got.error))
                 continue

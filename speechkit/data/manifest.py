@@ -8,12 +8,14 @@ manifest's own folder. Every unusable line is reported with the manifest's name 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from speechkit.data.errors import DataError
 
 MAX_ERRORS_SHOWN = 20
+MAX_FLOAT = sys.float_info.max  # largest finite float, about 1.8e308
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ def parse_manifest(
         try:
             item = json.loads(raw)
         except json.JSONDecodeError as e:
-            problems.append((n, f"not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"))
+            problems.append(
+                (n, f"not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object")
+            )
             continue
         if not isinstance(item, dict):
             problems.append((n, f"expected a JSON object, got {type(item).__name__}"))
@@ -95,7 +99,9 @@ def parse_manifest(
         media = item.get(key)
         if not isinstance(media, str) or not media:
             others = [k for k in item if k.endswith("_filepath")]
-            hint = f" (it has {', '.join(others)}: is this a manifest for another modality?)" if others else ""
+            hint = (
+                f" (it has {', '.join(others)}: is this a manifest for another modality?)" if others else ""
+            )
             problems.append((n, f"no {key!r} string{hint}"))
             continue
         text = item.get("text")
@@ -107,8 +113,13 @@ def parse_manifest(
                 problems.append((n, "empty transcript; CTC needs at least one label"))
                 continue
         duration = item.get("duration")
-        if duration is not None and (not isinstance(duration, int | float) or duration < 0):
-            problems.append((n, f"'duration' must be a non-negative number, got {duration!r}"))
+        # finite: json also reads NaN, Infinity and integers too large for a float
+        if duration is not None and (
+            not isinstance(duration, int | float)
+            or isinstance(duration, bool)
+            or not 0 <= duration <= MAX_FLOAT
+        ):
+            problems.append((n, f"'duration' must be a finite non-negative number, got {duration!r}"))
             continue
         media_path = Path(media)
         if not media_path.is_absolute():

@@ -39,6 +39,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from speechkit.data.errors import DataError
+from speechkit.data.files import check_media_file
 from speechkit.frontends import functional as FF
 from speechkit.frontends.base import Frontend
 from speechkit.registry import register
@@ -49,6 +50,11 @@ NORMALIZE_MODES = ("none", "utterance", "global")
 BACKENDS = ("torchaudio", "librosa")
 MEL_SCALES = ("htk", "slaney")
 NORM_EPS = 1e-5  # smallest standard deviation divided by, in feature units
+# Largest peak |sample| accepted, in full-scale units (float audio is in [-1, 1]): 100 = +40 dB.
+# Real float recordings overshoot full scale by a few dB after gain, mixing or resampling (rarely
+# +20 dB); a file far beyond that holds samples in the wrong unit (e.g. int16 values stored as
+# float), and from peaks of about 1e16 on its |STFT|² energies overflow float32 (inf features).
+MAX_PEAK = 100.0
 
 # ----------------------------------------------------------------------------- loading
 
@@ -92,17 +98,11 @@ def load_audio(path: str | Path, sample_rate: int) -> Tensor:
     Anything libsndfile reads (WAV, FLAC, OGG, …) at any rate; other rates are resampled
     (``torchaudio.functional.resample``, windowed sinc), several channels are averaged.
     Samples are in full scale ``[-1, 1]``. A missing, unreadable, truncated, empty or
-    non-finite file raises :class:`DataError` naming it.
+    non-finite file, or one whose peak is more than ``MAX_PEAK`` (+40 dB) over full scale,
+    raises :class:`DataError` naming it; so do symlink loops and dangling links.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(
-            path,
-            "audio file not found",
-            "check the path (a manifest's relative paths are relative to the manifest's folder)",
-        )
-    if not path.is_file():
-        raise DataError(path, "is not a file (a directory?)", "point the manifest at an audio file")
+    check_media_file(path, "audio")
     try:
         data, file_rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
         truncated = _wav_truncation(path)
@@ -125,6 +125,13 @@ def load_audio(path: str | Path, sample_rate: int) -> Tensor:
     if not np.isfinite(data).all():
         raise DataError(
             path, "contains NaN or infinite samples", "re-create the file; float audio must be finite"
+        )
+    peak = float(np.abs(data).max())
+    if peak > MAX_PEAK:
+        raise DataError(
+            path,
+            f"peak sample magnitude {peak:.3g} is far outside full scale [-1, 1] (more than {MAX_PEAK:g})",
+            "rescale the samples to [-1, 1] (divide by the peak, or by 32768 for int16 values stored as float)",
         )
     wave = torch.from_numpy(data)
     if wave.shape[1] > 1:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from speechkit.data.errors import DataError
+from speechkit.data.files import check_media_file
 from speechkit.frontends import functional as FF
 from speechkit.frontends.base import Frontend
 from speechkit.registry import register
@@ -93,14 +94,7 @@ def load_image(
     and its time subsampling set these).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(
-            path,
-            "image file not found",
-            "check the path (a manifest's relative paths are relative to the manifest's folder)",
-        )
-    if not path.is_file():
-        raise DataError(path, "is not a file (a directory?)", "point the manifest at an image file")
+    check_media_file(path, "image")
     if path.stat().st_size == 0:
         raise DataError(path, "is empty (0 bytes)", "re-create the image or remove it from the manifest")
     raise_limit = "raise frontend.max_pixels (e.g. frontend.max_pixels=200000000) if it is genuine"

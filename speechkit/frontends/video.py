@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from speechkit.data.errors import DataError
+from speechkit.data.files import check_media_file
 from speechkit.frontends import functional as FF
 from speechkit.frontends.base import Frontend
 from speechkit.registry import register
@@ -196,14 +197,7 @@ def read_video(path: str | Path, grayscale: bool = True, default_fps: float = 0.
     makes such input a :class:`DataError` ("fps missing").
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(
-            path,
-            "video file not found",
-            "check the path (a manifest's relative paths are relative to its folder)",
-        )
-    if not path.is_file():
-        raise DataError(path, "is not a file (a directory?)", "point the manifest at a video file")
+    check_media_file(path, "video")
     if path.suffix.lower() == ".npy":
         data, fps = _read_npy(path, grayscale), None
     else:
