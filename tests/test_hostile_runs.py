@@ -238,3 +238,17 @@ def test_the_refusal_of_a_pickled_object_names_what_was_refused_whole(tmp_path):
     detail = msg.split("plain data (", 1)[1].rsplit(")", 1)[0]
     # torch's sentence naming the refused global, whole — not its preamble cut at 200 characters
     assert "GLOBAL" in detail and "system" in detail and "PyTorch 2.6" not in msg, detail
+
+
+def test_a_run_stopped_mid_epoch_says_which_epoch_it_stopped_in_numbered_from_one(tmp_path, caplog):
+    from speechkit.trainer import Trainer
+    from tests.test_trainer import _cfg
+
+    # 8 utterances in batches of 2: 4 batches an epoch; 6 steps end in the second epoch, 2 batches in
+    cfg = _cfg(tmp_path, 8, "encoder.hidden_size=8", "data.batch_size=2", "trainer.max_steps=6",
+               "trainer.threads=1", "augment=none")
+    with caplog.at_level("INFO", logger="speechkit"):
+        Trainer(cfg, tmp_path / "run").fit()
+    done = [r.getMessage().split(":")[0] for r in caplog.records if "epoch" in r.getMessage()[:40]]
+    assert "epoch 1 done" in done and "epoch 2 stopped after 2 of 4 batches" in done, done
+    assert "epoch 2 done" not in done
