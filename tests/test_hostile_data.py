@@ -188,3 +188,16 @@ def test_validate_reports_an_empty_manifest_and_a_nan_duration(tmp_path):
     empty = next(p for p in problems if p.where == str(dev))
     assert "no examples" in empty.message and empty.split == "dev"
     assert stats["train"]["loaded"] == 1
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.95, 0.97, 0.99])
+def test_an_mp4_cut_inside_its_frame_data_is_refused_though_ffmpeg_conceals_it(tmp_path, keep):
+    from speechkit.frontends.video import load_video
+    from tests.frontends.test_video import pattern, write_video
+
+    whole = tmp_path / "a.mp4"
+    write_video(whole, pattern(12, 32, 64))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(keep * whole.stat().st_size)])
+    with pytest.raises(DataError, match=r"cut.mp4: corrupt or truncated video: its '\w+' box declares \d+ bytes"):
+        load_video(cut, fps=25.0)

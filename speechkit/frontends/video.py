@@ -78,6 +78,34 @@ def _errors(messages: list[tuple[int, str, str]]) -> list[str]:
     return [m.strip() for level, _, m in messages if level <= av.logging.ERROR or "corrupt" in m.lower()]
 
 
+ISO_BMFF_SUFFIXES = (".mp4", ".m4v", ".mov", ".3gp")  # containers made of size-prefixed boxes
+
+
+def _box_truncation(path: Path) -> tuple[str, int, int] | None:
+    """``(box type, declared bytes, present bytes)`` of the first top-level box of an MP4/MOV file
+    that runs past the end of the file, else None.
+
+    FFmpeg decodes an MP4 cut inside its ``mdat`` box (the frame data) without an error when its
+    index (``moov``) comes first, concealing the lost bytes; the box sizes still tell.
+    """
+    size = path.stat().st_size
+    pos = 0
+    with path.open("rb") as f:
+        while pos + 8 <= size:
+            f.seek(pos)
+            box_size, box_type = int.from_bytes(f.read(4), "big"), f.read(4).decode("latin-1")
+            if box_size == 1 and pos + 16 <= size:  # a 64-bit size follows the type
+                box_size = int.from_bytes(f.read(8), "big")
+            elif box_size == 0:  # the box runs to the end of the file
+                return None
+            if box_size < 8 or not (box_type.isascii() and box_type.isprintable()):
+                return None  # not a box header: leave the verdict to FFmpeg
+            if pos + box_size > size:
+                return box_type, box_size, size - pos
+            pos += box_size
+    return None
+
+
 def _decode_av(path: Path, grayscale: bool) -> tuple[np.ndarray, float | None]:
     """Decode every frame of the first video stream → ``(T, H, W, C)`` uint8, frames per second.
 
@@ -88,6 +116,9 @@ def _decode_av(path: Path, grayscale: bool) -> tuple[np.ndarray, float | None]:
     import av
     import av.logging
 
+    if path.suffix.lower() in ISO_BMFF_SUFFIXES and (cut := _box_truncation(path)) is not None:
+        box, declared, present = cut
+        raise _corrupt(path, f"its {box!r} box declares {declared} bytes but only {present} are present")
     fmt = "gray" if grayscale else "rgb24"
     frames: list[np.ndarray] = []
     previous_level = av.logging.get_level()
