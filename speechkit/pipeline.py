@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from speechkit.data.dataset import ManifestDataset, collate
+from speechkit.data.dataset import ManifestDataset, Skipped, collate
 from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.base import Hypothesis
@@ -102,7 +103,9 @@ class Pipeline:
         self.set_decoder(decoder if decoder is not None else config.get("decoder") or {"name": "greedy"})
 
     def build_decoder(self, node: Any) -> Any:
-        return build("decoder", **_params(node), tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s)
+        return build(
+            "decoder", **_params(node), tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s
+        )
 
     def set_decoder(self, node: Any) -> None:
         """Swap the decoder: a config node/dict with a ``name``, or a built decoder."""
@@ -126,15 +129,33 @@ class Pipeline:
             lp, lengths = self.log_probs(batch.x, batch.lengths)
             yield batch, self.decoder(lp.float(), lengths)
 
-    def decode(self, files: Sequence[str | Path]) -> list[list[Hypothesis]]:
-        """n-best hypotheses (with word times) for each file, in order."""
-        examples = [Example(Path(f), None, Path("<input>"), i + 1) for i, f in enumerate(files)]
-        dataset = ManifestDataset(examples, self.model.frontend.load, None)
-        out: list[list[Hypothesis]] = []
-        for _, hyps in self.decode_batches(dataset):
-            out.extend(hyps)
-        return out
+    def decode(
+        self, inputs: Sequence[str | Path | Example], on_error: str = "raise"
+    ) -> list[list[Hypothesis] | Skipped]:
+        """n-best hypotheses (with word times) for each input, in order.
 
-    def transcribe(self, files: Sequence[str | Path]) -> list[str]:
+        ``inputs``: media file paths, or manifest :class:`Example` s (then errors name the manifest
+        and line, ``manifest.jsonl:LINE``; for a path, the file). ``on_error="raise"``: the first
+        file that cannot be loaded raises :class:`DataError`; ``"skip"``: its place holds a
+        :class:`Skipped` (``where``, ``reason``) and the others are decoded.
+        """
+        examples = [x if isinstance(x, Example) else _MediaFile(Path(x), None, Path(x), 0) for x in inputs]
+        dataset = ManifestDataset(examples, self.model.frontend.load, None, on_error=on_error)
+        out: dict[int, list[Hypothesis] | Skipped] = {}
+        for batch, hyps in self.decode_batches(dataset):
+            out.update(zip(batch.indices, hyps))
+            out.update((sk.index, sk) for sk in batch.skipped)
+        return [out[i] for i in range(len(examples))]
+
+    def transcribe(self, files: Sequence[str | Path | Example]) -> list[str]:
         """The best hypothesis's text for each file, in order."""
-        return [nbest[0].text if nbest else "" for nbest in self.decode(files)]
+        return [nbest[0].text if isinstance(nbest, list) and nbest else "" for nbest in self.decode(files)]
+
+
+@dataclass(frozen=True)
+class _MediaFile(Example):
+    """A media file given by its path rather than a manifest line: errors name the file alone."""
+
+    @property
+    def where(self) -> str:
+        return str(self.path)

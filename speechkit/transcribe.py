@@ -2,6 +2,13 @@
 
 One file: its text is printed. A folder or a manifest: predictions are written as JSON lines
 (``output=PATH``, default ``<run dir>/predictions.jsonl``) and a summary is printed.
+
+``on_error=raise`` (default): an input that cannot be used is one ``error:`` line naming the
+manifest line (or the file, for a folder) and nothing is written: the first manifest line that
+cannot be parsed (all are checked before decoding), else the first media file that cannot be read.
+``on_error=skip``: those inputs are left out, each printed on stderr (``skipped MANIFEST:LINE:
+reason``) and listed in ``<output stem>.skipped.jsonl`` beside the output, one ``{"where", "path",
+"reason"}`` object a line; the rest are transcribed.
 """
 
 from __future__ import annotations
@@ -16,20 +23,43 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("speechkit.transcribe")
 
 
-def _inputs(pipe, source: Path) -> list[Path]:
-    from speechkit.data.manifest import read_manifest
+def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, dict]]]:
+    """The files (a folder's, or one) or manifest examples ``source`` names, and for every manifest
+    line that cannot be parsed ``(line, report row)``; with ``on_error=raise`` the first is an error."""
+    from speechkit.data.manifest import parse_manifest
 
     if source.is_dir():
         exts = {e.lower() for e in pipe.model.frontend.extensions}
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
         if not files:
             raise SystemExit(f"error: {source}: no files ending in {', '.join(sorted(exts))}")
-        return files
+        return files, []
     if source.suffix in (".jsonl", ".json"):
-        return [ex.path for ex in read_manifest(source, pipe.model.frontend.modality, require_text=False)]
+        examples, problems = parse_manifest(source, pipe.model.frontend.modality, require_text=False)
+        if problems and on_error == "raise":
+            line, problem = problems[0]
+            more = f" (and {len(problems) - 1} more unusable line(s))" if len(problems) > 1 else ""
+            raise SystemExit(
+                _one_line(
+                    f"error: {source}:{line}: {problem}{more} — fix or remove the line "
+                    "(speechkit-validate lists every problem), or pass on_error=skip"
+                )
+            )
+        if not examples and not problems:
+            raise SystemExit(f"error: {source}: manifest has no examples")
+        return examples, [(line, _row(f"{source}:{line}", None, problem)) for line, problem in problems]
     if not source.exists():
         raise SystemExit(f"error: {source}: no such file or folder")
-    return [source]
+    return [source], []
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def _row(where: str, path: Path | None, reason: str) -> dict:
+    """One line of the skipped-inputs report."""
+    return {"where": where, "path": None if path is None else str(path), "reason": _one_line(reason)}
 
 
 def _format(h, words: bool) -> str:
@@ -88,23 +118,38 @@ def task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from speechkit.checkpoint import CheckpointError, load_checkpoint
+    from speechkit.data.dataset import Skipped
     from speechkit.data.errors import DataError
 
-    try:
-        pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from None
-    try:  # an LM file that is missing or unreadable: one line, not a traceback
-        pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
-    except (CheckpointError, OSError, ValueError) as e:
+    if cfg.on_error not in ("raise", "skip"):
+        raise SystemExit(f"error: on_error={cfg.on_error!r}: use raise or skip")
+    decoder = OmegaConf.to_container(cfg.decoder, resolve=True)
+    try:  # the decoder asked for here, so the checkpoint's own need not be buildable
+        pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=cfg.device, batch_size=cfg.batch_size)
+    except CheckpointError as e:  # the checkpoint's, or an LM file's that the decoder names
+        raise SystemExit(
+            f"error: {'' if e.path == str(Path(str(cfg.checkpoint))) else 'decoder: '}{e}"
+        ) from None
+    except (OSError, ValueError) as e:  # an LM file that is missing or unreadable: one line, not a traceback
         raise SystemExit(f"error: decoder: {e}") from None
     source = Path(str(cfg.input))
+    single = not source.is_dir() and source.suffix not in (".jsonl", ".json")
     try:
-        files = _inputs(pipe, source)
-        nbests = pipe.decode(files)
+        inputs, skipped = _inputs(pipe, source, cfg.on_error)
+        results = pipe.decode(inputs, on_error="raise" if single else cfg.on_error)
     except DataError as e:
-        raise SystemExit(f"error: {e}") from None
-    if cfg.plot:
+        raise SystemExit(_one_line(f"error: {e}")) from None
+    done = [(getattr(x, "path", x), r) for x, r in zip(inputs, results) if not isinstance(r, Skipped)]
+    skipped += [
+        (getattr(x, "line", i), _row(r.where, getattr(x, "path", x), r.reason))
+        for i, (x, r) in enumerate(zip(inputs, results))
+        if isinstance(r, Skipped)
+    ]
+    skipped.sort(key=lambda s: s[0])  # manifest line (folder: file) order
+    for _, row in skipped:
+        print(f"skipped {row['where']}: {row['reason']}", file=sys.stderr)
+    files, nbests = [path for path, _ in done], [nbest for _, nbest in done]
+    if cfg.plot and files:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         pngs = write_plots(pipe, files, nbests, run_dir / "plots")
         # stderr: stdout carries only the text of a single file
@@ -112,7 +157,7 @@ def task(cfg: DictConfig) -> None:
             f"plot{'s' if len(pngs) > 1 else ''}: {pngs[0] if len(pngs) == 1 else run_dir / 'plots'}",
             file=sys.stderr,
         )
-    if len(files) == 1 and not source.is_dir() and source.suffix not in (".jsonl", ".json"):
+    if single:
         for rank, h in enumerate(nbests[0][: cfg.nbest]):
             prefix = f"{rank + 1}\t{h.score:.3f}\t" if cfg.nbest > 1 else ""
             print(prefix + _format(h, cfg.words))
@@ -120,7 +165,7 @@ def task(cfg: DictConfig) -> None:
     out = Path(cfg.output) if cfg.output else Path(HydraConfig.get().runtime.output_dir) / "predictions.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w") as f:
-        for path, nbest in zip(files, nbests):
+        for path, nbest in done:
             row = {
                 "path": str(path),
                 "text": nbest[0].text if nbest else "",
@@ -131,7 +176,18 @@ def task(cfg: DictConfig) -> None:
             if cfg.nbest > 1:
                 row["nbest"] = [{"text": h.text, "score": h.score} for h in nbest[: cfg.nbest]]
             f.write(json.dumps(row) + "\n")
-    print(f"transcribed {len(files)} file(s): {out}")
+    report = out.with_name(f"{out.stem}.skipped.jsonl")
+    if skipped:
+        report.write_text("".join(json.dumps(row) + "\n" for _, row in skipped))
+    else:
+        report.unlink(missing_ok=True)  # a previous run's, which would not describe this output
+    if cfg.on_error == "skip":
+        print(
+            f"transcribed {len(done)} file(s), skipped {len(skipped)}: {out}"
+            + (f" (skipped inputs: {report})" if skipped else "")
+        )
+    else:
+        print(f"transcribed {len(done)} file(s): {out}")
 
 
 def main() -> None:

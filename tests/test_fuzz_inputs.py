@@ -165,8 +165,11 @@ def test_decoders_refuse_broken_inputs_or_decode_them(case, name):
     lengths = torch.tensor(lengths, dtype=torch.long)
     decoder = build("decoder", name, tokens=TOKENS, **({"beam_size": 4} if name == "beam" else {}))
     broken = bool(torch.isnan(lp).any()) or bool(((lengths < 0) | (lengths > T)).any())
+    if not broken and B and T:  # a frame inside its utterance on which every token is impossible
+        valid = torch.arange(T)[None, :] < lengths[:, None]
+        broken = bool(((lp == -math.inf).all(-1) & valid).any())
     if broken:
-        with pytest.raises(ValueError, match="NaN|outside"):
+        with pytest.raises(ValueError, match="NaN|outside|-inf for every token"):
             decoder(lp, lengths)
         return
     out = decoder(lp, lengths)

@@ -191,6 +191,7 @@ def posteriors(draw):
             elif kind == "blank only":
                 lp[b, t] = -math.inf
                 lp[b, t, 0] = 0.0
+    lp = lp.log_softmax(-1)  # an impossible token leaves a row to renormalise: log-probabilities again
     lengths = torch.tensor([draw(st.integers(0, T)) for _ in range(B)])
     return lp, lengths
 

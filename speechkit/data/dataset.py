@@ -91,13 +91,15 @@ class ManifestDataset(Dataset):
                     raise DataError(ex.where, str(e)) from None
             try:
                 raw = self.load(ex.path)
-            except DataError as e:
-                raise DataError(f"{ex.where}: {e.where}", e.problem, e.fix) from None
+            except DataError as e:  # name the manifest line too, unless the input is the file itself
+                raise DataError(ex.where if e.where == ex.where else f"{ex.where}: {e.where}", e.problem,
+                                e.fix) from None
             return Item(index, raw, target)
         except DataError as e:
             if self.on_error == "raise":
                 raise
-            return Skipped(index, ex.where, f"{e.problem}" + (f" ({e.where})" if e.where != ex.where else ""))
+            detail = e.where.removeprefix(f"{ex.where}: ") if e.where != ex.where else ""
+            return Skipped(index, ex.where, e.problem + (f" ({detail})" if detail else ""))
 
 
 def pad_time_first(raws: Sequence[Tensor]) -> tuple[Tensor, Tensor]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 BLANK = 0  # CTC blank id, everywhere in speechkit
 
@@ -65,12 +68,24 @@ def word_spans(
     return words
 
 
+# |logsumexp over tokens| of a frame above this: not log-probabilities, normalised with a warning.
+# float32 log_softmax rows sum to 1 within ~1e-6; bfloat16 ones within ~1.3e-2 (measured, V = 4 … 1000);
+# a row within 0.05 holds 95–105 % of the probability mass, and its score is off by < 0.05 nats.
+NORMALISED_TOL = 0.05
+
+
 class Decoder:
     """Base of decoder plugins: ``decoder(log_probs (B, T, V), lengths (B,))`` → n-best lists.
 
     Context every decoder takes: ``tokens`` (symbol of each id, id 0 the blank) and
     ``frame_shift_s`` (seconds per log-prob frame, after the encoder's subsampling).
+
+    ``log_probs`` should be log-softmax output. Scores that are not (raw logits, log-probabilities
+    plus a constant) are normalised by :meth:`check_inputs` (log-softmax over the tokens of each
+    frame), with one warning per decoder, so scores are sums of log-probabilities (≤ 0 without an LM).
     """
+
+    _warned_not_log_probs = False  # set on the instance after its first warning
 
     def __init__(self, tokens: list[str], frame_shift_s: float | None = None) -> None:
         self.tokens = list(tokens)
@@ -79,33 +94,78 @@ class Decoder:
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
         raise NotImplementedError
 
-    def check_inputs(self, log_probs: Tensor, lengths: Tensor) -> Tensor:
-        """Refuse inputs that would decode to garbage, naming what is wrong; returns ``lengths`` as long.
+    def check_inputs(self, log_probs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Refuse inputs that would decode to garbage, naming what is wrong; returns ``(log_probs, lengths)``.
 
-        ``log_probs`` ``(B, T, V)`` with ``V`` the number of tokens, no NaN (``-inf`` is fine: an
-        impossible token); ``lengths`` ``(B,)`` integers in ``[0, T]``.
+        ``log_probs`` ``(B, T, V)`` with ``V`` the number of tokens, no NaN or +inf (``-inf`` is
+        fine: an impossible token); ``lengths`` ``(B,)`` integers in ``[0, T]``, returned as long.
+
+        A frame within its utterance's length whose tokens' probabilities do not sum to one
+        (``|logsumexp| > NORMALISED_TOL``: raw logits, say) is normalised — ``log_softmax`` over
+        the tokens — and the decoder logs a warning the first time; the returned ``log_probs`` is
+        then a new tensor, otherwise the one passed in. Padding frames are left as they are.
         """
         if log_probs.dim() != 3:
             raise ValueError(f"log_probs must be (batch, frames, tokens), got shape {tuple(log_probs.shape)}")
         B, T, V = log_probs.shape
         if V != len(self.tokens):
-            raise ValueError(f"log_probs has {V} tokens per frame but the decoder has {len(self.tokens)}; "
-                             "use the tokens of the model that made them")
+            raise ValueError(
+                f"log_probs has {V} tokens per frame but the decoder has {len(self.tokens)}; "
+                "use the tokens of the model that made them"
+            )
         if lengths.shape != (B,) or lengths.is_floating_point() or lengths.is_complex():
-            raise ValueError(f"lengths must be {B} integers (one per utterance), got {lengths.dtype} {tuple(lengths.shape)}")
+            raise ValueError(
+                f"lengths must be {B} integers (one per utterance), "
+                f"got {lengths.dtype} {tuple(lengths.shape)}"
+            )
         if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
             bad = int(((lengths < 0) | (lengths > T)).nonzero()[0, 0])
-            raise ValueError(f"lengths[{bad}] = {int(lengths[bad])} is outside [0, {T}], the frames log_probs holds")
+            raise ValueError(
+                f"lengths[{bad}] = {int(lengths[bad])} is outside [0, {T}], the frames log_probs holds"
+            )
         if log_probs.is_floating_point() and B and T:
             peak = log_probs.amax(dim=-1)  # (B, T): NaN where a frame has NaN, -inf where every token is -inf
             if bool(torch.isnan(peak).any()):
                 b, t = (int(i) for i in torch.isnan(peak).nonzero()[0])
-                raise ValueError(f"log_probs has NaN (first at utterance {b}, frame {t}): the model's output is broken "
-                                 "(check the checkpoint, or train with trainer.precision=fp32)")
+                raise ValueError(
+                    f"log_probs has NaN (first at utterance {b}, frame {t}): the model's output is broken "
+                    "(check the checkpoint, or train with trainer.precision=fp32)"
+                )
+            if bool((peak == float("inf")).any()):
+                b, t = (int(i) for i in (peak == float("inf")).nonzero()[0])
+                raise ValueError(
+                    f"log_probs has +inf (first at utterance {b}, frame {t}): a log-probability is "
+                    "at most 0 (pass log_softmax output; check the checkpoint)"
+                )
             valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
             impossible = (peak == float("-inf")) & valid  # no token can be emitted
             if bool(impossible.any()):
                 b, t = (int(i) for i in impossible.nonzero()[0])
-                raise ValueError(f"log_probs is -inf for every token at utterance {b}, frame {t}: no label sequence "
-                                 "is possible (pass log-softmax output, or shorten lengths to exclude padding)")
-        return lengths.long()
+                raise ValueError(
+                    f"log_probs is -inf for every token at utterance {b}, frame {t}: no label sequence "
+                    "is possible (pass log-softmax output, or shorten lengths to exclude padding)"
+                )
+            log_probs = self._normalise(log_probs, peak, valid)
+        return log_probs, lengths.long()
+
+    def _normalise(self, log_probs: Tensor, peak: Tensor, valid: Tensor) -> Tensor:
+        """``log_probs`` with every valid frame whose ``|logsumexp|`` exceeds the tolerance log-softmaxed."""
+        # logsumexp = peak + log Σ exp(x - peak), reusing the peak; peak is finite on every valid frame
+        top = torch.where(valid, peak, 0.0).float()[..., None]
+        lse = top[..., 0] + (log_probs.float() - top).exp().sum(dim=-1).log()  # (B, T)
+        off = valid & (lse.abs() > NORMALISED_TOL)
+        if not bool(off.any()):
+            return log_probs
+        if not self._warned_not_log_probs:
+            self._warned_not_log_probs = True
+            b, t = (int(i) for i in off.nonzero()[0])
+            log.warning(
+                "%s decoder: the input is not log-probabilities (%d frame(s); first at utterance %d, "
+                "frame %d, logsumexp over tokens %.3g): normalised it; pass log_softmax output to avoid this",
+                type(self).__name__,
+                int(off.sum()),
+                b,
+                t,
+                float(lse[b, t]),
+            )
+        return torch.where(off[..., None], log_probs - lse[..., None].to(log_probs.dtype), log_probs)

@@ -509,7 +509,7 @@ class BeamDecoder(Decoder):
     @torch.no_grad()
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
         """``log_probs`` ``(B, T, V)``, ``lengths`` ``(B,)`` → per utterance, its n-best list, best first."""
-        lengths = self.check_inputs(log_probs, lengths)
+        log_probs, lengths = self.check_inputs(log_probs, lengths)
         res = self.search(log_probs, lengths)
         if self.cfg.exact_scores:
             res = rescore_exact(log_probs, lengths, res, native_cpu=self.cfg.engine != "torch")

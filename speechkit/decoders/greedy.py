@@ -28,7 +28,7 @@ class GreedyDecoder(Decoder):
     @torch.no_grad()
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
         """``log_probs`` ``(B, T, V)``, ``lengths`` ``(B,)`` → one single-entry n-best list per utterance."""
-        lengths = self.check_inputs(log_probs, lengths)
+        log_probs, lengths = self.check_inputs(log_probs, lengths)
         best, ids = log_probs.max(dim=-1)  # (B, T)
         T = ids.shape[1]
         lengths = lengths.to(ids.device)
