@@ -338,8 +338,10 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
         if not (torch.isfinite(reported) and torch.isfinite(grad_norm)):  # the same on every rank
             self.state.nonfinite_in_row += 1
-            log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row)",
-                        self.state.step, float(loss), float(grad_norm), self.state.nonfinite_in_row)
+            where = [self.train_examples[i].where for i in batch.indices]
+            log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row); "
+                        "the batch: %s%s", self.state.step, float(loss.detach()), float(grad_norm),
+                        self.state.nonfinite_in_row, ", ".join(where[:8]), f" and {len(where) - 8} more" * (len(where) > 8))
             if self.state.nonfinite_in_row >= self.tcfg.max_nonfinite_in_row:
                 raise FloatingPointError(
                     f"{self.state.nonfinite_in_row} non-finite losses in a row at step {self.state.step}: lower "

@@ -26,6 +26,7 @@ log = logging.getLogger("speechkit.transcribe")
 def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, dict]]]:
     """The files (a folder's, or one) or manifest examples ``source`` names, and for every manifest
     line that cannot be parsed ``(line, report row)``; with ``on_error=raise`` the first is an error."""
+    from speechkit.data.files import check_media_file
     from speechkit.data.manifest import parse_manifest
 
     if source.is_dir():
@@ -48,8 +49,9 @@ def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, di
         if not examples and not problems:
             raise SystemExit(f"error: {source}: manifest has no examples")
         return examples, [(line, _row(f"{source}:{line}", None, problem)) for line, problem in problems]
-    if not source.exists():
+    if not source.exists() and not source.is_symlink():
         raise SystemExit(f"error: {source}: no such file or folder")
+    check_media_file(source, pipe.model.frontend.modality)  # a symlink loop or dangling link, named
     return [source], []
 
 

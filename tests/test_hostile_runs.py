@@ -252,3 +252,21 @@ def test_a_run_stopped_mid_epoch_says_which_epoch_it_stopped_in_numbered_from_on
     done = [r.getMessage().split(":")[0] for r in caplog.records if "epoch" in r.getMessage()[:40]]
     assert "epoch 1 done" in done and "epoch 2 stopped after 2 of 4 batches" in done, done
     assert "epoch 2 done" not in done
+
+
+def test_a_skipped_non_finite_update_names_the_manifest_lines_of_its_batch(tmp_path, monkeypatch, caplog):
+    from speechkit.trainer import Trainer
+    from tests.test_trainer import _cfg
+
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "data.batch_size=2", "trainer.max_steps=2",
+               "trainer.threads=1", "augment=none", "trainer.eval_every_epochs=100",
+               "trainer.max_nonfinite_in_row=2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    real = trainer.loss_fn.forward
+    monkeypatch.setattr(trainer.loss_fn, "forward", lambda *a: (real(*a)[0] * float("nan"), 0))
+    with caplog.at_level("WARNING", logger="speechkit"), pytest.raises(FloatingPointError):
+        trainer.fit()
+    warned = [r.getMessage() for r in caplog.records if "update skipped" in r.getMessage()]
+    assert len(warned) == 2
+    named = warned[0].split("the batch: ")[1].split(", ")
+    assert len(named) == 2 and all(n.startswith(str(tmp_path / "train.jsonl") + ":") for n in named), warned[0]

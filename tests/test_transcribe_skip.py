@@ -4,6 +4,7 @@ on_error=skip transcribes the rest and reports each skipped input; Pipeline.deco
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,12 @@ def test_pipeline_decode_takes_manifest_examples_and_names_their_lines(trained):
     ]
     good = pipe.decode([ex.path for ex in examples if ex.path.suffix == ".flac"])  # the sample files
     assert [nbest[0].text for nbest in good] == [x[0].text for x in out if isinstance(x, list)]
+
+
+def test_a_symlink_loop_given_as_the_input_is_named_as_one(trained, tmp_path):
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    os.symlink(b, a)
+    os.symlink(a, b)
+    p = run_cli("speechkit-transcribe", _ckpt(trained), f"input={a}", check=False)
+    assert p.returncode != 0 and p.stderr.startswith("error: ") and "symlink loop" in p.stderr
+    assert "Traceback" not in p.stderr
