@@ -21,10 +21,11 @@ from speechkit.registry import build as _build
 from speechkit.registry import load_plugins, register
 
 
-def build(kind: str, name: str | None = None, /, **params):
-    """Build any registered plugin: ``build("decoder", "beam", tokens=…, beam_size=16)``."""
+def build(kind: str, node=None, /, **params):
+    """Build any registered plugin: ``build("decoder", "beam", tokens=…, beam_size=16)``, or from a
+    config node: ``build("encoder", cfg.encoder, input_size=80)``."""
     load_plugins()
-    return _build(kind, name, **params)
+    return _build(kind, node, **params)
 
 
 def load_checkpoint(path, decoder=None, device: str = "cpu", batch_size: int = 16):

@@ -281,11 +281,11 @@ def config_as_data(config: dict[str, Any]) -> DictConfig:
 def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>"):
     """(model, tokenizer, config) rebuilt from a validated checkpoint dict."""
     from speechkit.data.tokenizer import CharTokenizer  # noqa: F401  (registers the tokenizer)
-    from speechkit.pipeline import CTCModel, _params
+    from speechkit.pipeline import CTCModel
     from speechkit.registry import build
 
     cfg = config_as_data(ckpt["config"])
-    tokenizer = build("tokenizer", **_params(cfg.tokenizer), tokens=ckpt["tokens"])
+    tokenizer = build("tokenizer", cfg.tokenizer, tokens=ckpt["tokens"])
     model = CTCModel.from_config(cfg, len(tokenizer))
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

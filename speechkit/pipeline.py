@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from speechkit.data.dataset import ManifestDataset, Skipped, collate
@@ -19,15 +19,6 @@ from speechkit.decoders.base import Hypothesis
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
-
-
-def _params(node: Any) -> dict[str, Any]:
-    """A config node (DictConfig, dict or dataclass) as a plain dict of plugin parameters."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-    if isinstance(node, dict):
-        return dict(node)
-    return OmegaConf.to_container(OmegaConf.structured(node), resolve=True)  # type: ignore[return-value]
 
 
 class CTCModel(nn.Module):
@@ -40,9 +31,9 @@ class CTCModel(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict, vocab_size: int) -> CTCModel:
-        frontend = build("frontend", **_params(cfg["frontend"]))
-        augment = build("augment", **_params(cfg["augment"]))
-        encoder = build("encoder", **_params(cfg["encoder"]), input_size=frontend.output_dim)
+        frontend = build("frontend", cfg["frontend"])
+        augment = build("augment", cfg["augment"])
+        encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
         return cls(frontend, augment, encoder, vocab_size)
 
     @property
@@ -103,9 +94,7 @@ class Pipeline:
         self.set_decoder(decoder if decoder is not None else config.get("decoder") or {"name": "greedy"})
 
     def build_decoder(self, node: Any) -> Any:
-        return build(
-            "decoder", **_params(node), tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s
-        )
+        return build("decoder", node, tokens=self.tokenizer.tokens, frame_shift_s=self.model.frame_shift_s)
 
     def set_decoder(self, node: Any) -> None:
         """Swap the decoder: a config node/dict with a ``name``, or a built decoder."""

@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -191,37 +192,50 @@ def load_plugins() -> None:
         log.debug("loaded plugin entry point %s = %s", ep.name, ep.value)
 
 
-def split_params(plugin: Plugin, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Split ``params`` into the plugin's config dataclass and the context its ``__init__`` takes."""
-    fields = {f.name for f in dataclasses.fields(plugin.config)}
-    sig = inspect.signature(plugin.cls.__init__)
-    context_names = [p for p in list(sig.parameters)[2:] if sig.parameters[p].kind is not inspect.Parameter.VAR_KEYWORD]
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    cfg_params = {k: v for k, v in params.items() if k in fields}
-    context = {k: v for k, v in params.items() if k not in fields and k != "name"}
-    unknown = [k for k in context if k not in context_names and not takes_any]
-    if unknown:
-        raise PluginError(
-            f"{plugin.kind} plugin {plugin.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"valid parameters: {', '.join(sorted(fields))}"
-            + (f"; context arguments: {', '.join(context_names)}" if context_names else "")
-        )
-    return plugin.config(**cfg_params), context
+def as_params(node: Any) -> dict[str, Any]:
+    """A plugin's config node as plain parameters: a DictConfig (interpolations resolved), a
+    dict, or a dataclass instance. The one conversion from config to plugin parameters."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return OmegaConf.to_container(OmegaConf.structured(node), resolve=True)  # type: ignore[return-value]
+    if isinstance(node, dict):
+        return dict(node)
+    raise PluginError(f"expected a plugin config (a mapping with a 'name'), got {type(node).__name__}")
 
 
-def build(kind: str, name: str | None = None, /, **params: Any) -> Any:
-    """Build the ``kind`` plugin ``name`` from the same parameters its config takes.
+def build(kind: str, node: Any = None, /, **context: Any) -> Any:
+    """Build a ``kind`` plugin: ``build(kind, node, **context)`` or ``build(kind, name, **params)``.
 
-    ``params`` may also hold context the plugin needs besides its config (an encoder's
-    ``input_size``, a decoder's ``tokens``). ``name`` may instead come from ``params['name']``,
-    so that a config node (``cfg.frontend``) can be passed as ``build("frontend", **cfg.frontend)``.
+    ``node`` is the plugin's config — ``cfg.frontend`` (DictConfig), a dict or a dataclass — with
+    its ``name``; ``context`` is what the plugin needs besides its config (an encoder's
+    ``input_size``, a decoder's ``tokens``) and goes straight to its constructor. With a ``name``
+    instead of a node, the keyword arguments that are fields of the plugin's config dataclass
+    configure it and the rest are context: ``build("decoder", "beam", tokens=…, beam_size=16)``.
     """
-    name = name if name is not None else params.get("name")
+    if node is None or isinstance(node, str):
+        params = {"name": node, **context} if node is not None else dict(context)
+    else:
+        params = {**as_params(node), **context}
+    name = params.pop("name", None)
     if name is None:
         raise PluginError(f"build({kind!r}): no plugin name given")
     plugin = registry(kind).get(name)
-    cfg, context = split_params(plugin, params)
-    return plugin.cls(cfg, **context)
+    fields = {f.name for f in dataclasses.fields(plugin.config)}
+    cfg = plugin.config(**{k: v for k, v in params.items() if k in fields})
+    extra = {k: v for k, v in params.items() if k not in fields}
+    try:
+        return plugin.cls(cfg, **extra)
+    except TypeError as e:  # a keyword that is neither a config field nor context it takes
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if bad is None or bad.group(1) not in extra:
+            raise
+        raise PluginError(
+            f"{kind} plugin {name!r} has no parameter {bad.group(1)!r}; "
+            f"valid parameters: {', '.join(sorted(fields))}"
+        ) from None
 
 
 def describe() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from speechkit import distributed
@@ -151,7 +151,7 @@ class Trainer:
             st = resume[0]["trainer"]["state"]
             log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
             tokens = resume[0]["tokens"]
-        self.tokenizer: CharTokenizer = build("tokenizer", **OmegaConf.to_container(cfg.tokenizer), tokens=tokens)
+        self.tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer, tokens=tokens)
         if tokens is None:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), "".join(self.tokenizer.tokens[1:]))
@@ -162,7 +162,7 @@ class Trainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state dict keys
         self.model = self.model.to(self.device)
         self.forward = self.model  # what train_step calls: the model, or its DDP wrapper
-        self.loss_fn = build("loss", **OmegaConf.to_container(cfg.loss))
+        self.loss_fn = build("loss", cfg.loss)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s + %s + %s, %.2f M parameters, %s frames/s out",
                  cfg.frontend.name, cfg.augment.name, cfg.encoder.name, n_params / 1e6,

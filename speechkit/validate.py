@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("speechkit.validate")
 
@@ -143,11 +143,10 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
                                     f"per line, or point data.{split}_manifest at another manifest"))
         parsed[split] = examples
 
-    tok_cfg = OmegaConf.to_container(cfg.tokenizer)
-    tokenizer: CharTokenizer = build("tokenizer", **tok_cfg)
+    tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer)
     vocab = _vocabulary(cfg.get("vocab"), tokenizer, [ex.text for ex in parsed.get("train", [])])
     chars = vocab or {c for exs in parsed.values() for ex in exs for c in tokenizer.clean(ex.text)}
-    tokenizer = build("tokenizer", **tok_cfg, tokens=[BLANK_SYMBOL, *sorted(chars)])
+    tokenizer = build("tokenizer", cfg.tokenizer, tokens=[BLANK_SYMBOL, *sorted(chars)])
     model = CTCModel.from_config(cfg, len(tokenizer)).eval()
     sample_rate = getattr(getattr(model.frontend, "cfg", None), "sample_rate", None)
     tolerance = float(cfg.duration_tolerance)

@@ -12,6 +12,24 @@ def test_build_passes_config_and_context_to_the_plugin():
     assert enc.cfg.hidden_size == 32 and enc.output_dim == 64
 
 
+def test_build_takes_a_config_node_as_a_dictconfig_a_dict_or_a_dataclass_with_context_beside_it():
+    from omegaconf import OmegaConf
+
+    from speechkit.encoders.rnn import RNNConfig
+
+    node = {"name": "blstm", "hidden_size": 24, "num_layers": 1}
+    for given in (node, OmegaConf.create(node)):
+        enc = build("encoder", given, input_size=10)
+        assert enc.cfg.hidden_size == 24 and enc.cfg.num_layers == 1 and enc.output_dim == 48
+    resolved = build("encoder", OmegaConf.create({"h": 12, "enc": {"name": "blstm", "hidden_size": "${h}"}}).enc,
+                     input_size=4)
+    assert resolved.cfg.hidden_size == 12  # interpolations resolved
+    structured = registry("encoder").get("blstm").node(hidden_size=8)
+    assert build("encoder", structured, input_size=4).output_dim == 16
+    with pytest.raises(PluginError, match="no plugin name"):
+        build("encoder", RNNConfig(), input_size=4)  # a bare parameter dataclass has no name
+
+
 def test_unknown_plugin_name_lists_the_valid_choices():
     with pytest.raises(PluginError, match=r"unknown encoder plugin 'blstmm'; valid choices: .*blstm"):
         build("encoder", "blstmm", input_size=3)
