@@ -88,6 +88,26 @@ class Context:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def global_loss(self, loss: torch.Tensor, used: int, reduction: str = "mean") -> tuple[torch.Tensor, float]:
+        """``(loss to backpropagate, the global batch's loss)`` from this rank's ``loss`` over its
+        ``used`` utterances, such that DDP's gradient mean is the gradient of the single-process
+        loss over the whole global batch.
+
+        ``reduction="mean"``: each rank's loss is a mean over its usable utterances; it is weighted
+        by ``world × used / used over all ranks``. ``"sum"``: DDP's mean of ``world ×`` the local sums
+        is the global sum. Single process: the loss as it is.
+        """
+        if not self.active:
+            return loss, float(loss.detach())
+        mean = reduction == "mean"
+        weight = float(used) if mean else 1.0
+        total, weighted = self.sum([weight, weight * float(loss.detach())])
+        if not mean:
+            return loss * self.world, weighted
+        if total <= 0:
+            return loss * 0.0, 0.0
+        return loss * (self.world * weight / total), weighted / total
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

@@ -15,17 +15,17 @@ log = logging.getLogger("speechkit.eval")
 def evaluate(pipe, manifest: str | Path, progress: bool = True, num_workers: int = 0) -> tuple[dict, list[dict]]:
     """Decode every example of ``manifest`` with ``pipe``; return (metrics, predictions)."""
     from speechkit.data.dataset import ManifestDataset
+    from speechkit.data.errors import DataError
     from speechkit.data.manifest import read_manifest
-    from speechkit.data.tokenizer import UnknownSymbolError
-    from speechkit.metrics import error_counts
+    from speechkit.data.tokenizer import check_spellable
+    from speechkit.metrics import error_counts, rates
 
     examples = read_manifest(manifest, pipe.model.frontend.modality)
     tok = pipe.tokenizer
-    for ex in examples:  # unknown characters are an error now, not after an hour of decoding
-        try:
-            tok.encode(ex.text)
-        except UnknownSymbolError as e:
-            raise SystemExit(f"error: {ex.where}: {e}") from None
+    try:  # unknown characters are an error now, not after an hour of decoding
+        check_spellable(tok, examples)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     dataset = ManifestDataset(examples, pipe.model.frontend.load, None)
     preds: list[dict] = []
     t0 = time.perf_counter()
@@ -36,9 +36,10 @@ def evaluate(pipe, manifest: str | Path, progress: bool = True, num_workers: int
                           "score": nbest[0].score})
     seconds = time.perf_counter() - t0
     c = error_counts([p["ref"] for p in preds], [p["hyp"] for p in preds])
+    wer, cer = rates(c)
     metrics = {
-        "wer": c["word_errors"] / max(c["words"], 1),
-        "cer": c["char_errors"] / max(c["chars"], 1),
+        "wer": wer,
+        "cer": cer,
         "num_utterances": len(preds),
         "sentence_error_rate": sum(p["ref"] != p["hyp"] for p in preds) / max(len(preds), 1),
         **c,

@@ -31,7 +31,11 @@ def error_counts(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, int]:
     return out
 
 
+def rates(counts: dict[str, int | float]) -> tuple[float, float]:
+    """WER and CER as fractions (0.05 = 5 %) from summed :func:`error_counts` (0 for no reference)."""
+    return counts["word_errors"] / max(counts["words"], 1), counts["char_errors"] / max(counts["chars"], 1)
+
+
 def wer_cer(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
     """Corpus WER and CER as fractions (0.05 = 5 %)."""
-    c = error_counts(refs, hyps)
-    return c["word_errors"] / max(c["words"], 1), c["char_errors"] / max(c["chars"], 1)
+    return rates(error_counts(refs, hyps))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -27,42 +26,16 @@ from speechkit.checkpoint import (
 )
 from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
-from speechkit.data.tokenizer import CharTokenizer
+from speechkit.data.tokenizer import CharTokenizer, check_spellable
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.loggers import make_logger
-from speechkit.metrics import error_counts
+from speechkit.metrics import error_counts, rates
 from speechkit.pipeline import CTCModel, resolve_device
 from speechkit.registry import build
+from speechkit.rng import rng_state, seed_everything, set_rng_state
+from speechkit.schedule import lr_factor  # noqa: F401  (re-exported: the trainer's schedule)
 
 log = logging.getLogger(__name__)
-
-
-def lr_factor(progress: float, step: int, warmup_steps: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` as progress goes 0 → 1."""
-    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    cosine = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return warm * cosine
-
-
-def rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "numpy_pos": int(np.random.get_state()[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _epoch_position(state: dict[str, Any]) -> str:
@@ -70,12 +43,6 @@ def _epoch_position(state: dict[str, Any]) -> str:
     start) or ``epoch 3, 5 batches in``."""
     into = f", {state['step_in_epoch']} batches in" if state["step_in_epoch"] else ""
     return f"epoch {state['epoch'] + 1}{into}"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -118,6 +85,30 @@ class Trainer:
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self._setup_process()
+        if resume == "find":
+            from speechkit import rundir
+
+            resume = rundir.find_resume(self.ckpt_dir) if self.tcfg.resume else None
+            if resume:
+                rundir.check_resume_config(cfg, *resume)
+        if resume:
+            st = resume[0]["trainer"]["state"]
+            log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
+        self.state = TrainState()
+        self._setup_data(resume[0]["tokens"] if resume else None)
+        self._setup_model()
+        self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
+        if resume:
+            self._restore(*resume)
+        elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
+            self._global_stats()
+        self._setup_parallel()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _setup_process(self) -> None:
+        """Process group and device, threads, seeds, the metrics logger."""
         self.dist, self.device = distributed.init(resolve_device(self.tcfg.device))
         if not self.dist.main:  # one voice: rank 0 logs, plots and writes checkpoints
             logging.getLogger("speechkit").setLevel(logging.WARNING)
@@ -129,34 +120,30 @@ class Trainer:
         seed_everything(self.tcfg.seed)
         self.metrics_logger = make_logger(self.tcfg.logger, self.run_dir, self.dist.main)  # loggers.py
 
+    def _setup_data(self, tokens: list[str] | None) -> None:
+        """Manifests, the tokenizer (fitted on the training text, or the resumed run's), datasets, batches."""
         from speechkit.data.manifest import read_manifest
         from speechkit.registry import registry
 
-        frontend_cls = registry("frontend").get(cfg.frontend.name).cls
-        self.modality = frontend_cls.modality
+        cfg = self.cfg
+        frontend = registry("frontend").get(cfg.frontend.name).cls
         if not cfg.data.train_manifest:
             raise ValueError("data.train_manifest is not set: pass data.train_manifest=PATH or a recipe=NAME")
-        self.train_examples = read_manifest(cfg.data.train_manifest, self.modality)
-        self.dev_examples = read_manifest(cfg.data.dev_manifest, self.modality) if cfg.data.dev_manifest else []
-
-        self.state = TrainState()
-        if resume == "find":
-            from speechkit import rundir
-
-            resume = rundir.find_resume(self.ckpt_dir) if self.tcfg.resume else None
-            if resume:
-                rundir.check_resume_config(cfg, *resume)
-        tokens = None
-        if resume:
-            st = resume[0]["trainer"]["state"]
-            log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
-            tokens = resume[0]["tokens"]
+        self.train_examples = read_manifest(cfg.data.train_manifest, frontend.modality)
+        self.dev_examples = read_manifest(cfg.data.dev_manifest, frontend.modality) if cfg.data.dev_manifest else []
         self.tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer, tokens=tokens)
         if tokens is None:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), "".join(self.tokenizer.tokens[1:]))
-        self._check_vocabulary(self.dev_examples)
+        check_spellable(self.tokenizer, self.dev_examples)  # fail now, not after the first epoch
+        self.durations = [ex.duration for ex in self.train_examples]
+        self.batches_per_epoch = len(self.epoch_batches(0))
+        log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
+                 100 * padding_fraction(self.epoch_batches(0), self.durations))
 
+    def _setup_model(self) -> None:
+        """The model on its device, the loss, AdamW, mixed precision; the datasets read with its frontend."""
+        cfg = self.cfg
         self.model = CTCModel.from_config(cfg, len(self.tokenizer))
         if self.dist.active and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)  # same state dict keys
@@ -171,42 +158,18 @@ class Trainer:
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
         )
         self.autocast, self.scaler = self._precision()
-        self.train_set = ManifestDataset(self.train_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
-        self.dev_set = ManifestDataset(self.dev_examples, self.model.frontend.load, self.tokenizer, cfg.data.on_error)
-        self.durations = [ex.duration for ex in self.train_examples]
-        self.batches_per_epoch = len(self.epoch_batches(0))
-        log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
-                 100 * padding_fraction(self.epoch_batches(0), self.durations))
-        self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
-        if resume:
-            self._restore(*resume)
-        elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
-            self._global_stats()
-        if self.dist.active:
-            # Same initial weights everywhere (DDP broadcasts rank 0's), different augmentation draws.
-            seed_everything(self.tcfg.seed + 1_000_003 * self.dist.rank + self.state.step)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        load, on_error = self.model.frontend.load, cfg.data.on_error
+        self.train_set = ManifestDataset(self.train_examples, load, self.tokenizer, on_error)
+        self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error)
 
-    # -- set-up ---------------------------------------------------------------------------
-
-    def _check_vocabulary(self, examples) -> None:
-        """Fail before training, not after the first epoch, on dev text the vocabulary cannot spell."""
-        from speechkit.data.errors import DataError
-        from speechkit.data.tokenizer import UnknownSymbolError
-
-        bad = []
-        for ex in examples:
-            try:
-                self.tokenizer.encode(ex.text)
-            except UnknownSymbolError as e:
-                bad.append(f"  {ex.where}: {', '.join(map(repr, e.symbols))} in {ex.text!r}")
-        if bad:
-            raise DataError(
-                examples[0].manifest,
-                f"{len(bad)} transcript(s) use characters the training transcripts never do:\n" + "\n".join(bad[:20]),
-                "add examples with them to the training data, or clean these transcripts",
-            )
+    def _setup_parallel(self) -> None:
+        """Under torchrun: per-rank augmentation seeds and the DDP wrapper."""
+        if not self.dist.active:
+            return
+        # Same initial weights everywhere (DDP broadcasts rank 0's), different augmentation draws.
+        seed_everything(self.tcfg.seed + 1_000_003 * self.dist.rank + self.state.step)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def _precision(self):
         p = self.tcfg.precision
@@ -316,19 +279,8 @@ class Trainer:
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
                         "left out of the loss (check the data, or lower encoder.subsample)", self.state.step, too_short)
-        reported = loss.detach()
-        if self.dist.active:  # make DDP's gradient mean the loss of the whole global batch
-            # reduction "mean": the loss is a mean over this rank's usable utterances; weight each
-            # rank by its count. "sum": DDP's mean of world × the local sums is the global sum.
-            mean = self.cfg.loss.get("reduction", "mean") == "mean"
-            weight = float(len(batch) - too_short) if mean else 1.0
-            total, weighted = self.dist.sum([weight, weight * float(reported)])
-            if mean:
-                loss = loss * (self.dist.world * weight / total if total > 0 else 0.0)
-                reported = torch.tensor(weighted / total if total > 0 else 0.0)  # the global batch's loss
-            else:
-                loss = loss * self.dist.world
-                reported = torch.tensor(weighted)
+        # under torchrun: rescaled so DDP's gradient mean is the global batch's (distributed.py)
+        loss, reported = self.dist.global_loss(loss, len(batch) - too_short, self.cfg.loss.get("reduction", "mean"))
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -336,20 +288,8 @@ class Trainer:
         else:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        if not (torch.isfinite(reported) and torch.isfinite(grad_norm)):  # the same on every rank
-            self.state.nonfinite_in_row += 1
-            where = [self.train_examples[i].where for i in batch.indices]
-            log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row); "
-                        "the batch: %s%s", self.state.step, float(loss.detach()), float(grad_norm),
-                        self.state.nonfinite_in_row, ", ".join(where[:8]), f" and {len(where) - 8} more" * (len(where) > 8))
-            if self.state.nonfinite_in_row >= self.tcfg.max_nonfinite_in_row:
-                raise FloatingPointError(
-                    f"{self.state.nonfinite_in_row} non-finite losses in a row at step {self.state.step}: lower "
-                    "trainer.lr, check the data (speechkit-validate), or use trainer.precision=fp32"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.update()
+        if not (math.isfinite(reported) and torch.isfinite(grad_norm)):  # the same on every rank
+            self._skip_update(batch, reported, float(grad_norm))
             return None
         self.state.nonfinite_in_row = 0
         if self.scaler is not None:
@@ -358,7 +298,24 @@ class Trainer:
         else:
             self.optimizer.step()
         self.state.step += 1
-        return float(reported)
+        return reported
+
+    def _skip_update(self, batch: Batch, loss: float, grad_norm: float) -> None:
+        """Count and log a non-finite step (naming its batch's manifest lines); too many in a row stop training."""
+        s = self.state
+        s.nonfinite_in_row += 1
+        where = [self.train_examples[i].where for i in batch.indices]
+        log.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped (%d in a row); "
+                    "the batch: %s%s", s.step, loss, grad_norm, s.nonfinite_in_row, ", ".join(where[:8]),
+                    f" and {len(where) - 8} more" * (len(where) > 8))
+        if s.nonfinite_in_row >= self.tcfg.max_nonfinite_in_row:
+            raise FloatingPointError(
+                f"{s.nonfinite_in_row} non-finite losses in a row at step {s.step}: lower "
+                "trainer.lr, check the data (speechkit-validate), or use trainer.precision=fp32"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.update()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -382,14 +339,11 @@ class Trainer:
             hyps += [nbest[0].text for nbest in decoder(log_probs.float(), lengths)]
             refs += [self.tokenizer.clean(self.dev_examples[i].text) for i in batch.indices]
         self.model.train()
+        keys = ("word_errors", "words", "char_errors", "chars")
         c = error_counts(refs, hyps)
-        word_errors, words, char_errors, chars, loss_sum, n_losses = self.dist.sum(
-            [c["word_errors"], c["words"], c["char_errors"], c["chars"], sum(losses), len(losses)], self.device)
-        return {
-            "dev_loss": loss_sum / n_losses if n_losses else float("nan"),
-            "dev_wer": word_errors / max(words, 1),
-            "dev_cer": char_errors / max(chars, 1),
-        }
+        *summed, loss_sum, n_losses = self.dist.sum([*(c[k] for k in keys), sum(losses), len(losses)], self.device)
+        wer, cer = rates(dict(zip(keys, summed)))  # counts summed over ranks first
+        return {"dev_loss": loss_sum / n_losses if n_losses else float("nan"), "dev_wer": wer, "dev_cer": cer}
 
     def fit(self) -> dict[str, float]:
         """Train until max_epochs, max_steps, max_minutes or early stopping; return the last metrics."""

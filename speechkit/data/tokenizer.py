@@ -24,6 +24,26 @@ class UnknownSymbolError(ValueError):
         )
 
 
+def check_spellable(tokenizer, examples) -> None:
+    """Raise :class:`~speechkit.data.errors.DataError` listing every example (``manifest:line``)
+    whose transcript uses symbols the tokenizer's vocabulary lacks: before work starts, not after."""
+    from speechkit.data.errors import DataError
+
+    bad = []
+    for ex in examples:
+        try:
+            tokenizer.encode(ex.text)
+        except UnknownSymbolError as e:
+            bad.append(f"  {ex.where}: characters {', '.join(map(repr, e.symbols))} in {ex.text!r}")
+    if bad:
+        raise DataError(
+            examples[0].manifest,
+            f"{len(bad)} transcript(s) use characters the model's vocabulary lacks:\n" + "\n".join(bad[:20])
+            + (f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""),
+            "add examples with them to the training data, or clean these transcripts",
+        )
+
+
 @dataclass
 class CharConfig:
     lowercase: bool = False  # lower-case every transcript before tokenising

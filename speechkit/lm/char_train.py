@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from speechkit.lm.char_rnn import CharRNN, Vocabulary, detach_state, load_lm, map_state, save_lm
+from speechkit.schedule import lr_factor
 
 LN2 = math.log(2.0)  # nats → bits
 
@@ -158,9 +159,9 @@ def bits_per_char(model: CharRNN, ids: Tensor, chunk: int = 512) -> float:
 
 
 def learning_rate(cfg: TrainLMConfig, step: int, progress: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 5 % of ``lr`` as ``progress`` goes 0 → 1."""
-    warm = min(1.0, (step + 1) / max(cfg.warmup, 1))
-    return cfg.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    """The trainer's schedule (speechkit/schedule.py): linear warm-up over ``warmup`` steps, then
+    cosine decay to 5 % of ``lr`` as ``progress`` goes 0 → 1."""
+    return cfg.lr * lr_factor(progress, step, cfg.warmup, min_ratio=0.05)
 
 
 def _write_json(path: Path, data: Any) -> None:
