@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from speechkit.registry import load_plugins
 
@@ -23,6 +24,11 @@ MODULES = {"speechkit-train": "speechkit.train", "speechkit-eval": "speechkit.ev
            "speechkit-export": "speechkit.export", "speechkit-validate": "speechkit.validate"}
 
 load_plugins()
+# Property tests draw the same examples on every run and every machine (a CI failure reproduces
+# anywhere); HYPOTHESIS_PROFILE=explore draws new ones, for a deeper search by hand.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(int(os.environ.get("SPEECHKIT_TEST_THREADS", "1")))  # tiny models: 1 is fastest, and immune to a busy CPU
 
 

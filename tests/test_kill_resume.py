@@ -35,6 +35,15 @@ def env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
+def saved(path) -> tuple[int, int] | None:
+    """Identity of the file now at ``path`` (inode, mtime), None while a save has it renamed away."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(tmp_path):
     write_manifest(tmp_path / "train.jsonl", sample_rows("train", 24))
     write_manifest(tmp_path / "dev.jsonl", sample_rows("dev", 4))
@@ -46,16 +55,20 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_weights(t
     last = run_dir / "checkpoints" / "last.pt"
     kills = []
     for attempt in range(3):
+        stamp = saved(last)  # the previous attempt's save
         p = subprocess.Popen(command(tmp_path, run_dir, attempt > 0), env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        saves_before_kill, seen, stamp = rng.randint(1, 3), 0, None
+        saves_before_kill, saved_at = rng.randint(1, 3), []
         deadline = time.monotonic() + 120
         while p.poll() is None and time.monotonic() < deadline:
-            now = last.stat().st_mtime_ns if last.exists() else None
+            now = saved(last)
             if now is not None and now != stamp:
-                stamp, seen = now, seen + 1
-                if seen > saves_before_kill:
-                    time.sleep(rng.uniform(0.0, 0.3))  # anywhere: mid-step, mid-save, mid-evaluation
+                stamp = now
+                saved_at.append(time.monotonic())
+                if len(saved_at) > saves_before_kill:
+                    # anywhere in the next save interval (mid-step, mid-save, mid-evaluation), timed on
+                    # this machine: a fixed delay lets a fast CPU finish the run before the kill
+                    time.sleep(rng.uniform(0.0, 1.0) * (saved_at[-1] - saved_at[-2]))
                     os.kill(p.pid, signal.SIGKILL)
                     break
             time.sleep(0.005)

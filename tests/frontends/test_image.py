@@ -225,7 +225,12 @@ def test_padding_never_changes_valid_outputs(train):
     frontend.load_state_dict(state)  # same running statistics for the second pass
     y_loose, out_loose = frontend(loose, lengths)
     assert out.tolist() == out_loose.tolist() == [24, 15, 5]
-    assert (y - y_loose[:, : y.shape[1]]).abs().max() < PAD_TOLERANCE
+    # In training, batch norm divides by statistics summed over the whole padded width: their float32
+    # rounding depends on that width (and on the CPU's vector width) and scales the outputs, so the
+    # tolerance has a relative part (measured: ≤ 3.4e-6 at |y| ≤ 3.5, over 168 widths from 98 to 600).
+    # In eval every position is normalised alone: no reduction over the width, nothing relative.
+    rtol = 1e-5 if train else 0.0
+    torch.testing.assert_close(y_loose[:, : y.shape[1]], y, rtol=rtol, atol=PAD_TOLERANCE)
     assert y_loose[:, y.shape[1] :].abs().max() == 0
     if not train:  # in eval, a line alone gives the same features as inside the batch
         for i, w in enumerate(widths):

@@ -128,16 +128,20 @@ def test_command_line_trains_briefly_and_transcribes_an_mp4(corpus, tmp_path):
     run_dir = tmp_path / "run"
     small = ["frontend.channels=[4,8,8]", "encoder.hidden_size=16", "encoder.num_layers=1", "data.num_workers=0",
              "data.batch_size=4", "trainer.device=cpu", "trainer.max_steps=2", "trainer.max_minutes=0"]  # fmt: skip
+    # python -m: this checkout's package, whatever an installed speechkit-train console script points at
     train = subprocess.run(
-        ["speechkit-train", "recipe=lips_grid", f"data.root={corpus}", "data.dev_manifest=${data.root}/train.jsonl",
-         *small, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "speechkit.train", "recipe=lips_grid", f"data.root={corpus}",
+         "data.dev_manifest=${data.root}/train.jsonl", *small, f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     assert "name: lips" in (run_dir / "config.yaml").read_text()
     mp4 = corpus / rows(corpus, "test")[0]["video_filepath"]
-    out = subprocess.run(["speechkit-transcribe", f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}", f"input={mp4}"],
-                         capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "speechkit.transcribe", f"checkpoint={run_dir / 'checkpoints' / 'best.pt'}",
+         f"input={mp4}"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     vocabulary = set("".join(r["text"] for r in rows(corpus, "train")))
     assert set(out.stdout.strip()) <= vocabulary  # an untrained model's text, but from its vocabulary
