@@ -9,7 +9,7 @@ demo: setup
 
 test: setup
 	ruff check speechkit tests recipes benchmarks
-	python3 -m pytest -q -p no:cacheprovider tests
+	python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests  # two workers, a test file each
 
 lint: setup
 	ruff check speechkit tests recipes benchmarks
