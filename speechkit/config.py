@@ -16,7 +16,14 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-CONF_DIR = Path(__file__).parent / "conf"  # packaged with speechkit: works from a wheel too
+# The Hydra configs, the package speechkit.conf: speechkit/conf/ inside an installed wheel; in a checkout
+# (an editable install, or the source tree on sys.path) the top-level conf/ that pyproject.toml maps to it.
+# Found beside this file rather than imported, so a checkout reads its own conf/ whichever checkout
+# `pip install -e` points at (tests/test_packaging.py checks both agree with the import system).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = _PACKAGE_DIR / "conf"
+if not (CONF_DIR / "config.yaml").is_file():
+    CONF_DIR = _PACKAGE_DIR.parent / "conf"
 
 
 @dataclass
