@@ -59,3 +59,11 @@ def sample_rows(split: str, n: int | None = None) -> list[dict]:
 @pytest.fixture
 def samples() -> Path:
     return SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def _ieee_floats():
+    """The trainer flushes denormals to zero (a process-wide CPU setting, for speed); put IEEE floats
+    back after each test, so later tests in the same worker (hypothesis' float strategies) see them."""
+    yield
+    torch.set_flush_denormal(False)
