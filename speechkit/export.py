@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from speechkit.functional import lengths_mask, mask_padding
+
 log = logging.getLogger("speechkit.export")
 
 FORMATS = ("torchscript", "onnx")
@@ -88,8 +90,7 @@ def example_inputs(
     else:
         raise ValueError(f"no example input for modality {fe.modality!r}; use input=features")
     lens = torch.tensor(n)
-    x = x * (torch.arange(x.shape[1])[None, :] < lens[:, None]).view(len(n), -1, *([1] * (x.dim() - 2)))
-    return x, lens
+    return mask_padding(x, lens), lens
 
 
 def _frontend_info(model: nn.Module, params: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +234,7 @@ def verify(module: nn.Module, path: str | Path, fmt: str, model: nn.Module, inpu
             f"exported {fmt} model disagrees with PyTorch on shapes: {tuple(got.shape)} "
             f"{got_lens.tolist()} vs {tuple(want.shape)} {want_lens.tolist()}"
         )
-    valid = torch.arange(want.shape[1])[None, :] < want_lens[:, None]
+    valid = lengths_mask(want_lens, want.shape[1])
     diff = float((got - want).abs().amax(-1)[valid].max()) if valid.any() else 0.0
     if diff > VERIFY_TOLERANCE:
         raise RuntimeError(f"exported {fmt} model differs from PyTorch by {diff:.2e} (> {VERIFY_TOLERANCE})")

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from speechkit.frontends.functional import lengths_mask
+from speechkit.functional import lengths_mask, mask_padding, masked_mean
 from speechkit.registry import register
 
 MAX_ROTATION_DRIFT = 0.1  # a rotation moves a line's ends by at most this fraction of its height
@@ -87,7 +87,7 @@ def affine_warp(
     img = x.transpose(1, 2)[:, None]  # (B, 1, H, W)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out = out[:, 0].transpose(1, 2)  # (B, W_out, H)
-    return out * lengths_mask(new_lengths, W_out)[..., None].to(dt), new_lengths
+    return mask_padding(out, new_lengths), new_lengths
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
@@ -134,7 +134,7 @@ class ImageAugment(nn.Module):
             return x, lengths
         dev = x.device
         lengths = lengths.to(dev, torch.long)
-        x = x.float() * lengths_mask(lengths, W)[..., None]
+        x = mask_padding(x.float(), lengths)
 
         def coin() -> Tensor:
             return torch.rand(B, device=dev) < c.prob
@@ -161,8 +161,7 @@ class ImageAugment(nn.Module):
             x = gaussian_blur(x, blur) * mask
         contrast = 1 - _uniform(B, 0.0, 1 - c.contrast_min, coin())
         if bool((contrast != 1).any()):
-            count = (lengths.float() * H).clamp_min(1)[:, None, None]
-            mean = x.sum((1, 2), keepdim=True) / count
+            mean = masked_mean(x, lengths, dim=(1, 2), keepdim=True)  # (B, 1, 1): each line's mean ink
             x = (mean + contrast[:, None, None] * (x - mean)) * mask
         noise = _uniform(B, 0.0, c.noise_std, coin())
         if c.noise_std > 0 and bool((noise > 0).any()):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from speechkit.augment.specaugment import random_band_mask
-from speechkit.frontends.functional import lengths_mask, mask_padding
+from speechkit.functional import lengths_mask, mask_padding, masked_mean
 from speechkit.registry import register
 
 
@@ -103,8 +103,7 @@ class VideoAugment(nn.Module):
             gain = (1 + level[..., 1] * c.contrast)[:, :, None, None, None]
             x = ((x - 0.5) * gain + 0.5 + shift_b).clamp(0, 1)
         if c.time_masks > 0 and c.time_width > 0:
-            count = lengths.clamp_min(1)[:, None, None, None].to(x.dtype)
-            mean_frame = (mask_padding(x, lengths).sum(1) / count)[:, None]  # (B, 1, C, H, W)
+            mean_frame = masked_mean(x, lengths, dim=1, keepdim=True)  # (B, 1, C, H, W)
             band = random_band_mask(B, c.time_masks, torch.full_like(lengths, c.time_width), lengths, T, dev)
             x = torch.where(band[:, :, None, None, None], mean_frame, x)
         x = mask_padding(x, lengths)

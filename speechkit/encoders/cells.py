@@ -11,8 +11,8 @@ of this against a plain Python loop and ``torch.compile``.
 
 Tensors inside this module are time-major, ``(T, B, ·)``. Padding never reaches a valid
 frame: the forward direction only looks back, and the backward direction reads each
-sequence reversed within its own length (see :func:`reverse_index`), so it starts at that
-sequence's last valid frame; padded frames are zeroed at every layer's output.
+sequence reversed within its own length (:func:`speechkit.functional.reverse_within_lengths`),
+so it starts at that sequence's last valid frame; padded frames are zeroed at every layer's output.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from speechkit import functional as SF
 from speechkit.encoders.rnn import RNNConfig, Subsample
 from speechkit.registry import register
 
@@ -255,20 +256,9 @@ def recurrence(cell: str, xw: Tensor, params: list[Tensor], relu: bool = False) 
 
 
 def reverse_index(lengths: Tensor, T: int) -> Tensor:
-    """``(T, B)`` frame indices that reverse each sequence within its own length and leave
-    its padding in place: ``t → L_b − 1 − t`` for ``t < L_b``, else ``t``. An involution:
-    gathering twice with it restores the order.
-    """
-    t = torch.arange(T, device=lengths.device).unsqueeze(1)  # (T, 1)
-    L = lengths.to(t.device).unsqueeze(0)  # (1, B)
-    return torch.where(t < L, L - 1 - t, t)
-
-
-def _reverse(x: Tensor, rows: Tensor) -> Tensor:
-    """Time-major ``x`` ``(T, B, F)`` with each sequence reversed: whole ``F``-rows are copied,
-    ``rows`` is :func:`reverse_index` flattened to row numbers of ``x.flatten(0, 1)``.
-    """
-    return x.flatten(0, 1).index_select(0, rows).view(x.shape)
+    """Time-major ``(T, B)`` :func:`speechkit.functional.reverse_index`: ``t → L_b − 1 − t`` for
+    ``t < L_b``, else ``t``."""
+    return SF.reverse_index(lengths, T).t()
 
 
 # --------------------------------------------------------------------------------------
@@ -351,13 +341,8 @@ class CellStack(nn.Module):
         """``(B, T, F)``, ``(B,)`` → ``(B, T', H·directions)``, ``(B,)``; ``T' = ceil(T / subsample)``."""
         x, lengths = self.sub(x, lengths)
         x = x.transpose(0, 1)  # (T, B, F): a frame of every sequence is contiguous
-        T = x.size(0)
-        valid = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)).unsqueeze(-1)
+        valid = SF.lengths_mask(lengths.to(x.device), x.size(0)).t()[:, :, None]  # (T, B, 1)
         x = x * valid
-        rev = None
-        if self.num_directions == 2:
-            B = x.size(1)
-            rev = (reverse_index(lengths, T) * B + torch.arange(B, device=x.device)).flatten()
         for n, directions in enumerate(self.layers):
             if n > 0:
                 x = self.dropout(x)
@@ -368,9 +353,9 @@ class CellStack(nn.Module):
             outs = []
             for k, (d, xw_d) in enumerate(zip(directions, xw)):
                 if k == 1:  # backward: read each sequence reversed within its own length
-                    y = _reverse(
-                        recurrence(self.cell, _reverse(xw_d, rev), d.recurrent_params(), self.relu), rev
-                    )
+                    xw_d = SF.reverse_within_lengths(xw_d, lengths, time_dim=0)
+                    y = recurrence(self.cell, xw_d, d.recurrent_params(), self.relu)
+                    y = SF.reverse_within_lengths(y, lengths, time_dim=0)
                 else:
                     y = recurrence(self.cell, xw_d, d.recurrent_params(), self.relu)
                 outs.append(y)

@@ -6,7 +6,8 @@ parameters (an ``nn.LSTM``/``nn.GRU``, so checkpoints load either way):
 - ``packed``: torch's packed sequences — one call for the whole stack; cuDNN's way on GPU.
 - ``reversed``: layer by layer, the forward direction over the padded batch (padding comes after
   every valid frame, so it cannot reach one) and the backward direction over each sequence
-  reversed *within its length* (``reverse_within``), then flipped back; padded outputs zeroed.
+  reversed *within its length* (:func:`speechkit.functional.reverse_within_lengths`), then
+  flipped back; padded outputs zeroed.
   On CPU this is 2–3× faster for training than ``packed``, whose backward pass allocates a
   zeroed copy of the packed input per time step (measured in benchmarks/README.md, "Encoders").
 """
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from speechkit.functional import mask_padding, reverse_within_lengths
 from speechkit.registry import register
 
 
@@ -46,8 +48,7 @@ class Subsample(nn.Module):
             return x, lengths
         B, T, F = x.shape
         pad = (-T) % self.factor
-        valid = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]
-        x = nn.functional.pad(x * valid[..., None], (0, 0, 0, pad))  # padding frames become zeros
+        x = nn.functional.pad(mask_padding(x, lengths), (0, 0, 0, pad))  # padding frames become zeros
         if self.mode == "stack":
             x = x.reshape(B, (T + pad) // self.factor, F * self.factor)
         else:
@@ -63,15 +64,6 @@ class RNNConfig:
     subsample: int = 1  # time reduction factor before the recurrence (1 = none)
     subsample_mode: str = "stack"  # stack | conv
     impl: str = "auto"  # packed | reversed | auto (packed on GPU, reversed on CPU); same parameters
-
-
-def reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
-    """``x`` ``(B, T, F)`` with each row's first ``lengths[b]`` frames in reverse order; padding stays put."""
-    T = x.shape[1]
-    t = torch.arange(T, device=x.device)[None, :]
-    lengths = lengths.to(x.device)[:, None]
-    idx = torch.where(t < lengths, lengths - 1 - t, t)
-    return x.gather(1, idx[:, :, None].expand_as(x))
 
 
 class _TorchRNN(nn.Module):
@@ -116,9 +108,6 @@ class _TorchRNN(nn.Module):
         """The stack layer by layer: forward over the padded batch, backward over each sequence reversed."""
         rnn = self.rnn
         step = torch.lstm if isinstance(rnn, nn.LSTM) else torch.gru
-        mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None])[
-            :, :, None
-        ]
         h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
         hx = (h0, h0) if isinstance(rnn, nn.LSTM) else h0
         for layer in range(rnn.num_layers):
@@ -130,10 +119,10 @@ class _TorchRNN(nn.Module):
                     getattr(rnn, f"{n}_l{layer}{suffix}")
                     for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                 ]
-                inp = reverse_within(x, lengths) if suffix else x
+                inp = reverse_within_lengths(x, lengths) if suffix else x
                 y = step(inp, hx, params, True, 1, 0.0, self.training, False, True)[0]
-                outs.append(reverse_within(y, lengths) if suffix else y)
-            x = (torch.cat(outs, 2) if len(outs) > 1 else outs[0]) * mask
+                outs.append(reverse_within_lengths(y, lengths) if suffix else y)
+            x = mask_padding(torch.cat(outs, 2) if len(outs) > 1 else outs[0], lengths)
         return x
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from speechkit.encoders.rnn import Subsample
+from speechkit.functional import lengths_mask
 from speechkit.registry import register
 
 
@@ -86,7 +87,7 @@ class TCN(nn.Module):
         """``(B, T, F)``, ``(B,)`` → ``(B, T', H)``, ``(B,)`` with ``T' = ceil(T / subsample)``."""
         x, lengths = self.sub(x, lengths)
         T = x.size(1)
-        mask = (torch.arange(T, device=x.device) < lengths.to(x.device).unsqueeze(1)).unsqueeze(1)
+        mask = lengths_mask(lengths.to(x.device), T)[:, None]  # (B, 1, T)
         x = self.inp(x.transpose(1, 2) * mask) * mask  # (B, C, T)
         skips = 0
         for block in self.blocks:

@@ -41,7 +41,8 @@ from torch import Tensor
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
 from speechkit.frontends import functional as FF
-from speechkit.frontends.base import Frontend
+from speechkit.frontends.base import Frontend, invalid_setting, log_once
+from speechkit.functional import masked_standardize
 from speechkit.registry import register
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,7 @@ MAX_PEAK = 100.0
 
 # ----------------------------------------------------------------------------- loading
 
-_logged: set[tuple] = set()
-
-
-def _log_once(key: tuple, msg: str, *args: object) -> None:
-    """Log ``msg`` at INFO the first time ``key`` (an event kind) is seen in this process."""
-    if key not in _logged:
-        _logged.add(key)
-        log.info(msg + " (logged once per kind)", *args)
+_logged: set[tuple] = set()  # event kinds log_once has logged in this process (INFO)
 
 
 def _wav_truncation(path: Path) -> tuple[int, int] | None:
@@ -135,12 +129,13 @@ def load_audio(path: str | Path, sample_rate: int) -> Tensor:
         )
     wave = torch.from_numpy(data)
     if wave.shape[1] > 1:
-        _log_once(
-            ("downmix", wave.shape[1]), "downmixing %d-channel audio to mono by averaging", wave.shape[1]
-        )
+        n = wave.shape[1]
+        log_once(log, _logged, ("downmix", n), "downmixing %d-channel audio to mono by averaging", n)
     wave = wave.mean(dim=1)
     if file_rate != sample_rate:
-        _log_once(
+        log_once(
+            log,
+            _logged,
             ("resample", file_rate, sample_rate),
             "resampling audio from %d Hz to %d Hz",
             file_rate,
@@ -194,43 +189,43 @@ class MfccConfig(FbankConfig):
     delta_deltas: bool = True  # append ΔΔ (the Δ of Δ); needs deltas
 
 
-def _invalid(name: str, field: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"frontend {name!r}: {field}={value!r} is invalid; allowed: {allowed}")
-
-
 def _check_config(name: str, cfg: AudioFrontendConfig) -> None:
     """Raise ValueError naming the field and its allowed values for any bad parameter."""
     if cfg.sample_rate <= 0:
-        raise _invalid(name, "sample_rate", cfg.sample_rate, "a positive number of Hz")
+        raise invalid_setting(name, "sample_rate", cfg.sample_rate, "a positive number of Hz")
     if cfg.win_length_ms <= 0 or round(cfg.sample_rate * cfg.win_length_ms / 1000) < 2:
-        raise _invalid(name, "win_length_ms", cfg.win_length_ms, "at least 2 samples' worth of ms")
+        raise invalid_setting(name, "win_length_ms", cfg.win_length_ms, "at least 2 samples' worth of ms")
     if cfg.hop_length_ms <= 0 or round(cfg.sample_rate * cfg.hop_length_ms / 1000) < 1:
-        raise _invalid(name, "hop_length_ms", cfg.hop_length_ms, "at least 1 sample's worth of ms")
+        raise invalid_setting(name, "hop_length_ms", cfg.hop_length_ms, "at least 1 sample's worth of ms")
     if cfg.n_fft and cfg.n_fft < round(cfg.sample_rate * cfg.win_length_ms / 1000):
-        raise _invalid(name, "n_fft", cfg.n_fft, "0 (derived) or at least the window length in samples")
+        raise invalid_setting(
+            name, "n_fft", cfg.n_fft, "0 (derived) or at least the window length in samples"
+        )
     if cfg.power <= 0:
-        raise _invalid(name, "power", cfg.power, "a positive exponent (2 = power, 1 = magnitude)")
+        raise invalid_setting(name, "power", cfg.power, "a positive exponent (2 = power, 1 = magnitude)")
     if cfg.log_floor <= 0:
-        raise _invalid(name, "log_floor", cfg.log_floor, "a positive number")
+        raise invalid_setting(name, "log_floor", cfg.log_floor, "a positive number")
     if cfg.normalize not in NORMALIZE_MODES:
-        raise _invalid(name, "normalize", cfg.normalize, ", ".join(NORMALIZE_MODES))
+        raise invalid_setting(name, "normalize", cfg.normalize, ", ".join(NORMALIZE_MODES))
     if cfg.backend not in BACKENDS:
-        raise _invalid(name, "backend", cfg.backend, ", ".join(BACKENDS))
+        raise invalid_setting(name, "backend", cfg.backend, ", ".join(BACKENDS))
     if cfg.dither < 0:
-        raise _invalid(name, "dither", cfg.dither, "0 or a positive standard deviation")
+        raise invalid_setting(name, "dither", cfg.dither, "0 or a positive standard deviation")
     if isinstance(cfg, FbankConfig):
         nyquist = cfg.sample_rate / 2
         if cfg.n_mels < 1:
-            raise _invalid(name, "n_mels", cfg.n_mels, "a positive number of bands")
+            raise invalid_setting(name, "n_mels", cfg.n_mels, "a positive number of bands")
         if cfg.mel_scale not in MEL_SCALES:
-            raise _invalid(name, "mel_scale", cfg.mel_scale, ", ".join(MEL_SCALES))
+            raise invalid_setting(name, "mel_scale", cfg.mel_scale, ", ".join(MEL_SCALES))
         if not 0 <= cfg.f_min < (cfg.f_max or nyquist) <= nyquist:
-            raise _invalid(name, "f_min/f_max", (cfg.f_min, cfg.f_max), f"0 <= f_min < f_max <= {nyquist} Hz")
+            raise invalid_setting(
+                name, "f_min/f_max", (cfg.f_min, cfg.f_max), f"0 <= f_min < f_max <= {nyquist} Hz"
+            )
     if isinstance(cfg, MfccConfig):
         if not 1 <= cfg.n_mfcc <= cfg.n_mels:
-            raise _invalid(name, "n_mfcc", cfg.n_mfcc, f"1 to n_mels ({cfg.n_mels})")
+            raise invalid_setting(name, "n_mfcc", cfg.n_mfcc, f"1 to n_mels ({cfg.n_mels})")
         if cfg.delta_deltas and not cfg.deltas:
-            raise _invalid(name, "delta_deltas", True, "false unless deltas=true")
+            raise invalid_setting(name, "delta_deltas", True, "false unless deltas=true")
 
 
 # ----------------------------------------------------------------------------- plugins
@@ -353,8 +348,7 @@ class _AudioFrontend(Frontend):
         feats, out_lengths = self.features(x, lengths)
         mode = self.cfg.normalize
         if mode == "utterance":
-            mean, std = FF.masked_mean_std(feats, out_lengths)
-            feats = FF.normalize(feats, out_lengths, mean, std, NORM_EPS)
+            feats = masked_standardize(feats, out_lengths, eps=NORM_EPS)
         elif mode == "global":
             mean, std = self.global_mean_std()
             feats = FF.normalize(feats, out_lengths, mean.to(feats), std.to(feats), NORM_EPS)

@@ -1,4 +1,4 @@
-"""Pure feature functions on batched tensors: framing, spectra, deltas, masked normalisation.
+"""Pure feature functions on batched tensors: framing, spectra, deltas, normalisation.
 
 Stateless, and computed on the device of the input, like ``torchaudio.functional``; the
 plugins in :mod:`speechkit.frontends.audio` hold the configuration and buffers and call
@@ -9,6 +9,9 @@ Framing follows Kaldi's ``snip_edges=true``: frame ``t`` covers samples
 ``[t * hop, t * hop + win)``, so ``N`` samples give ``T = 1 + (N - win) // hop`` frames
 (0 when ``N < win``). No frame reads past the end of its utterance, so an utterance's
 features inside a padded batch equal its features computed alone.
+
+The masks and masked statistics every stage shares (``lengths_mask``, ``mask_padding``,
+``masked_mean_std``) live in :mod:`speechkit.functional`; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,22 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from speechkit.functional import lengths_mask, mask_padding, masked_mean_std
+
+__all__ = [
+    "DELTA_WIDTH",
+    "deltas",
+    "dft_matrix",
+    "frame_signal",
+    "lengths_mask",
+    "log_floored",
+    "mask_padding",
+    "masked_mean_std",
+    "normalize",
+    "num_frames",
+    "power_spectrogram",
+]
+
 DELTA_WIDTH = 2  # frames on each side of the delta regression window (5 frames in all)
 
 
@@ -24,17 +43,6 @@ def num_frames(lengths: Tensor, win_length: int, hop_length: int) -> Tensor:
     """Frames of ``lengths`` ``(B,)`` samples: ``1 + (N - win) // hop``, 0 when ``N < win``."""
     frames = torch.div(lengths - win_length, hop_length, rounding_mode="floor") + 1
     return frames.clamp_min(0)
-
-
-def lengths_mask(lengths: Tensor, size: int) -> Tensor:
-    """``(B, size)`` bool, true at the valid positions ``t < lengths[b]``."""
-    return torch.arange(size, device=lengths.device) < lengths[:, None]
-
-
-def mask_padding(x: Tensor, lengths: Tensor) -> Tensor:
-    """Zero ``x`` ``(B, T, ...)`` at every ``t >= lengths[b]``: padding never carries data."""
-    mask = lengths_mask(lengths.to(x.device), x.shape[1])
-    return x * mask.view(*mask.shape, *([1] * (x.dim() - 2))).to(x.dtype)
 
 
 def frame_signal(x: Tensor, win_length: int, hop_length: int) -> Tensor:
@@ -119,15 +127,6 @@ def deltas(x: Tensor, lengths: Tensor, width: int = DELTA_WIDTH) -> Tensor:
         out = out + n * (ahead_x - behind_x)
     out = out / (2 * sum(n * n for n in range(1, width + 1)))
     return mask_padding(out, lengths)
-
-
-def masked_mean_std(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and (population) standard deviation ``(B, F)`` of ``x`` ``(B, T, F)`` over valid frames."""
-    mask = lengths_mask(lengths.to(x.device), x.shape[1])[..., None].to(x.dtype)
-    count = lengths.to(x.device).clamp_min(1)[:, None].to(x.dtype)
-    mean = (x * mask).sum(1) / count
-    var = (((x - mean[:, None]) * mask) ** 2).sum(1) / count
-    return mean, var.sqrt()
 
 
 def normalize(x: Tensor, lengths: Tensor, mean: Tensor, std: Tensor, eps: float = 1e-5) -> Tensor:

@@ -11,8 +11,9 @@ Conventions:
   height is then collapsed (max, mean, or flattened into the features);
 - lengths are exact: ``T = W // prod(pool_width)`` (pools floor), and padded columns never change
   valid outputs — each block's output is zeroed past its row's length, and batch norm computes
-  its training statistics over valid columns only (:class:`MaskedBatchNorm2d`), so a line's
-  features in a padded batch equal its features computed alone.
+  its training statistics over valid columns only (:class:`MaskedBatchNorm2d`,
+  :func:`speechkit.functional.masked_batch_norm`), so a line's features in a padded batch equal
+  its features computed alone.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from torch.nn import functional as F
 
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
-from speechkit.frontends import functional as FF
-from speechkit.frontends.base import Frontend
+from speechkit.frontends.base import Frontend, invalid_input, invalid_setting
+from speechkit.functional import mask_padding, masked_batch_norm, masked_standardize
 from speechkit.registry import register
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -170,35 +171,25 @@ def load_image(
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm of ``(B, C, H, W)`` whose training statistics count valid columns only.
+    """Batch norm of ``(B, C, H, W)`` whose training statistics count the columns ``w < lengths[b]``
+    only (:func:`~speechkit.functional.masked_batch_norm`). Eval uses the running estimates, which
+    act per position and so never see padding."""
 
-    ``valid`` ``(B, W)`` marks the columns inside each row's length. In training the input is
-    zeroed past the lengths, so sums over the whole tensor are sums over valid positions: with
-    ``n`` of those, ``μ = Σx / n`` and ``σ² = Σx² / n − μ²``, then ``y = (x − μ) / sqrt(σ² + eps) · γ + β``;
-    the running estimates move by ``momentum`` (unbiased variance, as torch does). Eval uses the
-    running estimates, which act per position and so never see padding.
-    """
-
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        if not self.training or valid is None:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if not self.training or lengths is None:
             return super().forward(x)
-        n = valid.sum() * x.shape[2]  # valid positions per channel
-        if n < 2:
-            return super().forward(x)
-        x = x * valid[:, None, None, :].to(x.dtype)
-        # one fused pass over everything (padding included, as zeros), then rescaled to valid positions
-        var_all, mean_all = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-        total = x.numel() // x.shape[1]
-        mean = mean_all * (total / n)
-        var = ((var_all + mean_all**2) * (total / n) - mean**2).clamp_min(0)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.lerp_(mean.detach(), momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), momentum)
-        scale = self.weight * torch.rsqrt(var + self.eps)  # y = x · scale + shift
-        shift = self.bias - mean * scale
-        return torch.addcmul(shift[None, :, None, None], x, scale[None, :, None, None])
+        return masked_batch_norm(
+            x,
+            lengths,
+            3,  # (B, C, H, W): the columns are time
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.momentum,
+            self.eps,
+            self.num_batches_tracked,
+        )
 
 
 class ConvBlock(nn.Module):
@@ -220,18 +211,7 @@ class ConvBlock(nn.Module):
         if self.pool_h > 1 or self.pool_w > 1:
             x = F.max_pool2d(x, (self.pool_h, self.pool_w))
         lengths = torch.div(lengths, self.pool_w, rounding_mode="floor")
-        valid = FF.lengths_mask(lengths, x.shape[-1])
-        x = F.relu(self.bn(x, valid))
-        return x * valid[:, None, None, :].to(x.dtype), lengths
-
-
-def masked_line_normalize(x: Tensor, lengths: Tensor, eps: float = NORM_EPS) -> Tensor:
-    """``(x - mean) / max(std, eps)`` per line of ``x`` ``(B, H, W)`` over its valid columns; padding stays 0."""
-    m = FF.lengths_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)  # (B, 1, W)
-    count = (lengths.to(x.dtype) * x.shape[1]).clamp_min(1)[:, None, None]
-    mean = (x * m).sum((1, 2), keepdim=True) / count
-    std = ((((x - mean) * m) ** 2).sum((1, 2), keepdim=True) / count).sqrt()
-    return (x - mean) / std.clamp_min(eps) * m
+        return mask_padding(F.relu(self.bn(x, lengths)), lengths, time_dim=3), lengths
 
 
 @dataclass
@@ -248,25 +228,24 @@ class OcrLineConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixels of the file before scaling; larger files are refused
 
 
-def _invalid(field_name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"frontend 'ocr_line': {field_name}={value!r} is invalid; allowed: {allowed}")
-
-
 def _check_config(cfg: OcrLineConfig) -> None:
+    def bad(key: str, value: object, allowed: str) -> ValueError:
+        return invalid_setting("ocr_line", key, value, allowed)
+
     if cfg.height < 1:
-        raise _invalid("height", cfg.height, "a positive number of pixels")
+        raise bad("height", cfg.height, "a positive number of pixels")
     if not cfg.channels or any(c < 1 for c in cfg.channels):
-        raise _invalid("channels", cfg.channels, "a non-empty list of positive channel counts")
+        raise bad("channels", cfg.channels, "a non-empty list of positive channel counts")
     if len(cfg.pool_width) != len(cfg.channels) or any(p < 1 for p in cfg.pool_width):
-        raise _invalid("pool_width", cfg.pool_width, f"{len(cfg.channels)} positive factors, one per block")
+        raise bad("pool_width", cfg.pool_width, f"{len(cfg.channels)} positive factors, one per block")
     if cfg.kernel_size < 1 or cfg.kernel_size % 2 == 0:
-        raise _invalid("kernel_size", cfg.kernel_size, "an odd positive number")
+        raise bad("kernel_size", cfg.kernel_size, "an odd positive number")
     if cfg.collapse not in COLLAPSE_MODES:
-        raise _invalid("collapse", cfg.collapse, ", ".join(COLLAPSE_MODES))
+        raise bad("collapse", cfg.collapse, ", ".join(COLLAPSE_MODES))
     if cfg.normalize not in NORMALIZE_MODES:
-        raise _invalid("normalize", cfg.normalize, ", ".join(NORMALIZE_MODES))
+        raise bad("normalize", cfg.normalize, ", ".join(NORMALIZE_MODES))
     if cfg.max_width < 1 or cfg.max_pixels < 1:
-        raise _invalid("max_width/max_pixels", (cfg.max_width, cfg.max_pixels), "positive limits")
+        raise bad("max_width/max_pixels", (cfg.max_width, cfg.max_pixels), "positive limits")
 
 
 @register("frontend", "ocr_line", OcrLineConfig)
@@ -312,15 +291,16 @@ class OcrLine(Frontend):
         """Ink ``(B, W, H)`` zero-padded along W, ``lengths`` ``(B,)`` columns → ``(B, T, F)``
         (zero past each length), frames ``(B,)``."""
         if x.dim() != 3 or x.shape[2] != self.cfg.height:
-            raise ValueError(
-                f"frontend 'ocr_line' expects lines (B, width, {self.cfg.height}), got {tuple(x.shape)}; "
-                "load images with its load() (frontend.height sets the height)"
+            raise invalid_input(
+                "ocr_line",
+                f"lines (B, width, {self.cfg.height})",
+                x,
+                "load images with its load() (frontend.height sets the height)",
             )
         lengths = lengths.to(device=x.device, dtype=torch.long)
-        x = x.float().transpose(1, 2)  # (B, H, W): the conv layout
-        x = x * FF.lengths_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
-        if self.cfg.normalize == "line":
-            x = masked_line_normalize(x, lengths)
+        x = mask_padding(x.float().transpose(1, 2), lengths, time_dim=2)  # (B, H, W): the conv layout
+        if self.cfg.normalize == "line":  # (x - mean) / max(std, eps) over each line's valid pixels
+            x = masked_standardize(x, lengths, dim=(1, 2), time_dim=2, eps=NORM_EPS)
         x = x[:, None]  # (B, 1, H, W)
         for block in self.blocks:
             x, lengths = block(x, lengths)

@@ -34,8 +34,8 @@ from torch.nn import functional as F
 
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
-from speechkit.frontends import functional as FF
-from speechkit.frontends.base import Frontend
+from speechkit.frontends.base import Frontend, invalid_input, invalid_setting, log_once
+from speechkit.functional import mask_padding, masked_batch_norm, masked_standardize
 from speechkit.registry import register
 
 log = logging.getLogger(__name__)
@@ -47,17 +47,10 @@ NORMALIZE_MODES = ("none", "utterance")
 FPS_TOLERANCE = 1e-3  # relative: 25 and 25.0000001 fps are the same rate, 29.97 and 30 are not
 NORM_EPS = 1e-3  # smallest pixel standard deviation divided by, in [0, 1] pixel units
 
+# Event kinds log_once has logged in this process. At DEBUG, not INFO: resizing and rate conversion
+# are what the configuration asked for, and Hydra's console log shares stdout with
+# ``speechkit-transcribe``'s text.
 _logged: set[tuple] = set()
-
-
-def _log_once(key: tuple, msg: str, *args: object) -> None:
-    """Log ``msg`` at DEBUG the first time ``key`` (an event kind) is seen in this process.
-
-    DEBUG, not INFO: resizing and rate conversion are what the configuration asked for, and
-    Hydra's console log shares stdout with ``speechkit-transcribe``'s text."""
-    if key not in _logged:
-        _logged.add(key)
-        log.debug(msg + " (logged once per kind)", *args)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -319,7 +312,8 @@ def conform_rate(
             f"frame rate {file_fps:g} fps, but the model works at {fps:g} fps",
             "set frontend.fps_mismatch=resample to convert it, or re-encode it at the configured rate",
         )
-    _log_once(("fps", file_fps, fps), "converting video from %g to %g fps (nearest frame)", file_fps, fps)
+    msg = "converting video from %g to %g fps (nearest frame)"
+    log_once(log, _logged, ("fps", file_fps, fps), msg, file_fps, fps, level=logging.DEBUG)
     return resample_frames(frames, file_fps, fps)
 
 
@@ -346,7 +340,8 @@ def fit_size(
         if H < height or W < width:
             raise DataError(path, problem + ": too small to crop", "set frontend.size_mismatch=resize")
         return centre_crop(frames, height, width)
-    _log_once(("resize", H, W, height, width), "fitting %d×%d video frames to %d×%d", H, W, height, width)
+    msg = "fitting %d×%d video frames to %d×%d"
+    log_once(log, _logged, ("resize", H, W, height, width), msg, H, W, height, width, level=logging.DEBUG)
     return fit_frames(frames, height, width)
 
 
@@ -375,30 +370,25 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 class MaskedBatchNorm3d(nn.BatchNorm3d):
-    """Batch norm over ``(B, C, T, H, W)`` whose training statistics count valid frames only.
+    """Batch norm over ``(B, C, T, H, W)`` whose training statistics count the frames
+    ``t < lengths[b]`` only (:func:`~speechkit.functional.masked_batch_norm`); in evaluation the
+    running statistics are used, as in :class:`torch.nn.BatchNorm3d`."""
 
-    ``mask`` ``(B, T)`` marks the valid frames; in evaluation the running statistics are
-    used, as in :class:`torch.nn.BatchNorm3d`.
-    """
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # type: ignore[override]
-        if not self.training or mask is None:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        if not self.training or lengths is None:
             return super().forward(x)
-        m = mask[:, None, :, None, None].to(x.dtype)  # (B, 1, T, 1, 1)
-        n = m.sum() * x.shape[3] * x.shape[4]  # valid values per channel
-        mean = (x * m).sum((0, 2, 3, 4)) / n.clamp_min(1)
-        var = (((x - mean.view(1, -1, 1, 1, 1)) * m) ** 2).sum((0, 2, 3, 4)) / n.clamp_min(1)
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
-                unbiased = var * n / (n - 1).clamp_min(1)
-                self.running_mean.lerp_(mean.to(self.running_mean), momentum)
-                self.running_var.lerp_(unbiased.to(self.running_var), momentum)
-        y = (x - mean.view(1, -1, 1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1, 1) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, -1, 1, 1, 1) + self.bias.view(1, -1, 1, 1, 1)
-        return y
+        return masked_batch_norm(
+            x,
+            lengths,
+            2,  # (B, C, T, H, W)
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.momentum,
+            self.eps,
+            self.num_batches_tracked,
+        )
 
 
 class STCNNBlock(nn.Module):
@@ -421,9 +411,9 @@ class STCNNBlock(nn.Module):
         self.drop = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.pool = nn.MaxPool3d((1, pool, pool)) if pool > 1 else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = self.pool(self.drop(F.relu(self.bn(self.conv(x), mask))))
-        return x * mask[:, None, :, None, None].to(x.dtype)
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        x = self.pool(self.drop(F.relu(self.bn(self.conv(x), lengths))))
+        return mask_padding(x, lengths, time_dim=2)
 
 
 @dataclass
@@ -455,7 +445,7 @@ def _check_config(name: str, cfg: LipsConfig) -> None:
     """Raise ValueError naming the field and what it may be for any bad parameter."""
 
     def bad(key: str, value: object, allowed: str) -> ValueError:
-        return ValueError(f"frontend {name!r}: {key}={value!r} is invalid; allowed: {allowed}")
+        return invalid_setting(name, key, value, allowed)
 
     if cfg.fps <= 0:
         raise bad("fps", cfg.fps, "a positive number of frames per second")
@@ -549,30 +539,20 @@ class Lips(Frontend):
         features ``(B, T, F)`` zero past each length, the same lengths."""
         c = self.cfg
         if x.dim() != 5 or tuple(x.shape[2:]) != (self.in_channels, c.height, c.width):
-            raise ValueError(
-                f"frontend 'lips' expects clips (batch, frames, {self.in_channels}, {c.height}, {c.width}), "
-                f"got {tuple(x.shape)}; load them with its load() (it resizes) or fix frontend.height/width/grayscale"
+            raise invalid_input(
+                "lips",
+                f"clips (batch, frames, {self.in_channels}, {c.height}, {c.width})",
+                x,
+                "load them with its load() (it resizes) or fix frontend.height/width/grayscale",
             )
         lengths = lengths.to(device=x.device, dtype=torch.long)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        if c.normalize == "utterance":
-            x = normalize_clips(x, lengths)
+        if c.normalize == "utterance":  # each clip per channel over its valid frames' pixels
+            x = masked_standardize(x, lengths, dim=(1, 3, 4), eps=NORM_EPS)
         else:
-            x = FF.mask_padding(x, lengths)
-        mask = FF.lengths_mask(lengths, x.shape[1])
+            x = mask_padding(x, lengths)
         y = x.permute(0, 2, 1, 3, 4)  # (B, C, T, H, W) for Conv3d
         for block in self.blocks:
-            y = block(y, mask)
+            y = block(y, lengths)
         B, C, T, H, W = y.shape
         return y.permute(0, 2, 1, 3, 4).reshape(B, T, C * H * W), lengths
-
-
-def normalize_clips(x: Tensor, lengths: Tensor) -> Tensor:
-    """Standardise each clip ``(B, T, C, H, W)`` per channel over its valid frames; padding stays 0."""
-    B, T, C = x.shape[:3]
-    mask = FF.lengths_mask(lengths, T)[:, :, None, None, None].to(x.dtype)  # (B, T, 1, 1, 1)
-    count = (lengths.clamp_min(1).to(x.dtype) * x.shape[3] * x.shape[4])[:, None]  # (B, 1) pixels per channel
-    mean = (x * mask).sum((1, 3, 4)) / count  # (B, C)
-    var = (((x - mean[:, None, :, None, None]) * mask) ** 2).sum((1, 3, 4)) / count
-    std = var.sqrt().clamp_min(NORM_EPS)
-    return (x - mean[:, None, :, None, None]) / std[:, None, :, None, None] * mask
