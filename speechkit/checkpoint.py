@@ -193,16 +193,17 @@ def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metric
     }
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint file; raise :class:`CheckpointError` saying what is wrong."""
+def load_plain(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint",
+               missing_fix: str = "pass checkpoint=<run dir>/checkpoints/best.pt",
+               other_fix: str = "use another checkpoint (checkpoints/last.pt or best.pt of the run)") -> Any:
+    """A file written by :func:`save_checkpoint` (a model checkpoint or a char LM), loaded without
+    running code, its checksums verified when it carries them; :class:`CheckpointError` naming the
+    file (and ``missing_fix`` or ``other_fix``) for a missing, truncated, corrupt, unsafe or damaged one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(path, "no such checkpoint file", "pass checkpoint=<run dir>/checkpoints/best.pt")
+        raise CheckpointError(path, f"{what} not found", missing_fix)
     if not zipfile.is_zipfile(path):  # every torch.save file since torch 1.6 is a zip archive
-        raise CheckpointError(
-            path, "truncated or corrupt (not a torch checkpoint archive)",
-            "use another checkpoint (checkpoints/last.pt or best.pt of the run)",
-        )
+        raise CheckpointError(path, "truncated or corrupt (not a torch checkpoint archive)", other_fix)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -214,8 +215,16 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(
             path, f"truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-            "use another checkpoint (checkpoints/last.pt or best.pt of the run)",
+            other_fix,
         ) from None
+    if isinstance(ckpt, dict) and "checksums" in ckpt:
+        verify(ckpt, path)
+    return ckpt
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint file; raise :class:`CheckpointError` saying what is wrong."""
+    ckpt = load_plain(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(path, "not a speechkit checkpoint", "pass a file written by speechkit-train")
     version = ckpt.get("format_version")
@@ -226,9 +235,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"but this speechkit reads versions {', '.join(map(str, READS_VERSIONS))}",
             "use the speechkit version that wrote it, or retrain",
         )
-    if version >= 2:
-        verify(ckpt, path)
-    else:
+    if version >= 2 and "checksums" not in ckpt:
+        raise CheckpointError(path, "its checksums are missing", "use another checkpoint (last.prev.pt or best.pt)")
+    if version < 2:
         log.warning("%s: format version %d carries no checksums; damage to it cannot be detected", path, version)
     cfg = ckpt.get("config")
     if not isinstance(cfg, dict) or not isinstance(ckpt.get("tokens"), list) or not isinstance(ckpt.get("model"), dict):

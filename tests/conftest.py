@@ -12,6 +12,7 @@ import pytest
 import torch
 from hypothesis import settings
 
+from speechkit.data.manifest import write_manifest  # noqa: F401  (the tests' manifest writer)
 from speechkit.registry import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,11 +42,6 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subproce
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
-
-
-def write_manifest(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def sample_rows(split: str, n: int | None = None) -> list[dict]:

@@ -43,6 +43,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from speechkit.data.manifest import write_manifest
+
 # --- grammar -------------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared GRID grammar
 from grid_grammar import ESPEAK_SPELLING, LETTERS, SLOTS, WORDS, random_sentence  # noqa: E402
@@ -404,11 +406,6 @@ def run_split(
     return sorted(results, key=lambda r: r.get("audio_filepath") or r["utterance"])
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-
-
 def write_text_files(out: Path, lm_sentences: int, seed: int) -> None:
     (out / "words.txt").write_text("".join(w + "\n" for w in WORDS))
     rng = make_rng(seed, "lm")
@@ -502,7 +499,7 @@ def prepare_split(split: str, num: int, speakers: list[str], args: argparse.Name
     results = run_split(split, utts, args, bank)
     rows = [r for r in results if not r.get("failed")]
     failures = [r for r in results if r.get("failed")]
-    write_jsonl(args.out / f"{split}.jsonl", rows)
+    write_manifest(args.out / f"{split}.jsonl", rows)
     tqdm.write(summarize(split, utts, rows, failures, speakers))
     return failures
 
@@ -513,7 +510,7 @@ def report_failures(out: Path, failures: list[dict]) -> None:
     if not failures:
         path.unlink(missing_ok=True)
         return
-    write_jsonl(path, failures)
+    write_manifest(path, failures)
     for f in failures:
         print(
             f"FAILED {f['utterance']} speaker={f['speaker']} text={f['text']!r}: {f['error']}",

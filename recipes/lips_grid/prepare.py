@@ -49,6 +49,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from speechkit.data.manifest import write_manifest
+
 # --- grammar -------------------------------------------------------------------------------
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared GRID grammar
 from grid_grammar import ESPEAK_SPELLING, WORDS, random_sentence  # noqa: E402
@@ -450,10 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [make_clip(j) for j in tqdm(jobs, desc="render", unit="clip")]
     failures = [r for r in rows if "error" in r]
     for split in SPLITS:
-        with open(args.out / f"{split}.jsonl", "w") as f:
-            for u, r in zip(utts, rows):
-                if u.split == split and "error" not in r:
-                    f.write(json.dumps(r) + "\n")
+        write_manifest(args.out / f"{split}.jsonl",
+                       [r for u, r in zip(utts, rows) if u.split == split and "error" not in r])
     speakers = make_speakers(args.seed)
     (args.out / "speakers.json").write_text(
         json.dumps({s: [asdict(p) for p in speakers[s]] for s in SPLITS}, indent=1) + "\n"

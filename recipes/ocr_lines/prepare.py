@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from speechkit.data.manifest import write_manifest
+
 # --- characters ------------------------------------------------------------------------------
 PUNCTUATION = ".,;:!?'\"()[]-/&%$#@+*="
 CHARSET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " " + PUNCTUATION
@@ -496,8 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     for split in SPLITS:
         bad = [r["text"] for r in rows[split] if set(r["text"]) - set(CHARSET)]
         assert not bad, f"characters outside CHARSET in {bad[:3]}"
-        with open(out / f"{split}.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows[split])
+        write_manifest(out / f"{split}.jsonl", rows[split])
     (out / "charset.txt").write_text(CHARSET + "\n")
     (out / "fonts.json").write_text(
         json.dumps(

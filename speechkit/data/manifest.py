@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,13 @@ class ManifestError(DataError):
             f"{len(problems)} unusable line(s):\n{shown}\n",
             "fix or remove these lines (speechkit-validate lists every problem)",
         )
+
+
+def write_manifest(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` as a JSON-lines manifest (UTF-8, one object a line, ``\\n`` endings); returns ``path``."""
+    path = Path(path)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
 
 
 def read_manifest(path: str | Path, modality: str = "audio", require_text: bool = True) -> list[Example]:

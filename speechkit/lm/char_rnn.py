@@ -14,8 +14,6 @@ gather and :meth:`CharRNNLM.advance` one batched recurrent step over the hypothe
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,31 +148,10 @@ def load_lm(
     Raises :class:`~speechkit.checkpoint.CheckpointError` naming the file for a missing, truncated,
     corrupt, unsafe (pickled code) or foreign file.
     """
-    from speechkit.checkpoint import CheckpointError
+    from speechkit.checkpoint import CheckpointError, load_plain
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "char-LM checkpoint not found", "train one with speechkit-train-lm")
-    if not zipfile.is_zipfile(path):  # every torch.save file is a zip archive
-        raise CheckpointError(
-            path,
-            "cannot read it as a checkpoint (truncated or corrupt: not a torch archive)",
-            "train again or use another lm.pt",
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            path,
-            "refused: it holds pickled objects that are not plain data",
-            "only load checkpoints written by speechkit-train-lm",
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        raise CheckpointError(
-            path,
-            f"cannot read it as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-            "it is truncated or corrupt; train again or use another lm.pt",
-        ) from None
+    ckpt = load_plain(path, what="char-LM checkpoint", missing_fix="train one with speechkit-train-lm", other_fix="train again or use another lm.pt")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(path, "not a char-LM checkpoint", "give a file written by speechkit-train-lm")
     if ckpt.get("version", 0) > VERSION:

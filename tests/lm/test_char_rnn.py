@@ -147,7 +147,7 @@ def test_missing_corrupt_unsafe_and_foreign_lm_checkpoints_are_clear_errors(tmp_
     with pytest.raises(ValueError, match="decoder.lm.path"):
         build("lm", "char_rnn")
     (tmp_path / "half.pt").write_bytes(lm_file.read_bytes()[: lm_file.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"half\.pt: cannot read it .*corrupt"):
+    with pytest.raises(CheckpointError, match=r"half\.pt: truncated or corrupt"):
         load_lm(tmp_path / "half.pt")
     torch.save({"format": "speechkit-char-lm", "hook": pickle.loads}, tmp_path / "code.pt")
     with pytest.raises(CheckpointError, match=r"code\.pt: refused"):
