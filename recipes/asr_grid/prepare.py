@@ -43,11 +43,15 @@ import soundfile as sf
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from speechkit.data.manifest import write_manifest
-
 # --- grammar -------------------------------------------------------------------------------
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared GRID grammar
-from grid_grammar import ESPEAK_SPELLING, LETTERS, SLOTS, WORDS, random_sentence  # noqa: E402
+from speechkit.corpora.grid import (  # the shared GRID grammar
+    ESPEAK_SPELLING,
+    LETTERS,
+    SLOTS,
+    WORDS,
+    random_sentence,
+)
+from speechkit.data.manifest import write_manifest
 
 # --- speakers ------------------------------------------------------------------------------
 VOICES = (  # English espeak-ng voices (accents); the mbrola ones (mb/...) are not installed

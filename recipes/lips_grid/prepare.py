@@ -49,11 +49,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from speechkit.data.manifest import write_manifest
-
 # --- grammar -------------------------------------------------------------------------------
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # recipes/: the shared GRID grammar
-from grid_grammar import ESPEAK_SPELLING, WORDS, random_sentence  # noqa: E402
+from speechkit.corpora.grid import ESPEAK_SPELLING, WORDS, random_sentence  # the shared GRID grammar
+from speechkit.data.manifest import write_manifest
 
 # --- video ---------------------------------------------------------------------------------
 FPS = 25  # frames per second, as GRID

@@ -1,4 +1,5 @@
-"""The GRID corpus grammar, shared by the recipes that synthesise GRID-style sentences.
+"""The GRID corpus grammar, shared by the recipes that synthesise GRID-style sentences
+(recipes/asr_grid, recipes/lips_grid).
 
 GRID sentences have six slots — command, colour, preposition, letter, digit, adverb — and
 51 words (``bin blue at f two now``). The letter slot has no "w".
