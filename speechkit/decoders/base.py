@@ -1,4 +1,4 @@
-"""What every decoder returns, and the helpers that turn token paths into text and word times."""
+"""What every decoder returns, and the helpers that turn per-frame token paths into tokens, text and word times."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from speechkit.functional import lengths_mask
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,39 @@ class Hypothesis:
     tokens: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
     words: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    """Final hypotheses of a batch, best first: ``(B, N)`` scores and ``(T, B, N)`` per-frame paths."""
+
+    scores: Tensor  # (B, N) fused log-probability, -inf for an empty slot
+    ctc: Tensor  # (B, N) its CTC part: log-probability of the alignments the search kept
+    emitted: Tensor  # (T, B, N) token appended at each frame, 0 where none
+    nonblank: Tensor  # (T, B, N) whether the hypothesis' last token is (most likely) still on
+
+
+def paths(emitted: Tensor, nonblank: Tensor) -> tuple[list[int], list[int], list[int], list[int]]:
+    """The tokens of per-frame paths ``(T, B, N)``: flat lists of token, start frame and end frame, and
+    ``offsets`` (``B · N + 1``): the tokens of path ``(b, n)`` are ``offsets[b·N + n] … offsets[b·N + n + 1] - 1``.
+
+    ``emitted[t]`` is the token a path appends at frame ``t`` (0: none), which starts there; it ends at
+    the last frame before the next token's start where ``nonblank`` (still on the token) holds, and at
+    its start frame if there is none. Vectorised torch (on the CPU), so no decoder needs a compiler.
+    """
+    T, B, N = emitted.shape
+    em = emitted.cpu().permute(1, 2, 0).reshape(B * N, T)  # one path a row
+    on = nonblank.cpu().permute(1, 2, 0).reshape(B * N, T)
+    is_tok = em > 0
+    row, start = is_tok.nonzero(as_tuple=True)  # row-major: paths in order, each path's tokens in time order
+    offsets = torch.zeros(B * N + 1, dtype=torch.long)
+    torch.cumsum(is_tok.sum(1), 0, out=offsets[1:])
+    nxt = torch.full_like(start, T)  # the next token's start on the same path (T: the path's end)
+    followed = row[1:] == row[:-1]
+    nxt[:-1][followed] = start[1:][followed]
+    last_on = (on * torch.arange(1, T + 1)).cummax(1).values - 1  # (B·N, T): latest frame ≤ t still on, or -1
+    end = torch.maximum(last_on[row, nxt - 1], start)
+    return em[row, start].tolist(), start.tolist(), end.tolist(), offsets.tolist()
 
 
 def tokens_to_text(tokens: list[int], symbols: list[str]) -> str:
@@ -137,7 +172,7 @@ class Decoder:
                     f"log_probs has +inf (first at utterance {b}, frame {t}): a log-probability is "
                     "at most 0 (pass log_softmax output; check the checkpoint)"
                 )
-            valid = torch.arange(T, device=log_probs.device)[None, :] < lengths.to(log_probs.device)[:, None]
+            valid = lengths_mask(lengths.to(log_probs.device), T)
             impossible = (peak == float("-inf")) & valid  # no token can be emitted
             if bool(impossible.any()):
                 b, t = (int(i) for i in impossible.nonzero()[0])

@@ -2,21 +2,95 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from speechkit.decoders.base import BLANK
 from speechkit.decoders.lexicon import hash_sequences
 from speechkit.lm.base import LanguageModel
-from speechkit.registry import build
+from speechkit.lm.ngram import EOS, NgramLM
+from speechkit.registry import as_params, build
 
 log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------- for the compiled search
+
+NO_LM, CHAR_LM, WORD_LM = 0, 1, 2  # NativeFusion.kind
+
+
+class NativeNgram(NamedTuple):
+    """An ``ngram`` LM's tables as NumPy arrays (``NgramLM.tables``; dense ones 0 × 0 when absent)."""
+
+    dense_logp: np.ndarray  # (S, U) float32
+    dense_next: np.ndarray  # (S, U) int64
+    keys: np.ndarray  # (E,) int64, sorted: context node · U + unit
+    logp: np.ndarray  # (E,) float32
+    child: np.ndarray  # (E,) int64
+    bow: np.ndarray  # (S,) float32
+    suffix: np.ndarray  # (S,) int64
+    order: int
+    num_units: int
+
+
+_EMPTY_1I = np.zeros(0, np.int64)
+_EMPTY_1F = np.zeros(0, np.float32)
+_NO_NGRAM = NativeNgram(
+    np.zeros((0, 0), np.float32),
+    np.zeros((0, 0), np.int64),
+    _EMPTY_1I,
+    _EMPTY_1F,
+    _EMPTY_1I,
+    _EMPTY_1F,
+    _EMPTY_1I,
+    0,
+    1,
+)
+
+
+class NativeFusion(NamedTuple):
+    """A fusion as the compiled search reads it, built by the fusion's ``to_native``."""
+
+    kind: int  # NO_LM (beta per completed word), CHAR_LM or WORD_LM
+    beta: float
+    space: int  # the word separator token (-1: none)
+    alpha: float = 0.0
+    lm: NativeNgram = _NO_NGRAM
+    lm_max: float = 0.0  # the LM's largest log-probability: bounds what fusion adds to an extension
+    bos: int = 0  # the LM state at the start
+    eos: int = 0  # the LM id of </s>
+    tok_unit: np.ndarray = _EMPTY_1I  # (V,) int64, char LM: each token's LM unit
+    word_hashes: np.ndarray = _EMPTY_1I  # (W,) int64, word LM: the spelling hashes of its words, sorted
+    word_ids: np.ndarray = _EMPTY_1I  # (W,) int64: their LM ids
+    unk: int = 0  # word LM: the id of <unk>
+
+
+def _native_ngram(lm: LanguageModel) -> NativeNgram | None:
+    """An ``ngram`` LM's tables for the compiled search; None for any other LM (a subclass may score differently)."""
+    if type(lm) is not NgramLM:
+        return None
+    t = lm.tables()
+    dense = t.dense_logp is not None
+    return NativeNgram(
+        t.dense_logp.numpy() if dense else _NO_NGRAM.dense_logp,
+        t.dense_next.numpy() if dense else _NO_NGRAM.dense_next,
+        t.keys.numpy(),
+        t.logp.numpy(),
+        t.child.numpy(),
+        t.bow.numpy(),
+        t.suffix.numpy(),
+        t.order,
+        t.num_units,
+    )
+
+
+# --------------------------------------------------------------------------- fusion (LM + bonus)
 
 
 class Fusion:
@@ -54,6 +128,12 @@ class Fusion:
         """``(B, K)`` score added when each hypothesis ends (its last word completes)."""
         return in_word * self.beta
 
+    def to_native(self) -> NativeFusion | None:
+        """This fusion as the compiled search takes it; None where the search cannot run it (a subclass)."""
+        if type(self) is not Fusion:  # a subclass may score differently
+            return None
+        return NativeFusion(NO_LM, float(self.beta), int(self.space_id))
+
 
 class CharFusion(Fusion):
     """A character LM: ``alpha · log P_lm(c | history) + beta`` for every token ``c`` emitted."""
@@ -80,6 +160,22 @@ class CharFusion(Fusion):
 
     def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
         return self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
+
+    def to_native(self) -> NativeFusion | None:
+        lm = _native_ngram(self.lm)
+        if type(self) is not CharFusion or lm is None:
+            return None
+        return NativeFusion(
+            CHAR_LM,
+            float(self.beta),
+            int(self.space_id),
+            alpha=float(self.alpha),
+            lm=lm,
+            lm_max=self.lm.max_logprob,
+            bos=int(self.lm.bos_state),
+            eos=self.lm.stoi[EOS],
+            tok_unit=self.lm_ids.cpu().numpy(),
+        )
 
 
 class WordFusion(Fusion):
@@ -139,8 +235,26 @@ class WordFusion(Fusion):
         state = self.lm.advance(state, ids, in_word.reshape(-1))
         return last + self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
 
+    def to_native(self) -> NativeFusion | None:
+        lm = _native_ngram(self.lm)
+        if type(self) is not WordFusion or lm is None:
+            return None
+        return NativeFusion(
+            WORD_LM,
+            float(self.beta),
+            int(self.space_id),
+            alpha=float(self.alpha),
+            lm=lm,
+            lm_max=self.lm.max_logprob,
+            bos=int(self.lm.bos_state),
+            eos=self.lm.stoi[EOS],
+            word_hashes=self.hashes.cpu().numpy(),
+            word_ids=self.ids.cpu().numpy(),
+            unk=int(self.unk_id),
+        )
 
-# --------------------------------------------------------------------------- the search core
+
+# --------------------------------------------------------------------------- the LM of a decoder config
 
 
 def build_lm(spec: Any) -> LanguageModel | None:
@@ -151,12 +265,7 @@ def build_lm(spec: Any) -> LanguageModel | None:
         return spec
     if isinstance(spec, str):
         return build("lm", spec)
-    if dataclasses.is_dataclass(spec):
-        spec = dataclasses.asdict(spec)
-    elif not isinstance(spec, dict):
-        from omegaconf import OmegaConf
-
-        spec = OmegaConf.to_container(spec, resolve=True)
-    if "name" not in spec:
+    params = as_params(spec)  # a DictConfig, dict or dataclass node
+    if "name" not in params:
         raise ValueError(f"decoder.lm needs a 'name' (an lm plugin, e.g. decoder.lm=ngram); got {spec!r}")
-    return build("lm", **spec)
+    return build("lm", params)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import BLANK, Decoder, Hypothesis, tokens_to_text, word_spans
-from speechkit.decoders.native import paths
+from speechkit.decoders.base import BLANK, Decoder, Hypothesis, paths, tokens_to_text, word_spans
+from speechkit.functional import lengths_mask
 from speechkit.registry import register
 
 
@@ -32,7 +32,7 @@ class GreedyDecoder(Decoder):
         best, ids = log_probs.max(dim=-1)  # (B, T)
         T = ids.shape[1]
         lengths = lengths.to(ids.device)
-        valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
+        valid = lengths_mask(lengths, T)
         prev = torch.nn.functional.pad(ids, (1, 0), value=BLANK)[:, :-1]
         emit = valid & (ids != BLANK) & (ids != prev)  # first frame of each emitted token
         scores = torch.where(valid, best, 0.0).sum(dim=1)  # not best * valid: -inf in padding × 0 is NaN

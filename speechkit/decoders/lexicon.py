@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -13,7 +15,7 @@ from speechkit.decoders.base import BLANK
 log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
-_HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, well mixed
+HASH_MUL = -7046029254386353131  # 0x9E3779B97F4A7C15 as int64: odd, well mixed
 
 
 def extend_hash(h: Tensor, c: Tensor) -> Tensor:
@@ -21,7 +23,7 @@ def extend_hash(h: Tensor, c: Tensor) -> Tensor:
 
     Equal prefixes get equal hashes; distinct prefixes collide with probability about 2**-64.
     """
-    return h * _HASH_MUL + (c + 1)
+    return h * HASH_MUL + (c + 1)
 
 
 def hash_sequences(seqs: list[list[int]]) -> Tensor:
@@ -37,6 +39,20 @@ def hash_sequences(seqs: list[list[int]]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- lexicon
+
+
+class NativeLexicon(NamedTuple):
+    """A lexicon trie as the compiled search reads it (:meth:`LexiconTrie.to_native`; empty: no lexicon)."""
+
+    child: np.ndarray  # (nodes, V) int64: the node after each token (-1: none)
+    is_word: np.ndarray  # (nodes,) bool: a complete word ends here
+    allowed_ptr: np.ndarray  # (nodes + 1,) int64: where each node's tokens start in allowed_tok
+    allowed_tok: np.ndarray  # int64: the tokens each node allows (its letters; the separator after a word)
+
+
+NO_LEXICON = NativeLexicon(
+    np.zeros((0, 0), np.int64), np.zeros(0, np.bool_), np.zeros(0, np.int64), np.zeros(0, np.int64)
+)
 
 
 class LexiconTrie:
@@ -104,7 +120,9 @@ class LexiconTrie:
     def to(self, device: torch.device) -> LexiconTrie:
         self.child, self.is_word = self.child.to(device), self.is_word.to(device)
         # log-domain mask: 0 where a token may follow a node, -inf where not
-        self._penalty = torch.zeros(self.allowed.shape, device=device).masked_fill_(~self.allowed.to(device), NEG_INF)
+        self._penalty = torch.zeros(self.allowed.shape, device=device).masked_fill_(
+            ~self.allowed.to(device), NEG_INF
+        )
         return self
 
     def penalty(self, node: Tensor, tok: Tensor) -> Tensor:
@@ -116,5 +134,11 @@ class LexiconTrie:
         nxt = torch.take(self.child, node * self.child.shape[1] + c).clamp_(min=0)
         return torch.where(is_space, 0, nxt)
 
-
-# --------------------------------------------------------------------------- fusion (LM + bonus)
+    def to_native(self) -> NativeLexicon:
+        """The trie as NumPy arrays (sharing the CPU tensors' memory) for the compiled search."""
+        return NativeLexicon(
+            self.child.cpu().numpy(),
+            self.is_word.cpu().numpy(),
+            self.allowed_ptr.numpy(),
+            self.allowed_tok.numpy(),
+        )

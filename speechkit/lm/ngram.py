@@ -33,6 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -221,6 +222,23 @@ def write_arpa(tables: list[Ngrams], path: str | Path) -> None:
 # --------------------------------------------------------------------------- the plugin
 
 
+class NgramTables(NamedTuple):
+    """An :class:`NgramLM`'s look-up tables on the CPU (see ``NgramLM._compile``), by :meth:`NgramLM.tables`.
+
+    Entry ``(context node, unit)`` has key ``node · num_units + unit``; node 0 is the empty context.
+    """
+
+    keys: Tensor  # (E,) int64, sorted
+    logp: Tensor  # (E,) float32: natural-log p(unit | context)
+    child: Tensor  # (E,) int64: the context node after the unit (-1: none, the top order)
+    bow: Tensor  # (S,) float32: natural-log backoff weight of each context node
+    suffix: Tensor  # (S,) int64: each context node with its oldest unit dropped
+    dense_logp: Tensor | None  # (S, U) float32: every (context, unit) log-probability, small models only
+    dense_next: Tensor | None  # (S, U) int64: the context node after it
+    order: int
+    num_units: int  # U
+
+
 @register("lm", "ngram", NgramConfig)
 class NgramLM(LanguageModel):
     """Character or word n-gram LM (interpolated Kneser-Ney), read from or written to ARPA."""
@@ -325,6 +343,22 @@ class NgramLM(LanguageModel):
             self._dense = True
         # the largest log-probability the LM gives (≤ 0 in any proper file; the beam search's bound uses it)
         self.max_logprob = max(max(logp, default=0.0), float(self._cpu["dense_logp"].max()) if self._dense else 0.0)
+
+    def tables(self) -> NgramTables:
+        """The look-up tables (CPU tensors, shared, not copied), for scorers outside torch."""
+        t = self._cpu
+        dense_logp, dense_next = t.get("dense_logp"), t.get("dense_next")
+        return NgramTables(
+            t["keys"],
+            t["logp"],
+            t["child"],
+            t["bow"],
+            t["suffix"],
+            dense_logp,
+            dense_next,
+            self.order,
+            len(self.vocab),
+        )
 
     def _tables(self, device: torch.device) -> dict[str, Tensor]:
         key = str(device)

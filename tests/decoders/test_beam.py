@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speechkit.decoders.beam import Fusion, prefix_beam_search
+from speechkit.decoders.beam_torch import prefix_beam_search
+from speechkit.decoders.fusion import Fusion
 from speechkit.lm.ngram import NgramConfig, NgramLM
 from speechkit.registry import build
 
@@ -118,9 +119,10 @@ def test_automatic_token_pruning_keeps_the_search_exact():
     class NoOp(Fusion):
         pass
 
+    tokens = ["<b>"] + list("abcdefgh")
     for K in (1, 3, 6):
-        fast = prefix_beam_search(lp, lengths, K, nbest=K, engine=ENGINE["name"])
-        full = prefix_beam_search(lp, lengths, K, nbest=K, fusion=NoOp(0.0, -1), engine="torch")
+        fast = beam(tokens, beam_size=K, nbest=K).search(lp, lengths)
+        full = prefix_beam_search(lp, lengths, K, nbest=K, fusion=NoOp(0.0, -1))
         torch.testing.assert_close(fast.scores, full.scores)
         assert torch.equal(fast.emitted, full.emitted)
 
