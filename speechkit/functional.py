@@ -181,3 +181,10 @@ def masked_batch_norm(
     shift = -mean * scale if bias is None else bias - mean * scale
     view = (1, -1) + (1,) * (x.dim() - 2)
     return torch.addcmul(shift.view(view), x, scale.view(view))
+
+
+def masked_batch_norm_of(bn: torch.nn.modules.batchnorm._BatchNorm, x: Tensor, lengths: Tensor,
+                         time_dim: int) -> Tensor:
+    """:func:`masked_batch_norm` with the parameters and running estimates of the module ``bn``."""
+    return masked_batch_norm(x, lengths, time_dim, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                             bn.momentum, bn.eps, bn.num_batches_tracked)

@@ -174,35 +174,16 @@ class BeamDecoder(Decoder):
         src = None
         if c.blank_skip_logp is not None and T:
             lp, lengths, src = collapse_blank_runs(lp, lengths, c.blank_skip_logp)
+        pruning = dict(beam_size=c.beam_size, nbest=c.nbest, token_topk=c.token_topk,
+                       token_min_logp=c.token_min_logp, beam_threshold=c.beam_threshold)
         if self.engines(dev).search == "native":
             from speechkit.decoders import beam_compiled
 
-            res = beam_compiled.search(
-                lp,
-                lengths,
-                beam_size=c.beam_size,
-                nbest=c.nbest,
-                token_topk=c.token_topk,
-                token_min_logp=c.token_min_logp,
-                beam_threshold=c.beam_threshold,
-                fusion=self.native_fusion,
-                lexicon=self.native_lexicon,
-            )
+            res = beam_compiled.search(lp, lengths, **pruning, fusion=self.native_fusion, lexicon=self.native_lexicon)
             res = SearchResult(res.scores.to(dev), res.ctc.to(dev), res.emitted.to(dev), res.nonblank.to(dev))
         else:
-            res = prefix_beam_search(
-                lp,
-                lengths,
-                beam_size=c.beam_size,
-                nbest=c.nbest,
-                fusion=self.fusion,
-                lexicon=self.lexicon,
-                space_id=self.space_id,
-                token_topk=c.token_topk,
-                token_min_logp=c.token_min_logp,
-                beam_threshold=c.beam_threshold,
-                compile=c.compile,
-            )
+            res = prefix_beam_search(lp, lengths, **pruning, fusion=self.fusion, lexicon=self.lexicon,
+                                     space_id=self.space_id, compile=c.compile)
         return uncollapse(res, src, T) if src is not None else res
 
     @torch.no_grad()

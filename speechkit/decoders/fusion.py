@@ -93,6 +93,16 @@ def _native_ngram(lm: LanguageModel) -> NativeNgram | None:
 # --------------------------------------------------------------------------- fusion (LM + bonus)
 
 
+def _native_lm_fusion(fusion: Any, kind: int, **extra: Any) -> NativeFusion | None:
+    """The compiled form of an n-gram LM fusion (None when its LM is not an n-gram the engine reads)."""
+    lm = _native_ngram(fusion.lm)
+    if lm is None:
+        return None
+    return NativeFusion(kind, float(fusion.beta), int(fusion.space_id), alpha=float(fusion.alpha), lm=lm,
+                        lm_max=fusion.lm.max_logprob, bos=int(fusion.lm.bos_state), eos=fusion.lm.stoi[EOS],
+                        **extra)
+
+
 class Fusion:
     """Scores added to the CTC log-probability: ``beta`` per completed word, no LM.
 
@@ -162,20 +172,9 @@ class CharFusion(Fusion):
         return self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
 
     def to_native(self) -> NativeFusion | None:
-        lm = _native_ngram(self.lm)
-        if type(self) is not CharFusion or lm is None:
+        if type(self) is not CharFusion:
             return None
-        return NativeFusion(
-            CHAR_LM,
-            float(self.beta),
-            int(self.space_id),
-            alpha=float(self.alpha),
-            lm=lm,
-            lm_max=self.lm.max_logprob,
-            bos=int(self.lm.bos_state),
-            eos=self.lm.stoi[EOS],
-            tok_unit=self.lm_ids.cpu().numpy(),
-        )
+        return _native_lm_fusion(self, CHAR_LM, tok_unit=self.lm_ids.cpu().numpy())
 
 
 class WordFusion(Fusion):
@@ -236,22 +235,10 @@ class WordFusion(Fusion):
         return last + self.alpha * self.lm.end_logprobs(state).view(in_word.shape)
 
     def to_native(self) -> NativeFusion | None:
-        lm = _native_ngram(self.lm)
-        if type(self) is not WordFusion or lm is None:
+        if type(self) is not WordFusion:
             return None
-        return NativeFusion(
-            WORD_LM,
-            float(self.beta),
-            int(self.space_id),
-            alpha=float(self.alpha),
-            lm=lm,
-            lm_max=self.lm.max_logprob,
-            bos=int(self.lm.bos_state),
-            eos=self.lm.stoi[EOS],
-            word_hashes=self.hashes.cpu().numpy(),
-            word_ids=self.ids.cpu().numpy(),
-            unk=int(self.unk_id),
-        )
+        return _native_lm_fusion(self, WORD_LM, word_hashes=self.hashes.cpu().numpy(),
+                                 word_ids=self.ids.cpu().numpy(), unk=int(self.unk_id))
 
 
 # --------------------------------------------------------------------------- the LM of a decoder config

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
 from speechkit.frontends.base import Frontend, invalid_input, invalid_setting
-from speechkit.functional import mask_padding, masked_batch_norm, masked_standardize
+from speechkit.functional import mask_padding, masked_batch_norm_of, masked_standardize
 from speechkit.registry import register
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -178,18 +178,7 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if not self.training or lengths is None:
             return super().forward(x)
-        return masked_batch_norm(
-            x,
-            lengths,
-            3,  # (B, C, H, W): the columns are time
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            self.momentum,
-            self.eps,
-            self.num_batches_tracked,
-        )
+        return masked_batch_norm_of(self, x, lengths, 3)  # (B, C, H, W): the columns are time
 
 
 class ConvBlock(nn.Module):

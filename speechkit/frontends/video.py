@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
 from speechkit.frontends.base import Frontend, invalid_input, invalid_setting, log_once
-from speechkit.functional import mask_padding, masked_batch_norm, masked_standardize
+from speechkit.functional import mask_padding, masked_batch_norm_of, masked_standardize
 from speechkit.registry import register
 
 log = logging.getLogger(__name__)
@@ -377,18 +377,7 @@ class MaskedBatchNorm3d(nn.BatchNorm3d):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if not self.training or lengths is None:
             return super().forward(x)
-        return masked_batch_norm(
-            x,
-            lengths,
-            2,  # (B, C, T, H, W)
-            self.running_mean,
-            self.running_var,
-            self.weight,
-            self.bias,
-            self.momentum,
-            self.eps,
-            self.num_batches_tracked,
-        )
+        return masked_batch_norm_of(self, x, lengths, 2)  # (B, C, T, H, W)
 
 
 class STCNNBlock(nn.Module):
