@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from speechkit.data.errors import DataError
-from speechkit.frontends import audio
+from speechkit.frontends import audio, audio_io
 from speechkit.frontends import functional as FF
 from speechkit.frontends.audio import Fbank, FbankConfig, Mfcc, MfccConfig, Spectrogram, load_audio
 from speechkit.registry import build
@@ -300,7 +300,7 @@ def test_load_audio_downmixes_stereo_by_averaging(tmp_path):
 
 
 def test_load_audio_logs_resampling_and_downmixing_once_per_kind(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(audio, "_logged", set())
+    monkeypatch.setattr(audio_io, "_logged", set())
     for i in range(3):
         sf.write(tmp_path / f"{i}.wav", np.zeros((2205, 2)) + 0.1, 22050)
     with caplog.at_level(logging.INFO, logger="speechkit.frontends.audio"):
