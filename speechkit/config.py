@@ -1,18 +1,25 @@
 """Typed configs of the non-plugin parts (data, trainer) and the Hydra entry-point wrapper.
 
 The stage groups (frontend, augment, encoder, …) are filled by the registry; this module stores
-``data`` and ``trainer`` schemas and runs Hydra so that a misspelt key or an unknown plugin
+``data`` and ``trainer`` schemas and runs Hydra so that a misspelt key, an unknown plugin or recipe
 fails at once with a message naming the valid choices.
+
+Every command (train, eval, transcribe, export, validate) answers the same way: exit status 0 when
+done; 2 for a mistake in the command or its inputs, with the command's usage line and one ``error:``
+line on stderr and no traceback (``--debug`` or ``HYDRA_FULL_ERROR=1`` shows it); speechkit-validate
+exits 1 when the corpus has errors. ``-h``/``--help`` loads no plugin, so torch is not imported.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
 
@@ -92,19 +99,31 @@ def _rewrite_nested_groups(args: list[str]) -> list[str]:
 
 
 def _check_overrides(config_name: str, overrides: list[str]) -> None:
-    """Compose once before Hydra runs, so a bad key is reported with the keys that are valid."""
+    """Compose once before Hydra runs, so a bad key or option is one ``error:`` line naming the valid ones.
+
+    A config group's option is checked against the options there are before composing: Hydra skips an
+    unknown option of an optional group (``optional recipe: null``) without a word, so ``recipe=asr_gird``
+    would otherwise train with no recipe at all.
+    """
     from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import ConfigKeyError
 
-    if any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help", "--info", "-c", "--cfg") for a in sys.argv[1:]):
+    if any(a in ("--hydra-help", "--info", "-c", "--cfg") for a in sys.argv[1:]):
         return
+    sweep = any(a in ("-m", "--multirun") for a in sys.argv[1:])  # sweeps do not compose: options only
+    # hydra.searchpath (more config folders, their recipes) counts; Hydra's other settings do not
+    search = [o for o in overrides if o.startswith("hydra.searchpath=")]
     plain = [o for o in overrides if not o.startswith("hydra.") and not o.startswith("hydra/")]
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=plain)
+            _check_group_options(config_name, plain, search)
+            if not sweep:
+                compose(config_name, overrides=plain + search)
     except ConfigCompositionException as e:
+        if _debug():
+            raise
         cause = e.__cause__
         msg = str(e)
         if isinstance(cause, ConfigKeyError) or getattr(cause, "full_key", None):
@@ -128,7 +147,45 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
                 + (f" Valid keys of {where}: {valid}" if valid else "")
                 + f"\n(from: {msg.splitlines()[0]})"
             )
-        sys.exit("error: " + msg.split("\nConfig search path:")[0].strip())
+        sys.exit("error: " + _one_line(msg.split("\nConfig search path:")[0]))
+    except HydraException as e:  # an override Hydra cannot parse (``key`` without ``=``, bad quoting)
+        if _debug():
+            raise
+        sys.exit("error: " + _one_line(str(e).split("\nSee https://")[0]))
+
+
+def _check_group_options(config_name: str, overrides: list[str], search: list[str]) -> None:
+    """``group=option`` names an option of that group (a file in conf/GROUP/ or in a folder of
+    ``hydra.searchpath``, or a stored plugin config).
+
+    Runs inside an initialised Hydra (its config loader sees conf/ and the ConfigStore)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    loader = GlobalHydra.instance().config_loader()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_delete() or o.package is not None:
+            continue
+        value = o.value()
+        values = value.list if isinstance(value, ChoiceSweep) else [value]
+        if not all(isinstance(v, str) for v in values):  # null, numbers, other sweeps: Hydra's to judge
+            continue
+        options = loader.get_group_options(o.key_or_group, config_name=config_name, overrides=search)
+        if not options:  # a key, not a config group
+            continue
+        for v in values:
+            if v not in options:
+                group = o.key_or_group.replace("/", ".")
+                there = f" (no conf/{o.key_or_group}/{v}.yaml)" if (CONF_DIR / o.key_or_group).is_dir() else ""
+                sys.exit(f"error: unknown {group} '{v}'{there}; valid choices: {', '.join(options)}")
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line messages (``Available options in 'encoder':`` and a tabbed list) as one line."""
+    text = re.sub(r"\s*\n\s*\n\s*", "; ", text.strip())
+    text = re.sub(r":\s*\n\s*", ": ", text)
+    return re.sub(r"\s*\n\s*", ", ", text)
 
 
 def _torchrun_overrides(args: list[str]) -> list[str]:
@@ -154,24 +211,265 @@ def _torchrun_overrides(args: list[str]) -> list[str]:
     return extra
 
 
+# ----------------------------------------------------------------------------- the commands
+
+
+#: Each command's usage line, by the name of its primary config.
+USAGE: dict[str, str] = {
+    "config": "speechkit-train recipe=NAME | data.train_manifest=PATH [key=value …]",
+    "eval": "speechkit-eval checkpoint=PATH data.test_manifest=PATH [decoder=NAME] [key=value …]",
+    "transcribe": "speechkit-transcribe checkpoint=PATH input=FILE|FOLDER|MANIFEST [key=value …]",
+    "export": "speechkit-export checkpoint=PATH out=FILE [format=torchscript|onnx] [key=value …]",
+    "validate": "speechkit-validate recipe=NAME | data.train_manifest=PATH [vocab=FILE|CHECKPOINT] [key=value …]",
+}
+
+#: Exit status of a command stopped by the user's mistake (the usage line, then one ``error:`` line).
+USER_ERROR_STATUS = 2
+
+#: Exceptions that are the user's mistake wherever they are raised, as (module, name): looked up in
+#: sys.modules, so checking for them imports nothing (an exception of a type never imported cannot occur).
+_USER_ERRORS = (
+    ("omegaconf.errors", "MissingMandatoryValue"),  # a ``???`` value the command line did not give
+    ("speechkit.registry", "PluginError"),  # an unknown plugin name or parameter, a broken plugin package
+    ("speechkit.data.errors", "DataError"),  # a manifest line or media file that cannot be used
+    ("speechkit.checkpoint", "CheckpointError"),  # a checkpoint that is missing, corrupt or does not fit
+    ("speechkit.rundir", "RunDirError"),  # a run directory that is busy, or resumed with another config
+)
+
+_HELP_FLAGS = ("-h", "--help")
+
+
+def _debug() -> bool:
+    """``--debug`` or ``HYDRA_FULL_ERROR=1``: errors keep their full traceback."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _raised_by_speechkit(e: BaseException) -> bool:
+    """True when ``e`` comes from a ``raise`` statement in speechkit's own code (a message written for the
+    user, such as ``data.train_manifest is not set``), not from a library or a failing operation."""
+    import linecache
+
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    return _PACKAGE_DIR in path.parents and linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
+
+
+def user_error(e: BaseException) -> str | None:
+    """The one-line message of an exception that is the user's mistake, or None for anything else
+    (a bug keeps its traceback).
+
+    The user's mistakes: the types of ``_USER_ERRORS``, and a ValueError or RuntimeError that speechkit
+    raises itself (an invalid setting such as ``trainer.precision=fp8``, ``device=cuda`` with no GPU).
+    """
+    known = tuple(getattr(sys.modules[m], n) for m, n in _USER_ERRORS if m in sys.modules)
+    if isinstance(e, known):
+        full_key = getattr(e, "full_key", None)
+        if type(e).__name__ == "MissingMandatoryValue" and full_key:
+            return f"{full_key} is not set (a mandatory value): pass {full_key}=…"
+    elif not (isinstance(e, ValueError | RuntimeError) and _raised_by_speechkit(e)):
+        return None
+    msg = str(e)
+    if "Original Traceback" in msg:  # re-raised from a DataLoader worker: its message is the last line
+        msg = msg.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(line.strip() for line in msg.splitlines() if line.strip())
+
+
+def _guard(task: Callable) -> Callable:
+    """``task`` with the user's mistakes turned into ``SystemExit("error: …")`` inside the Hydra job, before
+    Hydra's own report (``Error executing job`` and a traceback) sees them. Anything else propagates."""
+
+    @functools.wraps(task)  # Hydra names the job (and its log file) after the wrapped function's module
+    def guarded(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except Exception as e:
+            message = None if _debug() else user_error(e)
+            if message is None:
+                raise
+            raise SystemExit(f"error: {message}") from None
+
+    return guarded
+
+
+def _missing_values(config_name: str, args: list[str]) -> list[str]:
+    """The ``???`` keys of the command's own config file that ``args`` does not set (read from the YAML:
+    no plugin loaded, no composition). Empty when a flag changes what is composed (``--cfg``, ``-cn``…)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / f"{config_name}.yaml"
+    if not path.is_file() or any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return []
+    cfg = OmegaConf.load(path)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    return [k for k in cfg if k not in given and OmegaConf.is_missing(cfg, k)]
+
+
+def _fail(usage: str, message: str) -> NoReturn:
+    print(f"usage: {usage}", file=sys.stderr)
+    print(message, file=sys.stderr)
+    sys.exit(USER_ERROR_STATUS)
+
+
 def run_hydra(task: Callable, config_name: str, save_hydra_dir: bool = True) -> None:
     """Run ``task(cfg)`` as a Hydra app over speechkit's packaged configs.
 
     Plugins (built-in and from entry points) are registered first, so their configs are in
     Hydra's ConfigStore when it composes. ``save_hydra_dir=False``: Hydra writes no ``.hydra/``
     before the task runs (the task writes it once it may use the directory: speechkit/rundir.py).
+
+    ``-h``/``--help`` prints the command's help without loading any plugin (nor torch). A mistake of the
+    user's — a misspelt key, option or recipe, a missing mandatory value, an unusable input or checkpoint,
+    an invalid setting (:func:`user_error`) — prints the usage line and one ``error:`` line on stderr and
+    exits with status 2 (``USER_ERROR_STATUS``); ``--debug`` (removed before Hydra sees the arguments) or
+    ``HYDRA_FULL_ERROR=1`` shows the full traceback instead. Any other exception keeps its traceback.
     """
+    usage = USAGE.get(config_name, f"{Path(sys.argv[0]).name} [key=value …]")
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--debug")]
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    if any(a in _HELP_FLAGS for a in sys.argv[1:]):
+        print(command_help(task, config_name, usage))
+        return
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        missing = _missing_values(config_name, sys.argv[1:])
+        if missing:
+            sys.exit(f"error: missing mandatory value{'s' if len(missing) > 1 else ''} "
+                     f"{', '.join(missing)}: pass {' '.join(k + '=…' for k in missing)}")
+        _run_hydra(task, config_name, save_hydra_dir)
+    except SystemExit as e:  # every ``error:`` exit, here or in the task, the same way
+        if isinstance(e.code, str) and e.code.startswith("error:"):
+            _fail(usage, e.code)
+        raise
+
+
+def _run_hydra(task: Callable, config_name: str, save_hydra_dir: bool) -> None:
     import hydra
 
-    from speechkit.registry import load_plugins
+    from speechkit.registry import PluginError, load_plugins
 
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    load_plugins()
+    try:
+        load_plugins()
+    except PluginError as e:  # a third-party plugin package that fails to import
+        if _debug():
+            raise
+        sys.exit(f"error: {e}")
     store_schemas()
-    sys.argv = [sys.argv[0], *_rewrite_nested_groups(sys.argv[1:]), *_torchrun_overrides(sys.argv[1:])]
-    if not save_hydra_dir and "hydra.output_subdir=null" not in sys.argv:
-        sys.argv.append("hydra.output_subdir=null")
+    args = _rewrite_nested_groups(sys.argv[1:])
+    extra = _torchrun_overrides(sys.argv[1:])
+    if not save_hydra_dir and "hydra.output_subdir=null" not in args:
+        extra.append("hydra.output_subdir=null")
+    # beside the user's overrides: Hydra's parser takes them as one run of words (``recipe=demo --cfg job``)
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    sys.argv = [sys.argv[0], *args[:at], *extra, *args[at:]]
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     _check_overrides(config_name, overrides)
-    main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
+    main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(_guard(task))
     main()
+
+
+# ----------------------------------------------------------------------------- --help
+
+
+_SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig}
+
+
+def _defaults(config_name: str) -> list[tuple[str, str | None]]:
+    """(group, default option) of a config file's defaults list, configs it includes followed."""
+    from omegaconf import OmegaConf
+
+    out: list[tuple[str, str | None]] = []
+    for entry in OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults", []):
+        if isinstance(entry, str):
+            if entry != "_self_" and (CONF_DIR / f"{entry}.yaml").is_file():
+                out += _defaults(entry)
+            continue
+        for key, value in entry.items():
+            out.append((str(key).split()[-1].lstrip("/"), value))
+    return out
+
+
+def _group_line(group: str, default: str | None) -> str:
+    from hydra.core.config_store import ConfigStore
+
+    from speechkit.registry import EXTRA_GROUPS, KINDS
+
+    key = f"  {group}=NAME".ljust(24)
+    if group in KINDS.values():  # plugins are not loaded for --help: name the command that lists them
+        nested = [g.replace("/", ".") for gs in EXTRA_GROUPS.values() for g in gs if g.startswith(group + "/")]
+        return key + f"a plugin (default: {default})" + "".join(f"; {n}=NAME" for n in nested)
+    options = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    try:
+        options |= {n.removesuffix(".yaml") for n in ConfigStore.instance().list(group)}
+    except OSError:  # no stored config in that group
+        pass
+    return key + ", ".join(sorted(options)) + f" (default: {default or 'none'})"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _schema_lines(group: str, schema: type) -> list[str]:
+    """``group.key=default  comment`` for each field of a config dataclass (the comment from its source)."""
+    import dataclasses
+    import inspect
+
+    comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(schema), re.M))
+    return [
+        (f"  {group}.{f.name}={_yaml_value(f.default)}".ljust(36) + f"  {comments.get(f.name, '')}").rstrip()
+        for f in dataclasses.fields(schema)
+    ]
+
+
+def _settings_lines(config_name: str) -> list[str]:
+    """The command's own settings: its config file's lines but the usage comment, defaults and hydra."""
+    out, keep = [], False
+    for line in (CONF_DIR / f"{config_name}.yaml").read_text().splitlines():
+        top = re.match(r"([A-Za-z_]\w*):", line)
+        if top:
+            keep = top.group(1) not in ("defaults", "hydra")
+        if keep and line.strip():
+            out.append("  " + line)
+    return out
+
+
+def command_help(task: Callable, config_name: str, usage: str) -> str:
+    """``--help``: usage, what the command does, its config groups and settings (no plugin is loaded)."""
+    doc = (getattr(sys.modules.get(task.__module__), "__doc__", None) or "").strip()
+    lines = [f"usage: {usage}", ""]
+    if doc:
+        lines += [doc, ""]
+    store_schemas()
+    groups = _defaults(config_name)
+    if groups:
+        lines += ["config groups (GROUP=NAME; speechkit-plugins lists the plugins and their parameters):",
+                  *(_group_line(g, d) for g, d in groups), ""]
+    settings = _settings_lines(config_name)
+    if settings:
+        lines += [f"settings (conf/{config_name}.yaml; KEY=VALUE):", *settings, ""]
+    for group, _ in groups:
+        if group in _SCHEMAS:
+            lines += [f"{group} settings ({group}.KEY=VALUE):", *_schema_lines(group, _SCHEMAS[group]), ""]
+    lines += [
+        "options:",
+        "  -h, --help            this help",
+        "  --debug               show the full traceback of an error (as HYDRA_FULL_ERROR=1 does)",
+        "  --cfg job             print the composed config (every key, plugins' included) and exit",
+        "  --hydra-help          Hydra's own options: multirun (-m), sweeps, the config search path",
+        "",
+        f"exit status: 0 done; {USER_ERROR_STATUS} a mistake in the command or its inputs (the usage line and one "
+        "'error:' line on stderr)" + ("; 1 the corpus has errors (listed in the report)" if config_name == "validate"
+                                      else ""),
+    ]
+    return "\n".join(lines)

@@ -238,18 +238,74 @@ def build(kind: str, node: Any = None, /, **context: Any) -> Any:
         ) from None
 
 
-def describe() -> str:
-    """Every registered plugin by kind, with its parameters and defaults (for ``speechkit-plugins``)."""
+def _first_sentence(cls: type) -> str:
+    """The first sentence of ``cls``'s own docstring (not a base class's), its lines joined."""
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    # a full stop ends the sentence where the next one starts with a capital (not "e.g. the")
+    end = re.search(r"[.!?](?=\s+[A-Z`(\"])", paragraph)
+    return paragraph[: end.end()] if end else paragraph
+
+
+def field_help(config: type) -> dict[str, str]:
+    """Each field of a config dataclass → its help: ``metadata["help"]``, else the ``# …`` comment on
+    its line in the source, with the comment-only lines that continue it, joined into one line."""
+    import ast
+    import io
+    import textwrap
+    import tokenize
+
+    helps: dict[str, str] = {}
+    for klass in reversed([c for c in config.__mro__ if dataclasses.is_dataclass(c)]):
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):  # no source (built at run time, or a frozen module)
+            continue
+        comments: dict[int, str] = {}  # line → the comment on it
+        code_lines: set[int] = set()
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+                if tok.type == tokenize.COMMENT:
+                    comments[tok.start[0]] = tok.string.lstrip("#").strip()
+                elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+                    code_lines.update(range(tok.start[0], tok.end[0] + 1))
+            body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        except (SyntaxError, tokenize.TokenError, IndexError, AttributeError):
+            continue
+        for node in body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            lines = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+            parts = [comments[n] for n in lines if n in comments]
+            n = lines[-1] + 1
+            while parts and n in comments and n not in code_lines and not comments[n].startswith(("-", "=")):
+                parts.append(comments[n])  # a comment-only line that goes on with the field's comment
+                n += 1
+            if parts:
+                helps[node.target.id] = " ".join(parts)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("help"):
+            helps[f.name] = str(f.metadata["help"])
+    return helps
+
+
+def describe(kind: str | None = None) -> str:
+    """The registered plugins of ``kind`` (default: every kind), each with a one-sentence description
+    and its parameters, their types, defaults and help (for ``speechkit-plugins [KIND]``)."""
     load_plugins()
+    kinds = [registry(kind).kind] if kind is not None else list(REGISTRIES)
     lines = []
-    for kind, reg in REGISTRIES.items():
-        lines.append(f"{kind}:")
+    for k in kinds:
+        reg = REGISTRIES[k]
+        lines.append(f"{k}:")
         if not reg.plugins:
             lines.append("  (none)")
         for name in sorted(reg.plugins):
             p = reg.plugins[name]
-            doc = (inspect.getdoc(p.cls) or "").split("\n")[0]
+            doc = _first_sentence(p.cls)
             lines.append(f"  {name:<16} {p.module}.{p.cls.__name__}" + (f"  — {doc}" if doc else ""))
+            helps = field_help(p.config)
             for pname, ptype, default in p.parameters():
-                lines.append(f"      {pname}: {ptype} = {default!r}")
+                about = helps.get(pname)
+                lines.append(f"      {pname}: {ptype} = {default!r}" + (f"  # {about}" if about else ""))
     return "\n".join(lines)

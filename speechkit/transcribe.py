@@ -126,6 +126,20 @@ def task(cfg: DictConfig) -> None:
     if cfg.on_error not in ("raise", "skip"):
         raise SystemExit(f"error: on_error={cfg.on_error!r}: use raise or skip")
     decoder = OmegaConf.to_container(cfg.decoder, resolve=True)
+    # nbest: checked before anything is loaded or decoded, not answered with fewer hypotheses
+    if not isinstance(cfg.nbest, int) or cfg.nbest < 1:
+        raise SystemExit(f"error: nbest={cfg.nbest}: give the number of hypotheses to print, 1 or more")
+    returns = 1 if decoder.get("name") == "greedy" else decoder.get("nbest")  # None: a decoder we cannot ask
+    if isinstance(returns, int) and isinstance(decoder.get("beam_size"), int):
+        returns = min(returns, decoder["beam_size"])  # the beam search returns at most beam_size
+    if isinstance(returns, int) and cfg.nbest > returns:
+        fix = f"decoder=beam decoder.nbest={cfg.nbest}"
+        if decoder.get("name") == "beam" and decoder.get("beam_size", cfg.nbest) < cfg.nbest:
+            fix += f" decoder.beam_size={cfg.nbest}"
+        raise SystemExit(
+            f"error: nbest={cfg.nbest}, but the {decoder.get('name')} decoder returns at most {returns} "
+            f"hypothes{'is' if returns == 1 else 'es'} per input: set {fix}"
+        )
     try:  # the decoder asked for here, so the checkpoint's own need not be buildable
         pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=cfg.device, batch_size=cfg.batch_size)
     except CheckpointError as e:  # the checkpoint's, or an LM file's that the decoder names
@@ -138,6 +152,8 @@ def task(cfg: DictConfig) -> None:
     single = not source.is_dir() and source.suffix not in (".jsonl", ".json")
     try:
         inputs, skipped = _inputs(pipe, source, cfg.on_error)
+        if hasattr(pipe.decoder, "warm_up"):  # the one-off compile announced on stderr: stdout holds the text
+            pipe.decoder.warm_up(pipe.device, announce=lambda m: print(m, file=sys.stderr))
         results = pipe.decode(inputs, on_error="raise" if single else cfg.on_error)
     except DataError as e:
         raise SystemExit(_one_line(f"error: {e}")) from None

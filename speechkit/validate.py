@@ -228,10 +228,14 @@ def task(cfg: DictConfig) -> int:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"splits": stats, "errors": len(errors), "warnings": len(warnings),
                                   "problems": [asdict(p) for p in problems]}, indent=1, ensure_ascii=False) + "\n")
+    from speechkit.registry import registry
+
+    medium = registry("frontend").get(cfg.frontend.name).cls.modality  # audio | video: what the seconds are of
     for split, st in stats.items():
+        length = (f", {st['hours']:.2f} h of {medium}" if st["hours"] >= 0.1
+                  else f", {st['hours'] * 3600:.1f} s of {medium}" if st["hours"] else "")
         print(f"{split:5s} {st['manifest']}: {st['entries']} entries, {st['loaded']} loaded, "
-              f"{st['errors']} with errors" + (f", {st['hours']:.2f} h" if st["hours"] >= 0.1
-                                                 else f", {st['hours'] * 3600:.1f} s" if st["hours"] else ""))
+              f"{st['errors']} with errors{length}")
     for p in (errors + warnings)[:SHOWN]:
         print(f"  {p.severity}: {p.where}: [{p.kind}] {p.message}")
     if len(problems) > SHOWN:

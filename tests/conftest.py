@@ -63,3 +63,12 @@ def _ieee_floats():
     back after each test, so later tests in the same worker (hypothesis' float strategies) see them."""
     yield
     torch.set_flush_denormal(False)
+
+
+def error_line(stderr: str) -> str:
+    """The one ``error:`` line a command printed for a user's mistake (after its usage line), with no
+    traceback anywhere."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]

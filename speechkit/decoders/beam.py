@@ -12,6 +12,7 @@ per-frame paths into text and word times.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
 ENGINES = ("auto", "torch", "native")
+_announced = False  # the compile (or the load from the disk cache) was announced: once per process
 
 
 @dataclass
@@ -162,6 +164,59 @@ class BeamDecoder(Decoder):
         compiled_rescore = engine != "torch" and on_cpu
         return Engines("native" if compiled_search else "torch", "native" if compiled_rescore else "torch")
 
+    def compile_state(self, device: torch.device) -> str:
+        """How far decoding on ``device`` is from running: "ready" (the torch engines, or compiled in this
+        process), "cached" (loads from the disk cache, about a second) or "cold" (compiles first)."""
+        engines, states = self.engines(device), []
+        if engines.search == "native":
+            from speechkit.decoders import beam_compiled
+
+            states.append(beam_compiled.compile_state())
+        if engines.rescore == "native" and self.cfg.exact_scores:
+            from speechkit.decoders import ctc_score
+
+            states.append(ctc_score.compile_state())
+        return "cold" if "cold" in states else "cached" if "cached" in states else "ready"
+
+    def warm_up(
+        self, device: torch.device | str = "cpu", announce: Callable[[str], None] | None = None
+    ) -> None:
+        """Compile the engines that decoding on ``device`` uses, or load them from the disk cache, by
+        decoding one frame: what is timed after this is decoding alone.
+
+        ``announce`` (default: the log, INFO for a compile, DEBUG for a load) hears what is about to
+        happen before it starts, once per process; a command line passes a print to stderr.
+        """
+        device = torch.device(device)
+        self._announce(device, announce)
+        if "native" in self.engines(device):
+            lp = torch.full((1, 1, len(self.tokens)), -30.0, device=device)
+            lp[:, :, 0] = 0.0  # all blank: the empty hypothesis ends the search (a lexicon finds no fault)
+            self(lp.log_softmax(-1), torch.ones(1, dtype=torch.long, device=device))
+
+    def _announce(self, device: torch.device, announce: Callable[[str], None] | None) -> None:
+        """Say that the compiled engines are about to be compiled or loaded, before that starts."""
+        global _announced
+        if _announced:
+            return
+        state = self.compile_state(device)
+        if state == "ready":
+            return
+        _announced = True
+        from speechkit.decoders import numba_cache_dir
+        from speechkit.decoders.beam_compiled import COMPILE_SECONDS
+
+        where = numba_cache_dir()
+        if state == "cold":  # INFO: a wait worth explaining; a load takes about a second
+            level = logging.INFO
+            msg = f"compiling the beam search (once per machine, ~{COMPILE_SECONDS} s; cached in {where}) …"
+        else:
+            level, msg = logging.DEBUG, f"loading the compiled beam search from the cache ({where})"
+        if announce is not None:
+            announce(msg)
+        else:
+            log.log(level, msg)
+
     @torch.no_grad()
     def search(self, log_probs: Tensor, lengths: Tensor) -> SearchResult:
         """The n-best of ``log_probs`` ``(B, T, V)``, ``lengths`` ``(B,)`` as :meth:`check_inputs` returns
@@ -190,6 +245,7 @@ class BeamDecoder(Decoder):
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[list[Hypothesis]]:
         """``log_probs`` ``(B, T, V)``, ``lengths`` ``(B,)`` → per utterance, its n-best list, best first."""
         log_probs, lengths = self.check_inputs(log_probs, lengths)
+        self._announce(log_probs.device, None)  # before a first call compiles (warm_up: announced already)
         res = self.search(log_probs, lengths)
         if self.cfg.exact_scores:
             from speechkit.decoders.ctc_score import rescore_exact

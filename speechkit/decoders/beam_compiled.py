@@ -10,24 +10,24 @@ against each other) for no LM or an ``ngram`` one, a lexicon, a bonus and any pr
 and lexicon arrive as the NamedTuples their ``to_native()`` builds. Compiled code reads a
 NamedTuple's array fields into locals once per function: read in a loop they halved the speed.
 
-Compiled code is cached on disk (``__pycache__``) after the first call (~15 s). numba compiles
-again when this file changes, not when what it takes in from elsewhere does (best_first.py,
-``ctc_score.log_add``, ``HASH_MUL``, ``UNK_FLOOR``, the ``kind`` constants): after editing those,
-delete ``speechkit/decoders/__pycache__/*.nb[ic]``.
+The first call on a machine compiles (``COMPILE_SECONDS``; ``BeamDecoder`` says so before); the
+machine code is cached in ``speechkit.decoders.numba_cache_dir()`` (``~/.cache/speechkit/numba``), not
+in the package. numba compiles again when this file changes, not when what it takes in from elsewhere
+does (best_first.py, ``ctc_score.log_add``, ``HASH_MUL``, ``UNK_FLOOR``, the ``kind`` constants):
+after editing those, delete ``decoders_*/*.nb[ic]`` in that folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from numba import njit
 from torch import Tensor
 
+from speechkit.decoders import cached_njit, dispatcher_state
 from speechkit.decoders.base import SearchResult
 from speechkit.decoders.best_first import Heap, offer, sort_more
 from speechkit.decoders.ctc_score import log_add
@@ -38,6 +38,10 @@ from speechkit.lm.ngram import UNK_FLOOR
 log = logging.getLogger(__name__)
 
 NEG_INF = float("-inf")
+# seconds a cold compile of this search and ctc_score's rescoring takes (BeamDecoder.warm_up, empty
+# cache): 17–26 s measured 2026-12-03 on 2 shared CPU cores (Python 3.11, numba 0.68); a user saw ~27 s.
+# A load from the disk cache: 0.6–0.8 s.
+COMPILE_SECONDS = 20
 
 
 class SearchOptions(NamedTuple):
@@ -60,7 +64,7 @@ class Trace(NamedTuple):
     total: np.ndarray  # (K,) final fused score (CTC + bonus + what finishing adds)
 
 
-@njit(cache=True)
+@cached_njit()
 def _lm_step(lm: NativeNgram, state: int, unit: int) -> tuple[float, int]:
     """An n-gram LM look-up: natural-log p(unit | state) and the state after it (``NgramLM._walk``)."""
     # the fields as locals, read once (see the module's docstring)
@@ -85,7 +89,7 @@ def _lm_step(lm: NativeNgram, state: int, unit: int) -> tuple[float, int]:
     return acc, max(nxt, 0)
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def _word_id(fu: NativeFusion, word_hash: int) -> int:
     """LM id of the word spelt with hash ``word_hash`` (``WordFusion.word_ids``), ``<unk>``'s if unknown."""
     hashes, ids = fu.word_hashes, fu.word_ids
@@ -93,7 +97,7 @@ def _word_id(fu: NativeFusion, word_hash: int) -> int:
     return ids[pos] if hashes[pos] == word_hash else fu.unk
 
 
-@njit(cache=True)
+@cached_njit()
 def _search_one(
     lp: np.ndarray,  # (T, V) float32 log-probabilities of one utterance
     n_frames: int,
@@ -327,7 +331,7 @@ def _search_one(
     return 1 if has_lex and not any_complete else 0
 
 
-@njit(cache=True)
+@cached_njit()
 def _search_batch(
     lp: np.ndarray,  # (B, T, V) float32
     lengths: np.ndarray,  # (B,) int64
@@ -396,8 +400,6 @@ def search(
     min_logp = NEG_INF if token_min_logp is None else float(token_min_logp)
     threshold = math.inf if beam_threshold is None else float(beam_threshold)
     opt = SearchOptions(beam_size, nbest, token_topk, min_logp, threshold)
-    first = not _search_batch.signatures  # this process' first call: load from the disk cache, or compile
-    t0 = time.perf_counter()
     scores, ctc, emitted, nonblank, hopeless = _search_batch(
         np.ascontiguousarray(log_probs.detach().to("cpu", torch.float32).numpy()),
         lengths.detach().to("cpu", torch.int64).numpy(),
@@ -405,11 +407,6 @@ def search(
         fusion if fusion is not None else Fusion(0.0, -1).to_native(),
         lexicon if lexicon is not None else NO_LEXICON,
     )
-    if first and time.perf_counter() - t0 > 2.0:
-        log.info(
-            "beam search: compiled the CPU engine in %.0f s (numba; cached on disk for the next run)",
-            time.perf_counter() - t0,
-        )
     if hopeless:
         log.warning("lexicon: %d utterance(s) end inside a word in every hypothesis", hopeless)
     return SearchResult(
@@ -418,3 +415,9 @@ def search(
         torch.from_numpy(emitted),
         torch.from_numpy(nonblank),
     )
+
+
+def compile_state() -> str:
+    """How far :func:`search` is from running: "ready" (compiled in this process), "cached" (on disk,
+    loads in about a second) or "cold" (its next call compiles, ~``COMPILE_SECONDS``)."""
+    return dispatcher_state(_search_batch)

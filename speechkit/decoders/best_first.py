@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from speechkit.decoders import cached_njit
 
 
 class Heap(NamedTuple):
@@ -23,7 +24,7 @@ class Heap(NamedTuple):
     token: np.ndarray  # (K,) int64: the token appended (0: the parent's prefix stays)
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def offer(heap: Heap, n: int, s: float, x: float, d: float, p: int, c: int) -> int:
     """Offer a candidate to the heap holding ``n`` of at most K; returns the heap's size.
 
@@ -60,7 +61,7 @@ def offer(heap: Heap, n: int, s: float, x: float, d: float, p: int, c: int) -> i
     return n
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def sort_more(y: np.ndarray, order: np.ndarray, taken: np.ndarray, n_sorted: int) -> int:
     """Extend ``order[:n_sorted]`` (tokens ``1 … V-1`` by ``y``, most likely first) lazily; returns its new length.
 

@@ -8,7 +8,7 @@ over the states ``s`` of the blank-interleaved labels ``l'`` is::
 
     α_t(s) = (α_{t-1}(s) + α_{t-1}(s-1) + [l'_s ≠ blank, l'_s ≠ l'_{s-2}] α_{t-1}(s-2)) · y_t[l'_s]
 
-The compiled code is cached on disk after the first call.
+The compiled code is cached on disk (``speechkit.decoders.numba_cache_dir()``) by the first call.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import math
 
 import numpy as np
 import torch
-from numba import njit
 from torch import Tensor
 
+from speechkit.decoders import cached_njit, dispatcher_state
 from speechkit.decoders.base import BLANK, SearchResult
 
 NEG_INF = float("-inf")
 
 
-@njit(cache=True, inline="always")
+@cached_njit(inline="always")
 def log_add(a: float, b: float) -> float:
     """log(e^a + e^b), exact at -inf (numba; the compiled search uses it too)."""
     if a == NEG_INF:
@@ -42,7 +42,7 @@ def log_add(a: float, b: float) -> float:
     return b + math.log1p(math.exp(d))
 
 
-@njit(cache=True)
+@cached_njit()
 def _ctc_logprob_log(lp: np.ndarray, n_frames: int, labels: np.ndarray) -> float:
     """log P(labels | lp[:n_frames]) summed over all CTC alignments: the forward algorithm in log space."""
     L = labels.shape[0]
@@ -64,7 +64,7 @@ def _ctc_logprob_log(lp: np.ndarray, n_frames: int, labels: np.ndarray) -> float
     return log_add(alpha[S - 1], alpha[S - 2]) if L > 0 else alpha[0]
 
 
-@njit(cache=True)
+@cached_njit()
 def _ctc_logprob(
     lp: np.ndarray, n_frames: int, labels: np.ndarray, alpha: np.ndarray, p: np.ndarray
 ) -> float:
@@ -122,7 +122,7 @@ def _ctc_logprob(
     return math.log(end) + log_scale
 
 
-@njit(cache=True)
+@cached_njit()
 def _rescore_batch(lp: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, lower: np.ndarray) -> np.ndarray:
     """Exact CTC log-probability of each hypothesis' label sequence (``emitted`` (T, B, N)).
 
@@ -150,6 +150,11 @@ def _rescore_batch(lp: np.ndarray, lengths: np.ndarray, emitted: np.ndarray, low
                 x = _ctc_logprob_log(lp[b], n_frames, labels[:L])
             out[b, i] = x
     return out
+
+
+def compile_state() -> str:
+    """How far :func:`ctc_logprob` is from running: "ready", "cached" or "cold" (see beam_compiled's)."""
+    return dispatcher_state(_rescore_batch)
 
 
 def ctc_logprob(log_probs: Tensor, lengths: Tensor, emitted: Tensor, lower: Tensor) -> Tensor:

@@ -14,19 +14,23 @@ KenLM's ``lmplz``/``build_binary`` tools write in ARPA form read as they are. Fo
 LM each character is one ARPA "word" and the word separator is written as ``space_symbol``
 (``|`` by default, the wav2letter/flashlight convention).
 
+A file's unit is read from its 1-gram vocabulary (:func:`detect_unit`): entries of several
+characters (other than ``<s>``, ``</s>``, ``<unk>`` and the separator) make a word LM, single
+characters a character LM. ``unit=auto`` (the default) takes it from the file; ``unit=char`` or
+``unit=word`` are checked against it, so a word LM is never scored as a character LM unnoticed.
+
 Scoring is batched: a hypothesis' state is the id of its longest context in the model, and
 one backoff walk of at most ``order`` vectorised ``searchsorted`` look-ups scores every
 hypothesis at once. Small models (character LMs, small word vocabularies) precompute the
 whole (context × unit) table, so that scoring and advancing are single gathers.
 
-Train from the command line::
+Train from the command line (``key=value``, like every speechkit command)::
 
-    python -m speechkit.lm.ngram --text lm_train.txt --order 4 --unit char --out lm.arpa
+    speechkit-ngram text=lm_train.txt order=4 unit=char out=lm.arpa
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections import Counter, defaultdict
@@ -43,13 +47,6 @@ from speechkit.registry import register
 
 log = logging.getLogger(__name__)
 
-if __name__ == "__main__":  # python -m speechkit.lm.ngram: the package has already imported (and
-    # registered) this module as speechkit.lm.ngram; run its CLI rather than register a second copy
-    from speechkit.lm.ngram import main as _main
-
-    _main()
-    raise SystemExit(0)
-
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 LN10 = math.log(10.0)  # ARPA log10 → natural log
 UNK_FLOOR = -100.0  # natural-log score of a unit the model has no entry for at all (no <unk>)
@@ -64,7 +61,7 @@ class NgramConfig:
     path: str | None = None  # ARPA file to read (KenLM's or speechkit's)
     text: str | None = None  # else: a text file (one sentence a line) to train on
     order: int = 3  # n of the n-gram when training
-    unit: str = "char"  # "char" or "word"
+    unit: str = "auto"  # "char", "word", or "auto": an ARPA file's own (training from text: char)
     space_symbol: str = "|"  # the word separator's ARPA spelling in a char LM
 
 
@@ -219,6 +216,72 @@ def write_arpa(tables: list[Ngrams], path: str | Path) -> None:
         f.write("\n\\end\\\n")
 
 
+# --------------------------------------------------------------------------- the unit of a file
+
+SPECIAL = (BOS, EOS, UNK)
+
+
+class DetectedUnit(NamedTuple):
+    """What an n-gram vocabulary says about its unit (see :func:`detect_unit`)."""
+
+    unit: str | None  # "char", "word", or None: nothing but <s>, </s>, <unk> and the separator
+    example: str | None  # an entry that shows it (the most probable one of its kind)
+    separator: str | None = None  # a char LM's separator spelt otherwise than space_symbol (e.g. "<space>")
+
+
+def detect_unit(unigrams: Ngrams, space_symbol: str = "|") -> DetectedUnit:
+    """The unit of an LM from its 1-grams (log10 values, as :func:`read_arpa` gives them).
+
+    Entries of several characters (other than ``<s>``, ``</s>``, ``<unk>`` and ``space_symbol``)
+    make a word LM; single characters a character LM. A single such entry among many characters
+    is taken for a character LM's separator spelt another way (``<space>``), not for a word.
+    """
+    by_prob = sorted(unigrams, key=lambda g: -unigrams[g][0])
+    entries = [g[0] for g in by_prob if g[0] not in SPECIAL and g[0] != space_symbol]
+    multi = [w for w in entries if len(w) > 1]
+    chars = [w for w in entries if len(w) == 1]
+    if len(multi) == 1 and len(chars) >= 3 and (space_symbol,) not in unigrams:
+        return DetectedUnit("char", chars[0], separator=multi[0])
+    if multi:
+        return DetectedUnit("word", multi[0])
+    if chars:
+        return DetectedUnit("char", chars[0])
+    return DetectedUnit(None, None)
+
+
+def resolve_unit(unit: str, ngrams: list[Ngrams], space_symbol: str, source: str) -> str:
+    """``unit`` ("auto", "char" or "word") checked against the n-grams read from ``source``; the unit to use.
+
+    A mismatch is a ``ValueError`` naming the file, what it holds (with an entry) and the setting to use.
+    """
+    if unit not in ("auto", "char", "word"):
+        raise ValueError(f"ngram lm: unit must be 'auto', 'char' or 'word', not {unit!r}")
+    found = detect_unit(ngrams[0], space_symbol)
+    if found.separator is not None and unit != "word":
+        raise ValueError(
+            f"{source}: a character LM whose word separator is spelt {found.separator!r} (1-grams such as "
+            f"{found.example!r} and {found.separator!r}), but decoder.lm.space_symbol={space_symbol!r}: set "
+            f"decoder.lm.space_symbol={found.separator!r} (or decoder.lm.unit=word if it is a word LM)"
+        )
+    if unit == "auto":
+        unit = found.unit or "char"
+        log.debug("%s: %s LM (1-grams such as %r)", source, unit, found.example)
+        return unit
+    if unit == "char" and found.unit == "word":
+        raise ValueError(
+            f"{source}: a word LM (1-grams such as {found.example!r}), but decoder.lm.unit=char would score "
+            "it character by character: set decoder.lm.unit=word (or decoder.lm.unit=auto to take the "
+            "file's own unit)"
+        )
+    if unit == "word" and found.unit == "char" and (space_symbol,) in ngrams[0]:
+        raise ValueError(
+            f"{source}: a character LM (1-grams such as {found.example!r} and the word separator "
+            f"{space_symbol!r}), but decoder.lm.unit=word would look whole words up in it: set "
+            "decoder.lm.unit=char (or decoder.lm.unit=auto to take the file's own unit)"
+        )
+    return unit
+
+
 # --------------------------------------------------------------------------- the plugin
 
 
@@ -245,19 +308,23 @@ class NgramLM(LanguageModel):
 
     def __init__(self, cfg: NgramConfig, ngrams: list[Ngrams] | None = None) -> None:
         self.cfg = cfg
-        if cfg.unit not in ("char", "word"):
-            raise ValueError(f"ngram lm: unit must be 'char' or 'word', not {cfg.unit!r}")
-        self.unit = cfg.unit
-        if ngrams is None:
-            if cfg.path:
-                ngrams = read_arpa(cfg.path)
-            elif cfg.text:
-                ngrams = self._train_tables(cfg.text, cfg.order, cfg.unit, cfg.space_symbol)
-            else:
-                raise ValueError(
-                    "ngram lm: give an ARPA file (decoder.lm.path=lm.arpa) or a text file to train on "
-                    "(decoder.lm.text=lm_train.txt)"
-                )
+        if cfg.unit not in ("auto", "char", "word"):
+            raise ValueError(f"ngram lm: unit must be 'auto', 'char' or 'word', not {cfg.unit!r}")
+        if ngrams is None and cfg.path:
+            ngrams = read_arpa(cfg.path)
+            self.unit = resolve_unit(cfg.unit, ngrams, cfg.space_symbol, cfg.path)
+        elif ngrams is None and cfg.text:
+            self.unit = "char" if cfg.unit == "auto" else cfg.unit  # text has no unit of its own
+            ngrams = self._train_tables(cfg.text, cfg.order, self.unit, cfg.space_symbol)
+        elif ngrams is None:
+            raise ValueError(
+                "ngram lm: give an ARPA file (decoder.lm.path=lm.arpa) or a text file to train on "
+                "(decoder.lm.text=lm_train.txt)"
+            )
+        elif cfg.unit == "auto":  # n-grams built in memory (train()): their unit is known, or read here
+            self.unit = detect_unit(ngrams[0], cfg.space_symbol).unit or "char"
+        else:
+            self.unit = cfg.unit
         self.ngrams = ngrams
         self.order = len(ngrams)
         self._compile()
@@ -418,27 +485,3 @@ class NgramLM(LanguageModel):
         else:
             nxt = self._walk(t, state, ids)[1]
         return torch.where(mask, nxt, state)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m speechkit.lm.ngram",
-        description="Train a Kneser-Ney n-gram LM on a text file (one sentence a line) and write ARPA.",
-    )
-    p.add_argument("--text", required=True, help="training text, one sentence a line")
-    p.add_argument("--order", type=int, default=3, help="n of the n-gram (default 3)")
-    p.add_argument("--unit", choices=("char", "word"), default="char")
-    p.add_argument("--space-symbol", default="|", help="the word separator's spelling in a char LM")
-    p.add_argument("--out", required=True, help="ARPA file to write")
-    a = p.parse_args(argv)
-    lm = NgramLM.train(a.text, order=a.order, unit=a.unit, space_symbol=a.space_symbol)
-    lm.save_arpa(a.out)
-    sizes = ", ".join(f"{k}-grams: {len(t)}" for k, t in enumerate(lm.ngrams, 1))
-    print(f"wrote {a.out} ({a.unit} {lm.order}-gram, {sizes})")
-
-
-if __name__ == "__main__":
-    main()

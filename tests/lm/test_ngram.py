@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from speechkit.lm.ngram import BOS, NgramConfig, NgramLM, main, read_arpa
+from speechkit.lm.ngram import BOS, NgramConfig, NgramLM, detect_unit, read_arpa
+from speechkit.lm.ngram_cli import main, parse_args
 from speechkit.registry import build
 
 LN10 = math.log(10.0)
@@ -120,10 +121,96 @@ def test_batched_scoring_equals_one_hypothesis_at_a_time(text_file):
 
 def test_command_line_trains_and_writes_arpa(text_file, tmp_path, capsys):
     out = tmp_path / "lm.arpa"
-    main(["--text", str(text_file), "--order", "4", "--unit", "char", "--out", str(out)])
+    main([f"text={text_file}", "order=4", "unit=char", f"out={out}"])
     assert "4-gram" in capsys.readouterr().out
     tables = read_arpa(out)
     assert len(tables) == 4 and ("t", "h", "e") in tables[2] and ("|",) in tables[0]
+
+
+def test_command_line_takes_key_value_with_the_old_options_under_key_names_and_defaults():
+    assert parse_args(["text=a.txt", "out=b.arpa"]) == {
+        "text": "a.txt", "out": "b.arpa", "order": "3", "unit": "char", "space_symbol": "|"
+    }
+    got = parse_args(["text=a.txt", "out=b.arpa", "order=5", "unit=word", "space_symbol=_"])
+    assert (got["order"], got["unit"], got["space_symbol"]) == ("5", "word", "_")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--text", "a.txt", "--order", "4", "--unit", "word", "--out", "b.arpa"],
+         "not --flags: speechkit-ngram text=a.txt order=4 unit=word out=b.arpa"),
+        (["--space-symbol=_", "--text", "a.txt"], "speechkit-ngram space_symbol=_ text=a.txt"),
+        (["text=a.txt", "ordr=4", "out=b.arpa"], "unknown key 'ordr'; did you mean order?"),
+        (["text=a.txt"], "missing out=FILE"),
+        (["text=a.txt", "out=b.arpa", "order=two"], "order=two: give a whole number"),
+        (["text=a.txt", "out=b.arpa", "unit=auto"], "unit=auto: give char or word"),
+        (["a.txt"], "'a.txt' is not key=value"),
+    ],
+)
+def test_command_line_errors_are_one_line_naming_the_key_value_form(argv, message):
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert str(e.value).startswith("error: ") and message in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- the unit of an ARPA file
+
+
+@pytest.fixture
+def arpas(text_file, tmp_path):
+    """A word and a character trigram LM of the same text, as ARPA files."""
+    paths = {}
+    for unit in ("word", "char"):
+        paths[unit] = tmp_path / f"{unit}3.arpa"
+        NgramLM.train(text_file, order=3, unit=unit).save_arpa(paths[unit])
+    return paths
+
+
+def test_unit_is_detected_from_the_files_unigrams(arpas):
+    word, char = detect_unit(read_arpa(arpas["word"])[0]), detect_unit(read_arpa(arpas["char"])[0])
+    assert word.unit == "word" and word.example in TEXT.split() and len(word.example) > 1
+    assert char.unit == "char" and len(char.example) == 1 and char.separator is None
+    assert detect_unit({("<s>",): (-99.0, 0.0), ("</s>",): (-1.0, 0.0), ("<unk>",): (-2.0, 0.0)}).unit is None
+
+
+def test_unit_auto_is_the_default_and_takes_the_files_own_unit(arpas):
+    assert NgramConfig().unit == "auto"
+    assert NgramLM(NgramConfig(path=str(arpas["word"]))).unit == "word"
+    assert NgramLM(NgramConfig(path=str(arpas["char"]))).unit == "char"
+    # a word file read as auto scores words exactly as with unit=word
+    auto, word = NgramLM(NgramConfig(path=str(arpas["word"]))), NgramLM(NgramConfig(path=str(arpas["word"]), unit="word"))
+    assert auto.sentence_logprob("the cat sat".split()) == word.sentence_logprob("the cat sat".split())
+
+
+def test_a_word_lm_read_as_a_char_lm_is_an_error_naming_the_file_an_entry_and_the_setting(arpas):
+    with pytest.raises(ValueError) as e:
+        NgramLM(NgramConfig(path=str(arpas["word"]), unit="char"))
+    msg, example = str(e.value), detect_unit(read_arpa(arpas["word"])[0]).example
+    assert msg.startswith(f"{arpas['word']}: a word LM") and f"such as {example!r}" in msg
+    assert "set decoder.lm.unit=word" in msg
+
+
+def test_a_char_lm_read_as_a_word_lm_is_an_error_naming_the_setting(arpas):
+    with pytest.raises(ValueError, match=r"char3\.arpa: a character LM .*'\|'.*decoder\.lm\.unit=char"):
+        NgramLM(NgramConfig(path=str(arpas["char"]), unit="word"))
+
+
+def test_a_char_lm_with_another_separator_spelling_says_which_space_symbol_to_set(text_file, tmp_path):
+    path = tmp_path / "spaced.arpa"
+    NgramLM.train(text_file, order=3, unit="char", space_symbol="<space>").save_arpa(path)
+    with pytest.raises(ValueError, match=r"spelt '<space>'.*decoder\.lm\.space_symbol='<space>'"):
+        NgramLM(NgramConfig(path=str(path)))
+    lm = NgramLM(NgramConfig(path=str(path), space_symbol="<space>"))
+    assert lm.unit == "char" and lm.index([" "]).item() == lm.stoi["<space>"]
+
+
+def test_the_beam_decoder_refuses_a_word_lm_configured_as_char_and_fuses_it_as_words_by_default(arpas):
+    tokens = ["<b>", " "] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    with pytest.raises(ValueError, match="decoder.lm.unit=word"):
+        build("decoder", "beam", tokens=tokens, lm={"name": "ngram", "path": str(arpas["word"]), "unit": "char"})
+    dec = build("decoder", "beam", tokens=tokens, lm={"name": "ngram", "path": str(arpas["word"])})
+    assert dec.lm.unit == "word" and type(dec.fusion).__name__ == "WordFusion"
 
 
 def test_missing_path_and_text_is_an_error_that_says_what_to_give():
