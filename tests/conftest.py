@@ -72,3 +72,27 @@ def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny trained run shared by the command-line tests (each worker trains it once): MFCC 20,
+    a 1-layer BiLSTM of 32, 3 steps on 16 grid utterances; ``train.jsonl``, ``test.jsonl`` (4) and
+    ``run/`` (checkpoints, config). Copy it (:func:`copy_of_tiny_run`) before writing next to it."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    train = write_manifest(tmp / "train.jsonl", sample_rows("train", 16))
+    test = write_manifest(tmp / "test.jsonl", sample_rows("test", 4))
+    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train}", f"data.dev_manifest={test}",
+            "trainer.max_steps=3", "frontend=mfcc", "frontend.n_mfcc=20", "encoder.hidden_size=32",
+            "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8", "trainer.device=cpu",
+            f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
+    return tmp
+
+
+def copy_of_tiny_run(tiny_run: Path, tmp_path_factory, name: str) -> Path:
+    """A module's own copy of the shared tiny run, to write files beside it."""
+    import shutil
+
+    dest = tmp_path_factory.mktemp(name) / "tiny"
+    shutil.copytree(tiny_run, dest)
+    return dest

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import run_cli, sample_rows, write_manifest
+from tests.conftest import copy_of_tiny_run, run_cli, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -18,13 +18,8 @@ SMALL = ["encoder.hidden_size=32", "encoder.num_layers=1", "data.num_workers=0",
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cli")
-    train = write_manifest(tmp / "train.jsonl", sample_rows("train", 16))
-    test = write_manifest(tmp / "test.jsonl", sample_rows("test", 4))
-    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train}", f"data.dev_manifest={test}",
-        "trainer.max_steps=3", "frontend=mfcc", "frontend.n_mfcc=20", *SMALL, f"hydra.run.dir={tmp / 'run'}")
-    return tmp
+def trained(tiny_run, tmp_path_factory):
+    return copy_of_tiny_run(tiny_run, tmp_path_factory, "cli")
 
 
 def test_train_writes_the_run_directory(trained):

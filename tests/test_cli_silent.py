@@ -13,7 +13,7 @@ import pytest
 
 from speechkit.lm.ngram import NgramLM, read_arpa
 from speechkit.registry import describe, field_help
-from tests.conftest import run_cli, sample_rows, write_manifest
+from tests.conftest import copy_of_tiny_run, run_cli, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -186,14 +186,9 @@ def test_validate_labels_the_corpus_length_as_audio_not_run_time(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny checkpoint (two training steps) and a word and a character LM of GRID-like sentences."""
-    tmp = tmp_path_factory.mktemp("silent")
-    train = write_manifest(tmp / "train.jsonl", sample_rows("train", 8))
-    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train}", "data.dev_manifest=null",
-            "trainer.max_steps=2", "frontend=mfcc", "frontend.n_mfcc=20", "encoder.hidden_size=32",
-            "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8", "trainer.device=cpu",
-            f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
+def trained(tiny_run, tmp_path_factory):
+    """The shared tiny checkpoint, and a word and a character LM of GRID-like sentences."""
+    tmp = copy_of_tiny_run(tiny_run, tmp_path_factory, "silent")
     (tmp / "lm_train.txt").write_text(TEXT)
     for unit in ("word", "char"):
         NgramLM.train(tmp / "lm_train.txt", order=3, unit=unit).save_arpa(tmp / f"{unit}3.arpa")

@@ -35,6 +35,7 @@ def _command(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
         sys.executable, "-m", "speechkit.train", "recipe=demo",
         f"data.train_manifest={train}", f"data.dev_manifest={dev}", "data.num_workers=0",
         "encoder.hidden_size=16", "encoder.num_layers=1", "encoder.dropout=0", "data.batch_size=4",
+        "augment=specaugment",  # random masks: the resumed run must restore the random state too
         "trainer.max_steps=30", "trainer.max_minutes=0", "trainer.save_every_steps=2", "trainer.threads=1",
         "trainer.device=cpu", "trainer.deterministic=true", "trainer.logger=none", f"hydra.run.dir={run_dir}",
         *extra,
@@ -119,6 +120,7 @@ def test_sigkilled_and_resumed_three_times_ends_with_the_uninterrupted_weights(t
     ref_state, got_state = ref["trainer"]["state"], got["trainer"]["state"]
     assert (got_state["step"], got_state["epoch"]) == (ref_state["step"], ref_state["epoch"]) == (30, 5), kills
     assert [h["step"] for h in got_state["history"]] == [h["step"] for h in ref_state["history"]]
+    assert got_state["losses"] == ref_state["losses"]  # the logged means too, across every kill
     assert ref["model"].keys() == got["model"].keys()
     for name, a in ref["model"].items():
         b = got["model"][name]

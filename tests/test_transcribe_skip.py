@@ -14,21 +14,15 @@ from speechkit.checkpoint import load_checkpoint
 from speechkit.data.dataset import Skipped
 from speechkit.data.errors import DataError
 from speechkit.data.manifest import parse_manifest
-from tests.conftest import error_line, run_cli, sample_rows, write_manifest
+from tests.conftest import copy_of_tiny_run, error_line, run_cli, sample_rows, write_manifest
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A checkpoint of a tiny model (two steps on eight utterances: seconds), and a corrupt audio file."""
-    tmp = tmp_path_factory.mktemp("skip")
-    train = write_manifest(tmp / "train.jsonl", sample_rows("train", 8))
-    dev = write_manifest(tmp / "dev.jsonl", sample_rows("test", 2))
-    run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={train}", f"data.dev_manifest={dev}",
-            "trainer.max_steps=2", "frontend=mfcc", "frontend.n_mfcc=20", "encoder.hidden_size=32",
-            "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8", "trainer.device=cpu",
-            f"hydra.run.dir={tmp / 'run'}")  # fmt: skip
+def trained(tiny_run, tmp_path_factory) -> Path:
+    """The shared tiny checkpoint (tests/conftest.py), and a corrupt audio file beside it."""
+    tmp = copy_of_tiny_run(tiny_run, tmp_path_factory, "skip")
     (tmp / "corrupt.wav").write_bytes(b"RIFF but not really a wave file")
     return tmp
 
