@@ -1,4 +1,4 @@
-"""Word and character error rates from Levenshtein distances."""
+"""Word and character error rates from Levenshtein distances (phone error rates for phone models)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,11 @@ def rates(counts: dict[str, int | float]) -> tuple[float, float]:
 def wer_cer(refs: Sequence[str], hyps: Sequence[str]) -> tuple[float, float]:
     """Corpus WER and CER as fractions (0.05 = 5 %)."""
     return rates(error_counts(refs, hyps))
+
+
+def named_rates(counts: dict[str, int | float], unit: str = "char") -> dict[str, float]:
+    """The error rates of :func:`error_counts` named for a model whose tokens are ``unit`` (a tokenizer's
+    ``unit``): ``{"per": …}`` for ``"phone"`` (the WER over phone strings is the phone error rate; a
+    character rate over phone symbols means nothing), else ``{"wer": …, "cer": …}``."""
+    wer, cer = rates(counts)
+    return {"per": wer} if unit == "phone" else {"wer": wer, "cer": cer}
