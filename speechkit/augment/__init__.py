@@ -1,7 +1,11 @@
-"""Train-only augmentations ``(B, T, F)`` → same."""
+"""Train-only augmentations, chained in order (chain.py): raw ones on the raw batch before the frontend
+(waveforms: audio.py, reverb.py; text-line images: image.py; video: video.py), the others on features
+``(B, T, F)`` after it (specaugment.py)."""
 
 from speechkit.augment import (
+    audio,  # noqa: F401  (registers plugins)
     image,  # noqa: F401  (registers plugins)
+    reverb,  # noqa: F401  (registers plugins)
     specaugment,  # noqa: F401  (registers plugins)
     video,  # noqa: F401  (registers plugins)
 )
