@@ -11,9 +11,11 @@ a container's declared frame count is checked), zero frames, an unknown frame ra
 frame size other than the configured one where the configuration says ``error``.
 
 Mouth cropping. The ``lips`` frontend expects mouth-region clips (GRID-style 50 × 100 crops).
-Whole-face video needs a mouth crop first: :meth:`Lips.crop_mouth` is the plugin point (the
-default applies the fixed ``crop_box``, if any); a landmark-based cropper subclasses
-:class:`Lips`, overrides it, and registers itself as another frontend.
+Whole-face video needs a mouth crop first: ``mouth_crop=lbp`` finds the face on every frame and
+cuts the mouth region, smoothed over time (mouth_crop.py; slow for training: crop a corpus once
+with ``speechkit-mouth-crop``). :meth:`Lips.crop_mouth` is the plugin point (after the fixed
+``crop_box``, if any); another cropper subclasses :class:`Lips`, overrides it, and registers
+itself as another frontend.
 
 Features. Three blocks of 3-D convolution → batch norm → ReLU → (spatial dropout) → spatial
 max-pooling (LipNet, Assael et al. 2016). Time is never strided or pooled, so ``T`` frames in
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from speechkit.frontends.base import Frontend, invalid_input, invalid_setting
+from speechkit.frontends.mouth_crop import MOUTH_CROPS, check_detector, mouth_crop_frames
 from speechkit.frontends.video_io import (  # noqa: F401 (re-exported)
     FPS_MISMATCH,
     SIZE_MISMATCH,
@@ -104,6 +107,7 @@ class LipsConfig:
     crop_box: list[int] = field(
         default_factory=list
     )  # [top, left, height, width] px cut first; [] = whole frame
+    mouth_crop: str = "none"  # whole-face video: none | lbp (find the face, cut the mouth; speechkit[faces])
     size_mismatch: str = (
         "resize"  # frames not height × width: resize (aspect kept, centre crop) | crop | error
     )
@@ -135,6 +139,8 @@ def _check_config(name: str, cfg: LipsConfig) -> None:
         raise bad("fps_mismatch", cfg.fps_mismatch, ", ".join(FPS_MISMATCH))
     if cfg.normalize not in NORMALIZE_MODES:
         raise bad("normalize", cfg.normalize, ", ".join(NORMALIZE_MODES))
+    if cfg.mouth_crop not in MOUTH_CROPS:
+        raise bad("mouth_crop", cfg.mouth_crop, ", ".join(MOUTH_CROPS))
     if cfg.crop_box and len(cfg.crop_box) != 4:
         raise bad("crop_box", list(cfg.crop_box), "[] or [top, left, height, width]")
     n = len(cfg.channels)
@@ -163,6 +169,8 @@ class Lips(Frontend):
         super().__init__()
         name = getattr(self, "plugin_name", type(self).__name__)
         _check_config(name, cfg)
+        if cfg.mouth_crop != "none":
+            check_detector(cfg.mouth_crop)  # not installed: one error now, not one per clip
         self.cfg = cfg
         self.in_channels = 1 if cfg.grayscale else 3
         self.frame_shift_s = 1.0 / cfg.fps  # seconds per output frame (0.04 at 25 fps)
@@ -194,11 +202,14 @@ class Lips(Frontend):
     def crop_mouth(self, frames: Tensor, path: Path) -> Tensor:
         """The plugin point for mouth cropping: whole frames ``(T, C, H, W)`` → the mouth region.
 
-        Here: the fixed ``crop_box``, or the frames unchanged. A landmark-based cropper
-        (face detector + mouth landmarks, smoothed over time) overrides this method in a
-        subclass registered as its own frontend; resizing to ``height × width`` follows.
+        Here: the fixed ``crop_box``, if any, then with ``mouth_crop=lbp`` the face detector's
+        mouth region at ``height × width``; otherwise the frames unchanged. Another cropper
+        overrides this method in a subclass registered as its own frontend; resizing to
+        ``height × width`` follows.
         """
-        return crop_region(frames, self.cfg.crop_box, path) if self.cfg.crop_box else frames
+        c = self.cfg
+        frames = crop_region(frames, c.crop_box, path) if c.crop_box else frames
+        return mouth_crop_frames(frames, (c.height, c.width), path) if c.mouth_crop != "none" else frames
 
     def load(self, path: Path) -> Tensor:
         """One clip → frames ``(T, C, height, width)`` float32 in ``[0, 1]`` at ``cfg.fps``."""
