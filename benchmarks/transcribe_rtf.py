@@ -41,7 +41,7 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        texts = pipe.transcribe(files)
+        texts = [t.text for t in pipe.transcribe(files)]
         times.append(time.perf_counter() - t0)
     best = min(times)
     c = error_counts([pipe.tokenizer.clean(ex.text) for ex in examples], texts)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from speechkit.augment.chain import stage_nodes
 from speechkit.registry import PluginError, registry
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,18 @@ def verify(ckpt: dict[str, Any], path: str | Path) -> None:
                               "the file was altered after it was written; use another checkpoint")
 
 
-def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metrics: dict | None = None) -> dict[str, Any]:
+def model_payload(
+    config: Any,
+    tokens: list[str],
+    model: torch.nn.Module,
+    metrics: dict | None = None,
+    tokenizer_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The part of a checkpoint that rebuilds the pipeline: resolved config, vocabulary, weights.
 
+    ``tokenizer_state``: what the tokenizer needs besides its tokens (``saved_state(tokenizer)``: the
+    ``bpe`` tokenizer's sentencepiece model as a uint8 tensor), kept under ``"tokenizer_state"`` and
+    checksummed like the weights; None (``char``, ``phone``) writes no such entry.
     Raises ``FloatingPointError`` rather than write non-finite weights.
     """
     import speechkit
@@ -182,7 +192,7 @@ def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metric
         raise FloatingPointError(f"refusing to write a checkpoint with non-finite weights in {', '.join(bad[:5])}")
     if not isinstance(config, dict):
         config = OmegaConf.to_container(config, resolve=True)
-    return {
+    payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "speechkit_version": speechkit.__version__,
@@ -191,6 +201,17 @@ def model_payload(config: Any, tokens: list[str], model: torch.nn.Module, metric
         "model": state,
         "metrics": dict(metrics or {}),
     }
+    if tokenizer_state is not None:
+        payload["tokenizer_state"] = dict(tokenizer_state)
+    return payload
+
+
+def tokenizer_context(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What rebuilds a checkpoint's tokenizer besides its config: ``tokens``, and ``state`` when saved."""
+    context = {"tokens": ckpt["tokens"]}
+    if ckpt.get("tokenizer_state") is not None:
+        context["state"] = ckpt["tokenizer_state"]
+    return context
 
 
 def load_plain(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint",
@@ -243,8 +264,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(cfg, dict) or not isinstance(ckpt.get("tokens"), list) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(path, "not a speechkit checkpoint (no config, tokens or weights)",
                               "pass a file written by speechkit-train")
+    if not isinstance(ckpt.get("tokenizer_state", {}), dict):
+        raise CheckpointError(
+            path, "its tokenizer_state is not a mapping", "pass a file written by speechkit"
+        )
     for kind in (*MODEL_KINDS, "tokenizer"):
-        check_plugin(path, kind, cfg.get(kind))
+        for node in stage_nodes(cfg.get(kind)).values() if kind == "augment" else [cfg.get(kind)]:
+            check_plugin(path, kind, node)
     return ckpt
 
 
@@ -294,7 +320,12 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
     from speechkit.registry import build
 
     cfg = config_as_data(ckpt["config"])
-    tokenizer = build("tokenizer", cfg.tokenizer, tokens=ckpt["tokens"])
+    try:
+        tokenizer = build("tokenizer", cfg.tokenizer, **tokenizer_context(ckpt))
+    except ValueError as e:  # a bpe tokenizer without its saved model, or tokens that do not match it
+        raise CheckpointError(
+            path, f"its tokenizer cannot be rebuilt: {e}", "use another checkpoint"
+        ) from None
     model = CTCModel.from_config(cfg, len(tokenizer))
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

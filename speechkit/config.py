@@ -13,6 +13,7 @@ exits 1 when the corpus has errors. ``-h``/``--help`` loads no plugin, so torch 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import sys
@@ -31,11 +32,16 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = _PACKAGE_DIR / "conf"
 if not (CONF_DIR / "config.yaml").is_file():
     CONF_DIR = _PACKAGE_DIR.parent / "conf"
+# The checkout speechkit runs from (the folder holding conf/, samples/, recipes/); None in an installed wheel.
+CHECKOUT_DIR: Path | None = CONF_DIR.parent if CONF_DIR.parent != _PACKAGE_DIR else None
+# A folder laid out like a checkout's data (DATA/data/asr_grid, DATA/samples/grid): a relative data.root is
+# looked for there when the current folder lacks it.
+DATA_ENV = "SPEECHKIT_DATA"
 
 
 @dataclass
 class DataConfig:
-    root: str = "data"  # folder the recipe's manifests live in (interpolated by recipes)
+    root: str = "data"  # folder of a recipe's manifests; relative: in the current folder, $SPEECHKIT_DATA or the checkout
     train_manifest: str | None = None
     dev_manifest: str | None = None
     test_manifest: str | None = None
@@ -71,6 +77,71 @@ class TrainerConfig:
     max_nonfinite_in_row: int = 20  # updates skipped for a NaN/inf loss or gradient, in a row, before training stops
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower, bit-for-bit reruns)
     logger: str = "none"  # none | tensorboard: also write metrics to <run dir>/tensorboard (speechkit/loggers.py)
+
+
+def data_root_places(root: str) -> list[tuple[str, Path | None]]:
+    """Where a relative ``data.root`` is looked for, in order, as (place, folder); folder None where the place
+    does not exist (``$SPEECHKIT_DATA`` unset, no checkout)."""
+    env = os.environ.get(DATA_ENV)
+    return [
+        ("the current folder", Path.cwd() / root),
+        (f"${DATA_ENV}", Path(env).expanduser() / root if env else None),
+        ("the checkout", CHECKOUT_DIR / root if CHECKOUT_DIR else None),
+    ]
+
+
+# A command that makes a recipe's data, as its prepare.py or README.md shows it: ``python recipes/NAME/prepare.py …
+# --out ROOT`` or ``speechkit-prepare … out=ROOT``.
+_MAKES_DATA = r"(?:python3? (recipes/\w+/prepare\.py)|speechkit-prepare)\b[^\n`]*?(?:--out |out=){root}(?=[\s`]|$)"
+
+
+def _prepare_hint(root: str) -> str:
+    """How to make ``root``: the command a recipe's prepare.py or README.md of the checkout shows for it."""
+    if CHECKOUT_DIR is not None:
+        makes = re.compile(_MAKES_DATA.format(root=re.escape(root)))
+        recipes = CHECKOUT_DIR / "recipes"
+        for doc in [*sorted(recipes.glob("*/prepare.py")), *sorted(recipes.glob("*/README.md"))]:
+            m = makes.search(doc.read_text(encoding="utf-8"))
+            if m:
+                command = m.group(0).replace(m.group(1), str(CHECKOUT_DIR / m.group(1)), 1) if m.group(1) else m.group(0)
+                return f"make the data with: {command}" + (f" ({doc})" if doc.name == "README.md" else "")
+    return "the recipe's README.md (recipes/NAME/ in speechkit's source) says how to make it"
+
+
+def resolve_data_root(cfg: Any, uses: tuple[str, ...] = ("train_manifest", "dev_manifest", "test_manifest")) -> Path | None:
+    """Make ``data.root`` absolute when a manifest is given through it (``data=folder``, as every recipe
+    chooses), so a recipe's data is found from any folder and the run's saved config names it wherever it is
+    read again (eval, resume). Returns the root, or None when no manifest goes through it. A root that is
+    not found is an error only when a manifest the command ``uses`` goes through it (training with explicit
+    train and dev manifests needs no root for the test one).
+
+    A relative root is looked for in the current folder, then ``$SPEECHKIT_DATA``, then the checkout's root;
+    the first that exists is taken and logged. None existing is one ``error:`` line (a SystemExit) naming the
+    places tried, what to set, and the recipe script that makes the data.
+    """
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg.data, resolve=False)
+    through = [k for k in ("train_manifest", "dev_manifest", "test_manifest") if "${data.root}" in str(raw.get(k) or "")]
+    if not through:
+        return None
+    root = Path(str(cfg.data.root)).expanduser()
+    place, path = "as given", root
+    if not root.is_absolute():
+        places = data_root_places(str(root))
+        found = [(p, f) for p, f in places if f is not None and f.is_dir()]
+        if not found and not set(through) & set(uses):
+            return None  # only manifests this command does not read go through it: leave it as it is
+        if not found:
+            tried = "; ".join(f"{p} ({f or 'not set'})" for p, f in places)
+            raise SystemExit(
+                f"error: data.root={root} is a folder in none of: {tried}. Pass data.root=DIR, or set "
+                f"{DATA_ENV}=DIR to a folder holding {root}/; {_prepare_hint(str(root))}"
+            )
+        place, path = found[0][0], found[0][1].resolve()
+    cfg.data.root = str(path)
+    logging.getLogger("speechkit.data").info("data.root: %s (%s)", path, place)
+    return path
 
 
 def store_schemas() -> None:
@@ -156,7 +227,8 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
 
 def _check_group_options(config_name: str, overrides: list[str], search: list[str]) -> None:
     """``group=option`` names an option of that group (a file in conf/GROUP/ or in a folder of
-    ``hydra.searchpath``, or a stored plugin config).
+    ``hydra.searchpath``, or a stored plugin config); ``group=[a,b]`` (several options of one group,
+    ``augment=[speed,specaugment]``) names each at most once.
 
     Runs inside an initialised Hydra (its config loader sees conf/ and the ConfigStore)."""
     from hydra.core.global_hydra import GlobalHydra
@@ -168,17 +240,32 @@ def _check_group_options(config_name: str, overrides: list[str], search: list[st
         if o.is_delete() or o.package is not None:
             continue
         value = o.value()
-        values = value.list if isinstance(value, ChoiceSweep) else [value]
-        if not all(isinstance(v, str) for v in values):  # null, numbers, other sweeps: Hydra's to judge
+        jobs = value.list if isinstance(value, ChoiceSweep) else [value]  # a sweep ``a,b``: one value per job
+        if not all(isinstance(v, str) for job in jobs for v in _as_list(job)):  # null, numbers: Hydra judges
             continue
         options = loader.get_group_options(o.key_or_group, config_name=config_name, overrides=search)
         if not options:  # a key, not a config group
             continue
-        for v in values:
-            if v not in options:
-                group = o.key_or_group.replace("/", ".")
-                there = f" (no conf/{o.key_or_group}/{v}.yaml)" if (CONF_DIR / o.key_or_group).is_dir() else ""
-                sys.exit(f"error: unknown {group} '{v}'{there}; valid choices: {', '.join(options)}")
+        for job in jobs:
+            error = _bad_choice(o.key_or_group, job, options)
+            if error:
+                sys.exit(error)
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _bad_choice(group: str, choice: str | list[str], options: list[str]) -> str | None:
+    """The ``error:`` line for a choice of config group ``group``'s options (one, or a list), or None."""
+    name = group.replace("/", ".")
+    where = f" in [{','.join(choice)}]" if isinstance(choice, list) else ""
+    for v in _as_list(choice):
+        if v not in options:
+            there = f" (no conf/{group}/{v}.yaml)" if (CONF_DIR / group).is_dir() else ""
+            return f"error: unknown {name} '{v}'{where}{there}; valid choices: {', '.join(options)}"
+    twice = next((v for i, v in enumerate(_as_list(choice)) if v in choice[:i]), None)
+    return f"error: {name} '{twice}' is chosen twice{where}; choose each option once" if twice else None
 
 
 def _one_line(text: str) -> str:

@@ -27,16 +27,15 @@ a batch of two lengths it was not traced with and compared with PyTorch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor, nn
-
-from speechkit.functional import lengths_mask, mask_padding
+if TYPE_CHECKING:  # torch is imported when work starts, so --help answers at once
+    from torch import Tensor, nn
 
 log = logging.getLogger("speechkit.export")
 
@@ -47,16 +46,24 @@ OUTPUT_NAMES = ["log_probs", "out_lengths"]
 VERIFY_TOLERANCE = 1e-3  # max |exported − PyTorch| log-prob on valid frames accepted by verify()
 
 
-class FeaturesToLogProbs(nn.Module):
-    """The model without its frontend: features ``(B, T, F)``, frames ``(B,)`` → log-probs, frames."""
+@functools.cache
+def _features_to_log_probs() -> type[nn.Module]:
+    """The class ``FeaturesToLogProbs``, defined on first use: a module-level ``nn.Module`` subclass
+    would import torch with this module, and ``speechkit-export --help`` needs none."""
+    from torch import nn
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.encoder, self.head = model.encoder, model.head
+    class FeaturesToLogProbs(nn.Module):
+        """The model without its frontend: features ``(B, T, F)``, frames ``(B,)`` → log-probs, frames."""
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        hidden, lengths = self.encoder(x, lengths)
-        return self.head(hidden).log_softmax(dim=-1), lengths
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.encoder, self.head = model.encoder, model.head
+
+        def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+            hidden, lengths = self.encoder(x, lengths)
+            return self.head(hidden).log_softmax(dim=-1), lengths
+
+    return FeaturesToLogProbs
 
 
 def export_module(model: nn.Module, input: str = "raw") -> nn.Module:
@@ -64,7 +71,7 @@ def export_module(model: nn.Module, input: str = "raw") -> nn.Module:
     if input not in INPUTS:
         raise ValueError(f"input={input!r}: use one of {', '.join(INPUTS)}")
     model = model.eval()
-    return model if input == "raw" else FeaturesToLogProbs(model).eval()
+    return model if input == "raw" else _features_to_log_probs()(model).eval()
 
 
 def example_inputs(
@@ -72,6 +79,10 @@ def example_inputs(
 ) -> tuple[Tensor, Tensor]:
     """A padded batch of random inputs for ``model``, rows ``lengths[i]`` (× a unit: 1 s of audio,
     64 columns of a text line, 25 video frames) long, and their lengths."""
+    import torch
+
+    from speechkit.functional import mask_padding
+
     torch.manual_seed(0)
     fe = model.frontend
     if input == "features":
@@ -145,6 +156,8 @@ def export(
 ) -> dict[str, Any]:
     """Export the model of ``checkpoint`` to ``out`` (``fmt`` torchscript or onnx) and write its
     sidecar JSON beside it; verify it against PyTorch. Returns the sidecar dict with ``max_abs_diff``."""
+    import torch
+
     from speechkit.checkpoint import build_from_checkpoint, read_checkpoint
 
     if fmt not in FORMATS:
@@ -173,6 +186,8 @@ def export(
 def _export_onnx(
     model: nn.Module, module: nn.Module, example: tuple, out: Path, input: str, opset: int
 ) -> None:
+    import torch
+
     uses_fft = input == "raw" and hasattr(model.frontend, "use_dft_matrix")
     if uses_fft:
         model.frontend.use_dft_matrix(True)
@@ -206,6 +221,8 @@ def _export_onnx(
 
 def run_exported(path: str | Path, fmt: str, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """Run an exported model file on one batch: TorchScript in torch, ONNX in onnxruntime (CPU)."""
+    import torch
+
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
@@ -225,6 +242,10 @@ def run_exported(path: str | Path, fmt: str, x: Tensor, lengths: Tensor) -> tupl
 def verify(module: nn.Module, path: str | Path, fmt: str, model: nn.Module, input: str) -> float:
     """Max |exported − PyTorch| log-prob over valid frames on a batch the export was not traced with
     (rows of 3.5 and 2 units); raise if lengths differ or the difference passes VERIFY_TOLERANCE."""
+    import torch
+
+    from speechkit.functional import lengths_mask
+
     x, lengths = example_inputs(model, input, lengths=(7, 4))
     with torch.no_grad():
         want, want_lens = module(x, lengths)
@@ -242,6 +263,8 @@ def verify(module: nn.Module, path: str | Path, fmt: str, model: nn.Module, inpu
 
 
 def task(cfg) -> None:
+    import torch
+
     from speechkit.checkpoint import CheckpointError
 
     torch.set_grad_enabled(False)

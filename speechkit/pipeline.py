@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from speechkit.augment.chain import AugmentChain
 from speechkit.data.dataset import ManifestDataset, Skipped, collate
 from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
@@ -22,17 +23,23 @@ log = logging.getLogger(__name__)
 
 
 class CTCModel(nn.Module):
-    """frontend → augment (training only) → encoder → linear head → log-probs ``(B, T', V)``."""
+    """frontend → augment (training only) → encoder → linear head → log-probs ``(B, T', V)``.
+
+    ``augment`` is an :class:`AugmentChain` (one plugin is made a chain of one): its raw stages run
+    before the frontend, its feature stages after it.
+    """
 
     def __init__(self, frontend: nn.Module, augment: nn.Module, encoder: nn.Module, vocab_size: int) -> None:
         super().__init__()
-        self.frontend, self.augment, self.encoder = frontend, augment, encoder
+        self.frontend, self.encoder = frontend, encoder
+        self.augment = augment if isinstance(augment, AugmentChain) else AugmentChain([augment])
         self.head = nn.Linear(encoder.output_dim, vocab_size)
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict, vocab_size: int) -> CTCModel:
         frontend = build("frontend", cfg["frontend"])
-        augment = build("augment", cfg["augment"])
+        sample_rate = getattr(getattr(frontend, "cfg", None), "sample_rate", None)  # Hz; None: images, video
+        augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate)
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
         return cls(frontend, augment, encoder, vocab_size)
 
@@ -48,15 +55,12 @@ class CTCModel(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``.
 
-        An augment whose ``raw`` attribute is true (image or waveform augmentations) works on the
-        raw batch before the frontend; the others on features after it. Both only in training.
+        The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
+        on the raw batch before the frontend; the others on features after it. Both only in training.
         """
-        raw_augment = getattr(self.augment, "raw", False)
-        if self.training and raw_augment:
-            x, lengths = self.augment(x, lengths)
+        x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
         feats, lengths = self.frontend(x, lengths)
-        if self.training and not raw_augment:
-            feats, lengths = self.augment(feats, lengths)
+        feats, lengths = self.augment.after_frontend(feats, lengths)
         hidden, lengths = self.encoder(feats, lengths)
         return self.head(hidden).log_softmax(dim=-1), lengths
 
@@ -71,10 +75,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Pipeline:
-    """A trained model with its tokenizer and a decoder: files in, text out.
+    """A trained model with its tokenizer and a decoder: media in, transcripts out.
 
-    ``load_checkpoint(path)`` returns one; ``transcribe(files)`` gives their text,
-    ``decode(files)`` their n-best lists of :class:`Hypothesis` with word times.
+    ``load_checkpoint(path)`` returns one. ``transcribe(inputs)`` gives a :class:`Transcript` per input
+    (text, words with times and confidences, the n-best); ``decode(inputs)`` the n-best lists of
+    :class:`Hypothesis`. An input is a media file's path (``str`` or ``Path``), the bytes of an encoded
+    file, an array (numpy or torch) in the layout the frontend's ``load`` returns — audio: 1-D samples,
+    with ``sample_rate=`` —, or a manifest :class:`Example`; a path ending in ``.jsonl`` is a manifest
+    whose lines are the inputs. One input gives one result; a list (or any iterable) of inputs a list.
     """
 
     def __init__(
@@ -104,41 +112,235 @@ class Pipeline:
     def log_probs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(x.to(self.device), lengths.to(self.device))
 
+    def load(self, item: Any, sample_rate: int | None = None) -> Tensor:
+        """The raw, time-first tensor the model reads for one input (a path, bytes or an array), as
+        :meth:`transcribe` loads it: audio ``(samples,)`` at the model's rate, images ``(width, height)``,
+        video ``(frames, C, H, W)``. Raises :class:`DataError` naming the input when it cannot be used."""
+        with _Inputs(self.model.frontend, item, sample_rate, "load") as inputs:
+            if not inputs.single:
+                raise ValueError(f"Pipeline.load: give one input, not {type(item).__name__} {item!s:.60}")
+            return inputs.load(inputs.examples[0].path)
+
+    def annotate(
+        self,
+        nbests: list[list[Hypothesis]],
+        log_probs: Tensor,
+        lengths: Tensor,
+        durations: Sequence[float | None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
+        the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
+
+        Each hypothesis is aligned to its utterance's frames (``decoders.base.align_tokens``, blank-aware:
+        a word runs from its first token's first frame to its last token's last frame, whatever the
+        search's history), its words end no later than ``durations[b]`` seconds (the input's length;
+        None: as the frames say), and it gets ``confidence`` and ``word_confidences``
+        (decoders/confidence.py). ``decode`` and ``transcribe`` call it; call it on n-best lists you
+        decode yourself from log-probs (a cache, a sweep of decoders).
+        """
+        from speechkit.decoders import confidence
+        from speechkit.decoders.base import align_tokens, word_groups, word_spans
+
+        if not nbests:
+            return nbests
+        lp_all = log_probs.detach().float().cpu().numpy()
+        frames = lengths.tolist()
+        shift = self.model.frame_shift_s
+        symbols = self.tokenizer.tokens
+        space = getattr(getattr(self.decoder, "cfg", None), "space", " ")
+        for b, nbest in enumerate(nbests):
+            lp = lp_all[b, : frames[b]]  # (T, V)
+            end_s = durations[b] if durations is not None and shift else None
+            for h in nbest:
+                spans = align_tokens(lp, h.tokens)
+                if spans is None and len(h.token_frames) != len(h.tokens):
+                    continue  # no alignment, and no frames from the decoder: left as it came
+                starts, ends = spans if spans is not None else (list(h.token_frames), list(h.token_frames))
+                words = word_spans(h.tokens, starts, symbols, shift, ends, space)
+                if end_s is not None:  # the last frame can reach past the input's last sample
+                    words = [(w, min(s, end_s), min(e, end_s)) for w, s, e in words]
+                token_conf = confidence.token_confidences(lp, h.tokens, starts, ends)
+                h.token_frames, h.words = list(starts), words
+                h.word_confidences = confidence.word_confidences(
+                    token_conf, word_groups(h.tokens, symbols, space)
+                )
+                h.confidence = confidence.utterance_confidence(h.word_confidences, lp)
+        return nbests
+
+    def durations(self, raw_lengths: Tensor) -> list[float | None]:
+        """Seconds of each input of a raw batch with ``raw_lengths`` ``(B,)`` (samples, video frames);
+        None where the input has no time axis in seconds (images)."""
+        fe = self.model.frontend
+        per = _seconds_per_raw_step(fe)
+        return [None if per is None else n * per for n in raw_lengths.tolist()]
+
     def decode_batches(self, dataset: ManifestDataset, num_workers: int = 0, progress: bool = False):
-        """Yield ``(batch, n-best lists)`` for every batch of ``dataset``, in order."""
+        """Yield ``(batch, n-best lists)`` for every batch of ``dataset``, in order, the hypotheses with
+        word times and confidences (:meth:`annotate`). ``progress``: a bar on stderr, in files/s."""
         from tqdm import tqdm
 
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
         )
-        for batch in tqdm(loader, desc="decode", unit="batch", disable=not progress, mininterval=2.0):
-            if len(batch) == 0:
-                yield batch, []
-                continue
-            lp, lengths = self.log_probs(batch.x, batch.lengths)
-            yield batch, self.decoder(lp.float(), lengths)
+        with tqdm(
+            total=len(dataset), desc="decode", unit="file", disable=not progress, mininterval=1.0
+        ) as bar:
+            for batch in loader:
+                if len(batch) == 0:
+                    bar.update(len(batch.skipped))
+                    yield batch, []
+                    continue
+                lp, lengths = self.log_probs(batch.x, batch.lengths)
+                nbests = self.annotate(
+                    self.decoder(lp.float(), lengths), lp, lengths, self.durations(batch.lengths)
+                )
+                bar.update(len(batch) + len(batch.skipped))
+                yield batch, nbests
 
     def decode(
-        self, inputs: Sequence[str | Path | Example], on_error: str = "raise"
-    ) -> list[list[Hypothesis] | Skipped]:
-        """n-best hypotheses (with word times) for each input, in order.
+        self, inputs: Any, *, sample_rate: int | None = None, on_error: str = "raise", progress: bool = False
+    ) -> list[Hypothesis] | Skipped | list[list[Hypothesis] | Skipped]:
+        """n-best hypotheses (best first, with word times and confidences) for each input, in order;
+        for a single input, its n-best list.
 
-        ``inputs``: media file paths, or manifest :class:`Example` s (then errors name the manifest
-        and line, ``manifest.jsonl:LINE``; for a path, the file). ``on_error="raise"``: the first
-        file that cannot be loaded raises :class:`DataError`; ``"skip"``: its place holds a
-        :class:`Skipped` (``where``, ``reason``) and the others are decoded.
+        ``inputs``: see the class. ``sample_rate``: Hz of arrays of audio samples (they are resampled
+        to the model's rate). Errors name the input: the file, the manifest line (``manifest.jsonl:LINE``)
+        or ``<array N>`` / ``<bytes N>``. ``on_error="raise"``: the first input that cannot be used
+        raises :class:`DataError`; ``"skip"``: its place holds a :class:`Skipped` (``where``,
+        ``reason``) and the others are decoded. ``progress``: a bar on stderr. An input of a type
+        that is not accepted raises ``TypeError``, an array of the wrong shape ``ValueError``, before
+        anything is decoded.
         """
-        examples = [x if isinstance(x, Example) else _MediaFile(Path(x), None, Path(x), 0) for x in inputs]
-        dataset = ManifestDataset(examples, self.model.frontend.load, None, on_error=on_error)
-        out: dict[int, list[Hypothesis] | Skipped] = {}
-        for batch, hyps in self.decode_batches(dataset):
-            out.update(zip(batch.indices, hyps))
-            out.update((sk.index, sk) for sk in batch.skipped)
-        return [out[i] for i in range(len(examples))]
+        results, single = self._run(inputs, sample_rate, on_error, progress, "decode")
+        out = [r if isinstance(r, Skipped) else r.nbest for r in results]
+        return out[0] if single else out
 
-    def transcribe(self, files: Sequence[str | Path | Example]) -> list[str]:
-        """The best hypothesis's text for each file, in order."""
-        return [nbest[0].text if isinstance(nbest, list) and nbest else "" for nbest in self.decode(files)]
+    def transcribe(
+        self, inputs: Any, *, sample_rate: int | None = None, on_error: str = "raise", progress: bool = False
+    ) -> Transcript | Skipped | list[Transcript | Skipped]:
+        """A :class:`Transcript` for each input, in order (for a single input, its transcript): the best
+        hypothesis's text, its words with times and confidences, the n-best, and ``to_dict()`` for
+        a manifest-style row. Arguments as for :meth:`decode`."""
+        results, single = self._run(inputs, sample_rate, on_error, progress, "transcribe")
+        return results[0] if single else results
+
+    def _run(
+        self, inputs: Any, sample_rate: int | None, on_error: str, progress: bool, method: str
+    ) -> tuple[list[Transcript | Skipped], bool]:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}: use 'raise' or 'skip'")
+        with _Inputs(self.model.frontend, inputs, sample_rate, method, on_error) as given:
+            dataset = ManifestDataset(given.examples, given.load, None, on_error=on_error)
+            out: dict[int, Transcript | Skipped] = {}
+            for batch, nbests in self.decode_batches(dataset, progress=progress):
+                durations = self.durations(batch.lengths) if len(batch) else []
+                for i, nbest, seconds in zip(batch.indices, nbests, durations):
+                    out[i] = Transcript.from_nbest(nbest, seconds, given.fields(i))
+                out.update((sk.index, sk) for sk in batch.skipped)
+            results = [out[i] for i in range(len(given.examples))]
+        return given.with_manifest_problems(results), given.single
+
+
+@dataclass
+class Word:
+    """One word of a transcript: times in seconds from the input's start (in frames where the input
+    has no time axis in seconds, as for images), confidence in ``[0, 1]`` (decoders/confidence.py)."""
+
+    word: str
+    start: float
+    end: float
+    confidence: float | None = None
+
+    def to_dict(self) -> dict:
+        """``{word, start, end, confidence}``, times rounded to milliseconds, confidence to 3 decimals."""
+        conf = None if self.confidence is None else round(self.confidence, 3)
+        return {
+            "word": self.word,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "confidence": conf,
+        }
+
+
+@dataclass
+class Transcript:
+    """What :meth:`Pipeline.transcribe` gives for one input: the best hypothesis's ``text``, ``words``,
+    ``confidence`` (``[0, 1]``) and ``score`` (its log-probability from the decoder), the whole
+    ``nbest`` (:class:`Hypothesis`, best first), the input's ``duration`` in seconds (None for images),
+    and ``fields``: the manifest line's own fields (``audio_filepath``, ``text``, …), or for a file
+    ``{"<modality>_filepath": path}``, empty for an array or bytes."""
+
+    text: str
+    words: list[Word]
+    confidence: float | None
+    score: float | None
+    nbest: list[Hypothesis]
+    duration: float | None = None
+    fields: dict | None = None
+
+    @classmethod
+    def from_nbest(
+        cls, nbest: list[Hypothesis], duration: float | None = None, fields: dict | None = None
+    ) -> Transcript:
+        """The transcript of an n-best list (annotated by :meth:`Pipeline.annotate`: else no confidences)."""
+        if not nbest:
+            return cls("", [], None, None, [], duration, fields)
+        best = nbest[0]
+        confs = (
+            best.word_confidences
+            if len(best.word_confidences) == len(best.words)
+            else [None] * len(best.words)
+        )
+        words = [Word(w, s, e, c) for (w, s, e), c in zip(best.words, confs)]
+        return cls(best.text, words, best.confidence, best.score, list(nbest), duration, fields)
+
+    def to_dict(self, nbest: int = 1) -> dict:
+        """A manifest-style row (NeMo's convention): the input's ``fields`` as they were (a manifest's
+        ``text`` stays the reference), ``duration`` (the manifest's, else measured), then ``pred_text``,
+        ``confidence``, ``score`` and ``words`` (``{word, start, end, confidence}``, seconds rounded to
+        milliseconds); with ``nbest`` > 1, ``nbest``: up to that many ``{text, score, confidence}``."""
+        row = dict(self.fields or {})
+        if "duration" not in row and self.duration is not None:
+            row["duration"] = round(self.duration, 3)
+        row["pred_text"] = self.text
+        row["confidence"] = None if self.confidence is None else round(self.confidence, 3)
+        row["score"] = self.score
+        row["words"] = [w.to_dict() for w in self.words]
+        if nbest > 1:
+            row["nbest"] = [
+                {
+                    "text": h.text,
+                    "score": h.score,
+                    "confidence": None if h.confidence is None else round(h.confidence, 3),
+                }
+                for h in self.nbest[:nbest]
+            ]
+        return row
+
+
+def input_fields(example: Example, modality: str) -> dict:
+    """The row an input starts from: a manifest line's fields (its media path resolved against the
+    manifest's folder, ``duration`` and ``text`` where it has them, then the rest), a file's path
+    under ``<modality>_filepath``, nothing for an array or bytes."""
+    if isinstance(example, _InMemory):
+        return {}
+    row: dict[str, Any] = {f"{modality}_filepath": str(example.path)}
+    if isinstance(example, _MediaFile):
+        return row
+    if example.duration is not None:
+        row["duration"] = example.duration
+    if example.text is not None:
+        row["text"] = example.text
+    row.update(example.fields)
+    return row
+
+
+def _seconds_per_raw_step(frontend: nn.Module) -> float | None:
+    """Seconds per step along a raw input's time axis: ``1 / sample_rate`` for audio, ``1 / fps`` for
+    video; None where time is not in seconds (images) or the frontend does not say."""
+    cfg = getattr(frontend, "cfg", None)
+    rate = getattr(cfg, "sample_rate", None) if frontend.modality == "audio" else getattr(cfg, "fps", None)
+    return 1.0 / rate if rate else None
 
 
 @dataclass(frozen=True)
@@ -148,3 +350,235 @@ class _MediaFile(Example):
     @property
     def where(self) -> str:
         return str(self.path)
+
+
+@dataclass(frozen=True)
+class _InMemory(_MediaFile):
+    """An array or bytes given in memory, under the name errors use (``<array 2>``, ``<bytes>``)."""
+
+
+_LAYOUT = {
+    "audio": "1-D samples, with sample_rate=",
+    "image": "(width, height) ink in [0, 1], as the frontend's load returns",
+    "video": "(frames, C, H, W) in [0, 1], as the frontend's load returns",
+}
+
+
+class _Inputs:
+    """What ``Pipeline.decode``/``transcribe`` were given, as examples a :class:`ManifestDataset` loads
+    with :meth:`load`: paths and manifest lines as they are, arrays and bytes under a name. Checked
+    when made (wrong types and shapes: ``TypeError``/``ValueError``); bytes are written to temporary
+    files while the ``with`` block lasts, since every frontend reads files."""
+
+    def __init__(
+        self, frontend: nn.Module, inputs: Any, sample_rate: int | None, method: str, on_error: str = "raise"
+    ) -> None:
+        import numpy as np
+
+        from speechkit.data.manifest import ManifestError, parse_manifest
+
+        self.frontend, self.modality = frontend, frontend.modality
+        self.method = method
+        self.arrays: dict[str, Any] = {}  # name → array
+        self.encoded: dict[str, bytes] = {}  # name → an encoded file's bytes
+        self.files: dict[str, Path] = {}  # name → the temporary file holding them (inside ``with``)
+        self.problems: list[tuple[int, str]] = []  # a manifest's unusable lines (on_error=skip)
+        self.manifest: Path | None = None
+        self.sample_rate = sample_rate
+        self._tmp = None
+        if isinstance(inputs, str | Path) and Path(inputs).suffix == ".jsonl":
+            if sample_rate is not None:
+                raise ValueError(
+                    f"sample_rate={sample_rate!r} is the rate of arrays of samples, not of a manifest's files"
+                )
+            self.single, self.manifest = False, Path(inputs)
+            self.examples, self.problems = parse_manifest(self.manifest, self.modality, require_text=False)
+            if self.problems and on_error == "raise":
+                raise ManifestError(self.manifest, self.problems)
+            return
+        if self._one(inputs):
+            self.single, items = True, [inputs]
+        elif isinstance(inputs, dict) or not hasattr(inputs, "__iter__"):
+            raise TypeError(self._refusal(f"{type(inputs).__name__}"))
+        else:
+            self.single, items = False, list(inputs)
+        self.examples: list[Example] = []
+        for k, x in enumerate(items):
+            label = "" if self.single else f" {k}"
+            if isinstance(x, Example):
+                self.examples.append(x)
+            elif isinstance(x, str | Path):
+                if not self.single and Path(x).suffix == ".jsonl":
+                    raise ValueError(
+                        f"input {k} ({x}) is a manifest: pass its path alone, not in a list of files"
+                    )
+                self.examples.append(_MediaFile(Path(x), None, Path(x), 0))
+            elif isinstance(x, bytes | bytearray | memoryview):
+                name = f"<bytes{label}>"
+                self.encoded[name] = bytes(x)
+                self.examples.append(_InMemory(Path(name), None, Path(name), 0))
+            elif isinstance(x, np.ndarray | Tensor):
+                name = f"<array{label}>"
+                self.arrays[name] = self._checked(x, name)
+                self.examples.append(_InMemory(Path(name), None, Path(name), 0))
+            else:
+                what = f"input {k}: {type(x).__name__}" if not self.single else type(x).__name__
+                raise TypeError(self._refusal(what, nested=not self.single))
+        if sample_rate is not None and not self.arrays:
+            raise ValueError(
+                f"sample_rate={sample_rate!r} is the rate of arrays of samples, and no array was given "
+                "(a file carries its own rate): leave it out"
+            )
+
+    @staticmethod
+    def _one(x: Any) -> bool:
+        import numpy as np
+
+        return isinstance(x, str | Path | bytes | bytearray | memoryview | np.ndarray | Tensor | Example)
+
+    def _refusal(self, what: str, nested: bool = False) -> str:
+        layout = _LAYOUT.get(self.modality, "in the layout the frontend's load returns")
+        return (
+            f"Pipeline.{self.method}: cannot take {what}; it takes a media file's path (str or Path; a .jsonl "
+            f"path is a manifest), the bytes of an encoded file, a numpy array or torch tensor "
+            f"({self.modality}: {layout}), a manifest Example, or a list of these"
+            + ("" if not nested else " (a list of numbers is not samples: pass an array)")
+        )
+
+    def _checked(self, x: Any, name: str) -> Any:
+        """``x`` if its dtype and shape fit the model's input (``ValueError``/``TypeError`` naming it if not)."""
+        import numpy as np
+
+        dtype = x.dtype
+        numeric = (
+            (x.is_floating_point() or not (x.is_complex() or dtype == torch.bool))
+            if isinstance(x, Tensor)
+            else (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer))
+        )
+        if not numeric:
+            raise TypeError(f"{name}: an array of {dtype} is not {self.modality}; pass numbers")
+        shape = tuple(x.shape)
+        cfg = getattr(self.frontend, "cfg", None)
+        if self.modality == "audio":
+            if len(shape) != 1:
+                raise ValueError(
+                    f"{name}: audio arrays are 1-D samples, got shape {shape}; average the channels "
+                    "(x.mean(axis=…)), or pass several clips as a list of 1-D arrays"
+                )
+            model_rate = getattr(cfg, "sample_rate", None)
+            if model_rate is None:
+                raise ValueError(f"{name}: this model's frontend does not say its sample rate; pass files")
+            if self.sample_rate is None:
+                raise ValueError(
+                    f"{name}: an array of samples needs sample_rate= (its rate in Hz); the model takes "
+                    f"{model_rate} Hz and resamples others"
+                )
+            if (
+                isinstance(self.sample_rate, bool)
+                or not isinstance(self.sample_rate, int)
+                or self.sample_rate <= 0
+            ):
+                raise ValueError(f"sample_rate={self.sample_rate!r}: give a positive whole number of Hz")
+        elif self.sample_rate is not None:
+            raise ValueError(
+                f"sample_rate= is for audio samples; this model reads {self.modality}: leave it out"
+            )
+        elif self.modality == "image":
+            height = getattr(cfg, "height", None)
+            if len(shape) != 2 or (height and shape[1] != height):
+                raise ValueError(
+                    f"{name}: image arrays are (width, {height or 'height'}) ink, got shape {shape}"
+                )
+        elif self.modality == "video":
+            want = (
+                getattr(self.frontend, "in_channels", None),
+                getattr(cfg, "height", None),
+                getattr(cfg, "width", None),
+            )
+            if len(shape) != 4 or (None not in want and shape[1:] != want):
+                shown = "C, H, W" if None in want else ", ".join(map(str, want))
+                raise ValueError(f"{name}: video arrays are (frames, {shown}), got shape {shape}")
+        return x
+
+    def __enter__(self) -> _Inputs:
+        import tempfile
+
+        if self.encoded:
+            self._tmp = tempfile.TemporaryDirectory(prefix="speechkit-")
+            for k, (name, data) in enumerate(self.encoded.items()):
+                path = Path(self._tmp.name) / f"input{k}{_sniff_suffix(data)}"
+                path.write_bytes(data)
+                self.files[name] = path
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp, self.files = None, {}
+
+    def load(self, path: Path) -> Tensor:
+        """The raw tensor of the input named ``path`` (a file's path, or an in-memory input's name)."""
+        from speechkit.data.errors import DataError
+
+        name = str(path)
+        if name in self.files:
+            try:
+                return self.frontend.load(self.files[name])
+            except DataError as e:  # the temporary file stands for the bytes: name those
+                raise DataError(name, e.problem.replace(str(self.files[name]), name), e.fix) from None
+        if name in self.arrays:
+            return self._raw(self.arrays[name], name)
+        return self.frontend.load(path)
+
+    def _raw(self, x: Any, name: str) -> Tensor:
+        """An in-memory array as the frontend's ``load`` would return it (audio resampled to its rate)."""
+        import numpy as np
+
+        from speechkit.data.errors import DataError
+        from speechkit.frontends.audio_io import to_waveform
+
+        if self.modality == "audio":
+            return to_waveform(x, self.sample_rate, self.frontend.cfg.sample_rate, name)
+        t = x.detach().cpu() if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+        t = t.float() / 255 if t.dtype == torch.uint8 else t.float()
+        if t.shape[0] == 0:
+            raise DataError(name, f"is empty (shape {tuple(t.shape)})", "pass at least one frame")
+        if not bool(torch.isfinite(t).all()):
+            raise DataError(name, "contains NaN or infinite values", "pass finite values")
+        return t.contiguous()
+
+    def fields(self, index: int) -> dict:
+        return input_fields(self.examples[index], self.modality)
+
+    def with_manifest_problems(self, results: list) -> list:
+        """``results`` (one per example) with a :class:`Skipped` for each unusable manifest line, in line order."""
+        if not self.problems:
+            return results
+        lines = [(ex.line, r) for ex, r in zip(self.examples, results)]
+        lines += [(line, Skipped(-1, f"{self.manifest}:{line}", problem)) for line, problem in self.problems]
+        lines.sort(key=lambda pair: pair[0])
+        out = []
+        for k, (_, r) in enumerate(lines):
+            out.append(Skipped(k, r.where, r.reason) if isinstance(r, Skipped) else r)
+        return out
+
+
+def _sniff_suffix(data: bytes) -> str:
+    """The file suffix an encoded file's first bytes announce ('' when unknown): loaders that read some
+    formats by name (a NumPy stack, an MP4's box check) see the right one."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return ".wav"
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    for magic, suffix in (
+        (b"fLaC", ".flac"),
+        (b"OggS", ".ogg"),
+        (b"\x1a\x45\xdf\xa3", ".webm"),
+        (b"ID3", ".mp3"),
+        (b"\x93NUMPY", ".npy"),
+        (b"\x89PNG", ".png"),
+        (b"\xff\xd8\xff", ".jpg"),
+    ):
+        if data.startswith(magic):
+            return suffix
+    return ""

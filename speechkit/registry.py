@@ -49,6 +49,11 @@ KINDS: dict[str, str] = {
 #: decoder's config (``decoder.lm=ngram decoder.lm.path=…``) as well as on its own (``lm=…``).
 EXTRA_GROUPS: dict[str, tuple[str, ...]] = {"lm": ("decoder/lm",)}
 
+#: Kinds whose group takes a list of options, run in order (``augment=[speed,specaugment]``; Hydra's
+#: "selecting multiple configs from a config group"). Each option is stored under its own name, so the
+#: composed node maps stage name → parameters: ``augment.speed.factors``, ``augment.specaugment.time_masks``.
+LIST_KINDS = ("augment",)
+
 #: Built-in modules whose import registers speechkit's own plugins.
 BUILTIN_MODULES = (
     "speechkit.frontends",
@@ -58,6 +63,7 @@ BUILTIN_MODULES = (
     "speechkit.decoders",
     "speechkit.lm",
     "speechkit.data.tokenizer",
+    "speechkit.data.bpe",
 )
 
 
@@ -123,7 +129,9 @@ class Registry:
         plugin = Plugin(self.kind, name, cls, config, node, cls.__module__)
         self.plugins[name] = plugin
         for group in (self.group, *EXTRA_GROUPS.get(self.kind, ())):
-            _store(group, name, node)
+            # a list kind's option goes under its own name (augment.speed); others at the group (encoder)
+            package = f"{group.replace('/', '.')}.{name}" if self.kind in LIST_KINDS else None
+            _store(group, name, node, package)
         return plugin
 
     def get(self, name: str) -> Plugin:
@@ -162,10 +170,10 @@ def register(kind: str, name: str, config: type) -> Callable[[type], type]:
     return wrap
 
 
-def _store(group: str, name: str, node: type) -> None:
+def _store(group: str, name: str, node: type, package: str | None = None) -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group=group, name=name, node=node)
+    ConfigStore.instance().store(group=group, name=name, node=node, package=package)
 
 
 _loaded = False
@@ -297,7 +305,8 @@ def describe(kind: str | None = None) -> str:
     lines = []
     for k in kinds:
         reg = REGISTRIES[k]
-        lines.append(f"{k}:")
+        chain = f"  (one, or a list run in order: {k}=[a,b]; parameters {k}.NAME.KEY=…)"
+        lines.append(f"{k}:" + (chain if k in LIST_KINDS else ""))
         if not reg.plugins:
             lines.append("  (none)")
         for name in sorted(reg.plugins):

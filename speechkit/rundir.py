@@ -127,13 +127,22 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[t
     return diffs
 
 
+def _augment_as_chain(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its ``augment`` node as the stages it chooses (speechkit/augment/chain.py), so a
+    checkpoint written before chains (``augment: {name: specaugment, …}``) equals ``augment=specaugment``."""
+    from speechkit.augment.chain import stage_nodes
+
+    return {**config, "augment": stage_nodes(config.get("augment"))} if isinstance(config, dict) else config
+
+
 def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path) -> None:
     """Refuse to resume from ``path`` when ``cfg`` defines another run than the checkpoint's config.
 
     ``trainer.resume_force=true`` turns the refusal into a warning listing the same changes.
     """
     current = OmegaConf.to_container(cfg, resolve=True)
-    diffs = config_differences(ckpt.get("config", {}), current)
+    diffs = config_differences(_augment_as_chain(ckpt.get("config", {})), _augment_as_chain(current))
+    diffs = [(k, old, new) for k, old, new in diffs if not _same_data_path(k, old, new)]
     if not diffs:
         return
     listed = "\n".join(f"  {k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diffs)
@@ -146,6 +155,16 @@ def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path)
         "directory, or pass trainer.resume_force=true to continue anyway "
         f"(safe to change: {', '.join(s for s in SAFE_ON_RESUME if s != 'trainer.resume')})"
     )
+
+
+def _same_data_path(key: str, old: Any, new: Any) -> bool:
+    """Whether ``data.root`` or a ``data.*_manifest`` differs only in spelling: a run saved before data
+    paths were made absolute (a relative ``samples/grid``) resumed by one that resolves it."""
+    if not (key == "data.root" or (key.startswith("data.") and key.endswith("_manifest"))):
+        return False
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()
 
 
 # ----------------------------------------------------------------------------- configs

@@ -18,7 +18,9 @@ def task(cfg: DictConfig) -> float:
 
     from speechkit import distributed, rundir
     from speechkit.checkpoint import CheckpointError
+    from speechkit.config import resolve_data_root
 
+    resolve_data_root(cfg, uses=("train_manifest", "dev_manifest"))  # a recipe's data from any folder; the run's saved config names it absolutely
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()  # under torchrun only rank 0 writes (and holds the lock)
     try:

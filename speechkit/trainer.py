@@ -23,10 +23,11 @@ from speechkit.checkpoint import (
     check_writable,
     model_payload,
     save_checkpoint,
+    tokenizer_context,
 )
 from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
-from speechkit.data.tokenizer import CharTokenizer, check_spellable
+from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.loggers import make_logger
 from speechkit.metrics import error_counts, rates
@@ -96,7 +97,7 @@ class Trainer:
             st = resume[0]["trainer"]["state"]
             log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
         self.state = TrainState()
-        self._setup_data(resume[0]["tokens"] if resume else None)
+        self._setup_data(tokenizer_context(resume[0]) if resume else None)
         self._setup_model()
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume:
@@ -120,8 +121,9 @@ class Trainer:
         seed_everything(self.tcfg.seed)
         self.metrics_logger = make_logger(self.tcfg.logger, self.run_dir, self.dist.main)  # loggers.py
 
-    def _setup_data(self, tokens: list[str] | None) -> None:
-        """Manifests, the tokenizer (fitted on the training text, or the resumed run's), datasets, batches."""
+    def _setup_data(self, saved: dict[str, Any] | None) -> None:
+        """Manifests, the tokenizer (fitted on the training text, or the resumed run's: its checkpoint's
+        ``tokens`` and ``state``), datasets, batches."""
         from speechkit.data.manifest import read_manifest
         from speechkit.registry import registry
 
@@ -131,10 +133,11 @@ class Trainer:
             raise ValueError("data.train_manifest is not set: pass data.train_manifest=PATH or a recipe=NAME")
         self.train_examples = read_manifest(cfg.data.train_manifest, frontend.modality)
         self.dev_examples = read_manifest(cfg.data.dev_manifest, frontend.modality) if cfg.data.dev_manifest else []
-        self.tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer, tokens=tokens)
-        if tokens is None:
+        self.tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer, **(saved or {}))
+        if saved is None:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
-        log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), "".join(self.tokenizer.tokens[1:]))
+        sep = "" if getattr(self.tokenizer, "unit", "char") == "char" else "|"  # subwords, phones: a|b
+        log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), sep.join(self.tokenizer.tokens[1:]))
         check_spellable(self.tokenizer, self.dev_examples)  # fail now, not after the first epoch
         self.durations = [ex.duration for ex in self.train_examples]
         self.batches_per_epoch = len(self.epoch_batches(0))
@@ -152,7 +155,7 @@ class Trainer:
         self.loss_fn = build("loss", cfg.loss)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s + %s + %s, %.2f M parameters, %s frames/s out",
-                 cfg.frontend.name, cfg.augment.name, cfg.encoder.name, n_params / 1e6,
+                 cfg.frontend.name, self.model.augment.summary, cfg.encoder.name, n_params / 1e6,
                  f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
@@ -242,8 +245,10 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
 
     def _payload(self, with_trainer: bool) -> dict[str, Any]:
-        payload = model_payload(self.cfg, self.tokenizer.tokens, self.model,
-                                self.state.history[-1] if self.state.history else {})
+        metrics = self.state.history[-1] if self.state.history else {}
+        payload = model_payload(
+            self.cfg, self.tokenizer.tokens, self.model, metrics, saved_state(self.tokenizer)
+        )
         if with_trainer:
             payload["trainer"] = {
                 "optimizer": self.optimizer.state_dict(),

@@ -1,7 +1,14 @@
-"""``speechkit-transcribe checkpoint=PATH input=FILE|FOLDER|MANIFEST``: text of media files.
+"""``speechkit-transcribe checkpoint=PATH input=FILE|FOLDER|MANIFEST|-``: text of media files.
 
-One file: its text is printed. A folder or a manifest: predictions are written as JSON lines
-(``output=PATH``, default ``<run dir>/predictions.jsonl``) and a summary is printed.
+One file (``input=-``: one file's bytes on stdin): its text is printed, or with ``output=x.json`` written
+as one JSON object (``x.jsonl``: one line). A folder (every file whose suffix the model's frontend
+reads, audio in any container FFmpeg reads; the files left out are named on stderr) or a manifest:
+predictions are written as JSON lines (``output=PATH``, default ``<run dir>/predictions.jsonl``;
+``.json``: one JSON array) and a summary is printed. Each row follows NeMo's convention: the
+manifest line's fields as they were (``text`` stays the reference), or ``audio_filepath`` and
+``duration`` for a file, then ``pred_text``, ``confidence``, ``score`` and ``words``
+(``{word, start, end, confidence}``, seconds to the millisecond); ``nbest`` with ``nbest=N``.
+A progress bar (files/s) runs on stderr, and the real-time factor is printed there at the end.
 
 ``on_error=raise`` (default): an input that cannot be used is one ``error:`` line naming the
 manifest line (or the file, for a folder) and nothing is written: the first manifest line that
@@ -16,11 +23,26 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("speechkit.transcribe")
+
+STDIN = "-"  # input=- reads one media file from stdin
+LEFT_OUT_SHOWN = 5  # names of files a folder scan leaves out, listed on stderr
+
+
+def _extensions(frontend) -> set[str]:
+    """File suffixes a folder scan picks up: the frontend's, and for audio every container
+    ``load_audio`` reads through FFmpeg (m4a, opus, webm, …)."""
+    exts = {e.lower() for e in frontend.extensions}
+    if frontend.modality == "audio":
+        from speechkit.frontends.audio_io import AUDIO_EXTENSIONS
+
+        exts |= set(AUDIO_EXTENSIONS)
+    return exts
 
 
 def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, dict]]]:
@@ -30,11 +52,20 @@ def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, di
     from speechkit.data.manifest import parse_manifest
 
     if source.is_dir():
-        exts = {e.lower() for e in pipe.model.frontend.extensions}
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
-        if not files:
+        exts = _extensions(pipe.model.frontend)
+        found = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
+        left_out = sorted(p for p in source.rglob("*") if p.suffix.lower() not in exts and p.is_file())
+        if left_out:  # said, never silently dropped
+            names = ", ".join(str(p.relative_to(source)) for p in left_out[:LEFT_OUT_SHOWN])
+            more = f" and {len(left_out) - LEFT_OUT_SHOWN} more" if len(left_out) > LEFT_OUT_SHOWN else ""
+            print(
+                f"left out {len(left_out)} file(s) of {source} not ending in {', '.join(sorted(exts))}: "
+                f"{names}{more}",
+                file=sys.stderr,
+            )
+        if not found:
             raise SystemExit(f"error: {source}: no files ending in {', '.join(sorted(exts))}")
-        return files, []
+        return found, []
     if source.suffix in (".jsonl", ".json"):
         examples, problems = parse_manifest(source, pipe.model.frontend.modality, require_text=False)
         if problems and on_error == "raise":
@@ -65,24 +96,29 @@ def _row(where: str, path: Path | None, reason: str) -> dict:
 
 
 def _format(h, words: bool) -> str:
+    """A hypothesis as printed: its text, and with ``words`` one ``word start end confidence`` line a word."""
     if not words:
         return h.text
-    return h.text + "\n" + "\n".join(f"  {w}\t{s:.2f}\t{e:.2f}" for w, s, e in h.words)
+    confs = h.word_confidences if len(h.word_confidences) == len(h.words) else [float("nan")] * len(h.words)
+    return (
+        h.text + "\n" + "\n".join(f"  {w}\t{s:.2f}\t{e:.2f}\t{c:.2f}" for (w, s, e), c in zip(h.words, confs))
+    )
 
 
-def _plot_name(path: Path, used: set[str]) -> str:
+def _plot_name(stem: str, used: set[str]) -> str:
     """``<stem>.png``, or ``<stem>_<n>.png`` when another input of the run has the same stem."""
-    name, n = f"{path.stem}.png", 1
+    name, n = f"{stem}.png", 1
     while name in used:
         n += 1
-        name = f"{path.stem}_{n}.png"
+        name = f"{stem}_{n}.png"
     used.add(name)
     return name
 
 
-def write_plots(pipe, files: list[Path], nbests: list, out_dir: Path) -> list[Path]:
+def write_plots(pipe, items: list, nbests: list, out_dir: Path) -> list[Path]:
     """One PNG per input in ``out_dir``: the input, its features, and the posteriorgram with the
-    decoded text aligned (speechkit.plots.plot_utterance). Returns the files written."""
+    decoded text aligned (speechkit.plots.plot_utterance). ``items``: paths, manifest examples, or
+    bytes (stdin's: ``stdin.png``). Returns the files written."""
     import torch
 
     from speechkit.plots import plot_utterance
@@ -90,14 +126,16 @@ def write_plots(pipe, files: list[Path], nbests: list, out_dir: Path) -> list[Pa
     model, fe = pipe.model, pipe.model.frontend
     out_dir.mkdir(parents=True, exist_ok=True)
     written, used = [], set()
-    for path, nbest in zip(files, nbests):
-        raw = fe.load(path)
+    for item, nbest in zip(items, nbests):
+        path = getattr(item, "path", item)
+        raw = pipe.load(path)
         x, lengths = raw[None].to(pipe.device), torch.tensor([raw.shape[0]], device=pipe.device)
         with torch.no_grad():
             feats, frames = fe(x, lengths)
             log_probs, out_frames = model(x, lengths)
         cfg = getattr(fe, "cfg", None)
-        target = out_dir / _plot_name(path, used)
+        is_file = isinstance(path, str | Path)
+        target = out_dir / _plot_name(Path(path).stem if is_file else "stdin", used)
         plot_utterance(
             target,
             raw.cpu().numpy(),
@@ -105,15 +143,39 @@ def write_plots(pipe, files: list[Path], nbests: list, out_dir: Path) -> list[Pa
             feats[0, : int(frames[0])].float().cpu().numpy(),
             log_probs[0, : int(out_frames[0])].float().cpu().numpy(),
             pipe.tokenizer.tokens,
-            hyp=nbest[0] if nbest else None,
+            hyp=nbest[0] if nbest else None,  # words aligned and ended by the input's end (Pipeline.annotate)
             feat_shift_s=getattr(fe, "frame_shift_s", None),
             out_shift_s=model.frame_shift_s,
             sample_rate=getattr(cfg, "sample_rate", None),
             fps=getattr(cfg, "fps", None),
-            title=str(path),
+            title=str(path) if is_file else "<stdin>",
         )
         written.append(target)
     return written
+
+
+def _speed(transcripts: list, seconds: float, modality: str) -> str:
+    """The real-time factor (processing seconds per second of input), or files/s without a time axis."""
+    durations = [t.duration for t in transcripts]
+    if transcripts and all(d is not None for d in durations) and sum(durations) > 0:
+        total = sum(durations)
+        rtf = seconds / total
+        return (
+            f"real-time factor {rtf:.4f}: {total:.1f} s of {modality} in {seconds:.2f} s "
+            f"({1 / rtf if rtf else float('inf'):.0f}× real time)"
+        )
+    return (
+        f"{len(transcripts)} file(s) in {seconds:.2f} s ({len(transcripts) / max(seconds, 1e-9):.1f} files/s)"
+    )
+
+
+def _write(out: Path, rows: list[dict], single: bool) -> None:
+    """``.json``: one object (a single input) or an array; any other name: JSON lines."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".json":
+        out.write_text(json.dumps(rows[0] if single and rows else rows, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def task(cfg: DictConfig) -> None:
@@ -148,16 +210,36 @@ def task(cfg: DictConfig) -> None:
         ) from None
     except (OSError, ValueError) as e:  # an LM file that is missing or unreadable: one line, not a traceback
         raise SystemExit(f"error: decoder: {e}") from None
-    source = Path(str(cfg.input))
-    single = not source.is_dir() and source.suffix not in (".jsonl", ".json")
+    stdin = str(cfg.input) == STDIN
+    if stdin:
+        if sys.stdin.isatty():
+            raise SystemExit(
+                "error: input=-: stdin is a terminal; pipe one media file in (… input=- < a.wav)"
+            )
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise SystemExit(
+                "error: input=-: nothing arrived on stdin; pipe one media file in (… input=- < a.wav)"
+            )
+        source, single = None, True
+    else:
+        source = Path(str(cfg.input))
+        single = not source.is_dir() and source.suffix not in (".jsonl", ".json")
     try:
-        inputs, skipped = _inputs(pipe, source, cfg.on_error)
+        inputs, skipped = ([data], []) if stdin else _inputs(pipe, source, cfg.on_error)
         if hasattr(pipe.decoder, "warm_up"):  # the one-off compile announced on stderr: stdout holds the text
             pipe.decoder.warm_up(pipe.device, announce=lambda m: print(m, file=sys.stderr))
-        results = pipe.decode(inputs, on_error="raise" if single else cfg.on_error)
+        t0 = time.perf_counter()
+        results = pipe.transcribe(
+            inputs, on_error="raise" if single else cfg.on_error, progress=cfg.progress and not single
+        )
+        seconds = time.perf_counter() - t0
     except DataError as e:
-        raise SystemExit(_one_line(f"error: {e}")) from None
-    done = [(getattr(x, "path", x), r) for x, r in zip(inputs, results) if not isinstance(r, Skipped)]
+        where = "<stdin>" if stdin else e.where  # the bytes' temporary name means nothing to the user
+        raise SystemExit(
+            _one_line(f"error: {where}: {e.problem}" + (f" — {e.fix}" if e.fix else ""))
+        ) from None
+    done = [(x, t) for x, t in zip(inputs, results) if not isinstance(t, Skipped)]
     skipped += [
         (getattr(x, "line", i), _row(r.where, getattr(x, "path", x), r.reason))
         for i, (x, r) in enumerate(zip(inputs, results))
@@ -166,34 +248,24 @@ def task(cfg: DictConfig) -> None:
     skipped.sort(key=lambda s: s[0])  # manifest line (folder: file) order
     for _, row in skipped:
         print(f"skipped {row['where']}: {row['reason']}", file=sys.stderr)
-    files, nbests = [path for path, _ in done], [nbest for _, nbest in done]
-    if cfg.plot and files:
+    transcripts = [t for _, t in done]
+    if cfg.plot and done:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        pngs = write_plots(pipe, files, nbests, run_dir / "plots")
+        pngs = write_plots(pipe, [x for x, _ in done], [t.nbest for t in transcripts], run_dir / "plots")
         # stderr: stdout carries only the text of a single file
         print(
             f"plot{'s' if len(pngs) > 1 else ''}: {pngs[0] if len(pngs) == 1 else run_dir / 'plots'}",
             file=sys.stderr,
         )
-    if single:
-        for rank, h in enumerate(nbests[0][: cfg.nbest]):
+    speed = _speed(transcripts, seconds, pipe.model.frontend.modality)
+    if single and not cfg.output:
+        for rank, h in enumerate(transcripts[0].nbest[: cfg.nbest]):
             prefix = f"{rank + 1}\t{h.score:.3f}\t" if cfg.nbest > 1 else ""
             print(prefix + _format(h, cfg.words))
+        print(speed, file=sys.stderr)
         return
     out = Path(cfg.output) if cfg.output else Path(HydraConfig.get().runtime.output_dir) / "predictions.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as f:
-        for path, nbest in done:
-            row = {
-                "path": str(path),
-                "text": nbest[0].text if nbest else "",
-                "score": nbest[0].score if nbest else None,
-            }
-            if cfg.words and nbest:
-                row["words"] = [list(w) for w in nbest[0].words]
-            if cfg.nbest > 1:
-                row["nbest"] = [{"text": h.text, "score": h.score} for h in nbest[: cfg.nbest]]
-            f.write(json.dumps(row) + "\n")
+    _write(out, [t.to_dict(nbest=cfg.nbest) for t in transcripts], single)
     report = out.with_name(f"{out.stem}.skipped.jsonl")
     if skipped:
         report.write_text("".join(json.dumps(row) + "\n" for _, row in skipped))
@@ -206,6 +278,7 @@ def task(cfg: DictConfig) -> None:
         )
     else:
         print(f"transcribed {len(done)} file(s): {out}")
+    print(speed, file=sys.stderr)
 
 
 def main() -> None:

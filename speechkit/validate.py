@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 log = logging.getLogger("speechkit.validate")
@@ -63,8 +62,12 @@ class Loaded:
     channels: int | None = None
 
 
-class _Probe(torch.utils.data.Dataset):
-    """Loads examples with the frontend's loader in worker processes; never raises."""
+class _Probe:
+    """Loads examples with the frontend's loader in worker processes; never raises.
+
+    A map-style dataset (``DataLoader`` takes any object with ``__len__`` and ``__getitem__``), not a
+    ``torch.utils.data.Dataset`` subclass: this module imports torch only when work starts, so ``--help``
+    answers at once."""
 
     def __init__(self, examples, load, modality: str, sample_rate: int | None) -> None:
         self.examples, self.load, self.modality, self.sample_rate = examples, load, modality, sample_rate
@@ -115,6 +118,7 @@ def _vocabulary(spec: str | None, tokenizer, train_texts: list[str]) -> set[str]
 
 def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dict[str, dict[str, Any]]]:
     """Check every manifest of ``cfg.data``; returns the problems and per-split counts."""
+    import torch
     from tqdm import tqdm
 
     from speechkit.data.manifest import parse_manifest
@@ -221,6 +225,9 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
 def task(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
+    from speechkit.config import resolve_data_root
+
+    resolve_data_root(cfg)  # a recipe's data from any folder
     problems, stats = validate(cfg, progress=cfg.progress)
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]

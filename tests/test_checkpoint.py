@@ -39,8 +39,8 @@ def test_a_checkpoint_alone_rebuilds_the_model_and_transcribes(ckpt, tmp_path):
     got, _ = pipe.log_probs(x, lengths)
     assert torch.allclose(got, expected)
     sf.write(tmp_path / "a.wav", x[0].numpy() * 0.1, 16000)
-    (text,) = pipe.transcribe([tmp_path / "a.wav"])
-    assert set(text) <= set("ab ")
+    (transcript,) = pipe.transcribe([tmp_path / "a.wav"])
+    assert set(transcript.text) <= set("ab ")
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(ckpt):

@@ -46,7 +46,8 @@ def test_transcribe_prints_the_text_of_one_file_and_writes_a_manifests_predictio
     run_cli("speechkit-transcribe", f"checkpoint={trained / 'run/checkpoints/best.pt'}",
         f"input={trained / 'test.jsonl'}", f"output={out}", "words=true")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 4 and all("text" in r and "words" in r for r in rows)
+    refs = [r["text"] for r in sample_rows("test", 4)]
+    assert [r["text"] for r in rows] == refs and all("pred_text" in r and "words" in r for r in rows)
 
 
 def test_eval_on_text_the_model_cannot_spell_names_the_manifest_line(trained):

@@ -48,7 +48,7 @@ def test_skip_transcribes_every_good_line_and_reports_each_bad_one_by_manifest_l
     out = tmp_path / "preds.jsonl"
     p = run_cli("speechkit-transcribe", _ckpt(trained), f"input={manifest}", f"output={out}", "on_error=skip")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["path"] for r in rows] == [r["audio_filepath"] for r in sample_rows("test", 3)]
+    assert [r["audio_filepath"] for r in rows] == [r["audio_filepath"] for r in sample_rows("test", 3)]
     skipped = [line for line in p.stderr.splitlines() if line.startswith("skipped ")]
     assert [s.split(": ", 1)[0] for s in skipped] == [f"skipped {manifest}:{n}" for n in (2, 3, 5, 7)]
     assert "cannot read audio" in skipped[0] and "not valid JSON" in skipped[1] and "not found" in skipped[2]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +25,8 @@ class Hypothesis:
     for ``beam`` without an LM the CTC log-probability of the label sequence).
     ``token_frames[i]`` is the frame where token ``i`` is first emitted.
     ``words`` holds ``(word, start_s, end_s)``; with no frame rate known, times are in frames.
+    ``confidence`` (utterance) and ``word_confidences`` (one per word) are in ``[0, 1]``, from the
+    posteriors (decoders/confidence.py); a decoder leaves them empty and ``Pipeline`` fills them.
     """
 
     text: str
@@ -30,6 +34,8 @@ class Hypothesis:
     tokens: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
     words: list[tuple[str, float, float]] = field(default_factory=list)
+    confidence: float | None = None
+    word_confidences: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -70,6 +76,26 @@ def tokens_to_text(tokens: list[int], symbols: list[str]) -> str:
     return " ".join("".join(symbols[t] for t in tokens).split())
 
 
+def word_groups(tokens: Sequence[int], symbols: Sequence[str], space: str = " ") -> list[tuple[int, int]]:
+    """The words of a label sequence as ``(first, last)`` token indices: runs of tokens other than ``space``.
+
+    A token that starts with ``space`` and goes on (a subword ``" the"``, a phone ``" sil"``) ends the
+    word before it and starts the next; for characters only ``space`` itself separates words.
+    """
+    groups: list[tuple[int, int]] = []
+    first = None
+    for i, tok in enumerate(tokens):
+        if space and symbols[tok].startswith(space):
+            if first is not None:
+                groups.append((first, i - 1))
+            first = i if len(symbols[tok]) > len(space) else None
+        elif first is None:
+            first = i
+    if first is not None:
+        groups.append((first, len(tokens) - 1))
+    return groups
+
+
 def word_spans(
     tokens: list[int],
     frames: list[int],
@@ -80,27 +106,77 @@ def word_spans(
 ) -> list[tuple[str, float, float]]:
     """Group tokens into words at ``space`` tokens: ``(word, start, end)`` in seconds (or frames).
 
-    A word starts at the frame its first token is emitted and ends after the frame of its last
-    token (``end_frames[i]`` when given: the last frame token ``i`` stays non-blank).
+    A word starts at the first frame of its first token (``frames[i]``, where token ``i`` is
+    emitted) and ends after the last frame of its last token (``end_frames[i]`` when given: the
+    last frame token ``i`` holds; else its first frame). Frame ``t`` spans ``[t, t + 1) · frame_shift_s``,
+    so blank frames before and after a word are never part of it.
     """
     scale = frame_shift_s if frame_shift_s else 1.0
-    words: list[tuple[str, float, float]] = []
-    chars: list[str] = []
-    start = end = 0
-    for i, (tok, fr) in enumerate(zip(tokens, frames)):
-        sym = symbols[tok]
-        if sym == space:
-            if chars:
-                words.append(("".join(chars), start * scale, end * scale))
-                chars = []
-            continue
-        if not chars:
-            start = fr
-        chars.append(sym)
-        end = (end_frames[i] if end_frames is not None else fr) + 1
-    if chars:
-        words.append(("".join(chars), start * scale, end * scale))
-    return words
+    ends = end_frames if end_frames is not None else frames
+    return [
+        (
+            "".join(symbols[t] for t in tokens[a : b + 1]).removeprefix(space),
+            frames[a] * scale,
+            (ends[b] + 1) * scale,
+        )
+        for a, b in word_groups(tokens, symbols, space)
+    ]
+
+
+def align_tokens(log_probs: np.ndarray, tokens: Sequence[int]) -> tuple[list[int], list[int]] | None:
+    """Each token's first and last frame in the best CTC alignment of ``tokens`` to ``log_probs`` ``(T, V)``.
+
+    Blank-aware: a token's span holds only the frames its alignment gives that token, never the
+    blanks around it, so a word read off these spans starts at its first token's first frame and
+    ends at its last token's last frame, whatever silence surrounds it. Viterbi over the ``2L + 1``
+    states of the blank-padded labels ``l``: ``δ_t(s) = log y_t(l_s) + max(δ_{t-1}(s), δ_{t-1}(s-1),
+    δ_{t-1}(s-2))``, the last term only for a token unlike the one two states back. When the best
+    path (the most likely token of every frame) spells ``tokens``, it is that alignment and no
+    search runs. ``None`` when no alignment exists (too few frames, or ``-inf`` where one is needed).
+    """
+    lp = np.asarray(log_probs, dtype=np.float32)
+    T, L = lp.shape[0], len(tokens)
+    if L == 0:
+        return [], []
+    if T == 0:
+        return None
+    ids = lp.argmax(axis=1)
+    on = ids != BLANK
+    starts = np.flatnonzero(on & (ids != np.concatenate(([BLANK], ids[:-1]))))
+    if len(starts) == L and (ids[starts] == np.asarray(tokens)).all():
+        ends = np.flatnonzero(on & (ids != np.concatenate((ids[1:], [BLANK]))))
+        return starts.tolist(), ends.tolist()
+    labels = np.zeros(2 * L + 1, dtype=np.int64)
+    labels[1::2] = tokens
+    S = len(labels)
+    can_skip = np.zeros(S, dtype=bool)  # s - 2 → s: between two different tokens, past the blank
+    can_skip[3::2] = labels[3::2] != labels[1:-2:2]
+    emit = lp[:, labels]  # (T, S)
+    back = np.zeros((T, S), dtype=np.int8)  # how many states back the best predecessor is
+    delta = np.full(S, -np.inf, dtype=np.float32)
+    delta[:2] = emit[0, :2]
+    cand = np.full((3, S), -np.inf, dtype=np.float32)
+    for t in range(1, T):
+        cand[0] = delta
+        cand[1, 1:] = delta[:-1]
+        cand[2, 2:] = np.where(can_skip[2:], delta[:-2], -np.inf)
+        k = cand.argmax(axis=0)
+        back[t] = k
+        delta = cand[k, np.arange(S)] + emit[t]
+    s = S - 1 if S == 1 or delta[S - 1] >= delta[S - 2] else S - 2
+    if not np.isfinite(delta[s]):
+        return None
+    state = np.empty(T, dtype=np.int64)
+    for t in range(T - 1, -1, -1):
+        state[t] = s
+        s -= int(back[t, s])  # a Python int: numpy 2 keeps int8 - int in int8, which overflows
+    token_of = np.where(state % 2 == 1, state // 2, -1)  # frame → token index (-1: blank)
+    frames = np.flatnonzero(token_of >= 0)
+    first = np.full(L, T, dtype=np.int64)
+    last = np.full(L, -1, dtype=np.int64)
+    np.minimum.at(first, token_of[frames], frames)
+    np.maximum.at(last, token_of[frames], frames)
+    return first.tolist(), last.tolist()
 
 
 # |logsumexp over tokens| of a frame above this: not log-probabilities, normalised with a warning.
@@ -112,8 +188,9 @@ NORMALISED_TOL = 0.05
 class Decoder:
     """Base of decoder plugins: ``decoder(log_probs (B, T, V), lengths (B,))`` → n-best lists.
 
-    Context every decoder takes: ``tokens`` (symbol of each id, id 0 the blank) and
-    ``frame_shift_s`` (seconds per log-prob frame, after the encoder's subsampling).
+    Context every decoder takes: ``tokens`` (the text each id writes, id 0 the blank; one that starts
+    with a space starts a word: subwords, phones) and ``frame_shift_s`` (seconds per log-prob frame,
+    after the encoder's subsampling).
 
     ``log_probs`` should be log-softmax output. Scores that are not (raw logits, log-probabilities
     plus a constant) are normalised by :meth:`check_inputs` (log-softmax over the tokens of each

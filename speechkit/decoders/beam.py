@@ -130,6 +130,13 @@ class BeamDecoder(Decoder):
             )
         self.cfg = cfg
         self.space_id = self.tokens.index(cfg.space) if cfg.space in self.tokens[1:] else -1
+        units = sorted((t for t in self.tokens[1:] if len(t) != 1), key=len)  # subwords (" the"), phones
+        if units and (cfg.lm not in (None, "", "none") or cfg.lexicon or cfg.beta):
+            raise ValueError(
+                "decoder.lm, decoder.lexicon and decoder.beta spell words one character a token, but this "
+                f"model's tokens are subwords or phones (e.g. {units[-1]!r}); decode it without them "
+                "(decoder.lm=null decoder.lexicon=null decoder.beta=0), or train with tokenizer=char"
+            )
         self.lm = build_lm(cfg.lm)
         self.lexicon = LexiconTrie.from_file(cfg.lexicon, self.tokens, cfg.space) if cfg.lexicon else None
         if self.lm is None:

@@ -239,7 +239,7 @@ def test_transcribe_prints_a_pngs_text_and_writes_a_folders_predictions(trained)
     out = trained / "folder.jsonl"
     run("speechkit-transcribe", ckpt, f"input={trained / 'lines'}", f"output={out}")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 8 and {Path(r["path"]).name for r in rows} == {f"{i}.png" for i in range(8)}
+    assert len(rows) == 8 and {Path(r["image_filepath"]).name for r in rows} == {f"{i}.png" for i in range(8)}
     out = trained / "manifest.jsonl"
     run("speechkit-transcribe", ckpt, f"input={trained / 'dev.jsonl'}", f"output={out}")
     assert len(out.read_text().splitlines()) == 2
