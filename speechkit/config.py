@@ -213,9 +213,14 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
             except Exception:  # the message below is still better than none
                 pass
             where = f"'{parent}'" if parent else "the top level"
+            hint = ""
+            if parent == "augment":  # a chain: each stage's parameters sit under its name
+                hint = (f" Augment parameters are augment.STAGE.KEY (e.g. augment.specaugment.{bad.split('.')[-1]}=…)"
+                        " for a stage the run chooses (augment=[…]).")
             sys.exit(
                 f"error: unknown config key '{bad}'."
-                + (f" Valid keys of {where}: {valid}" if valid else "")
+                + (f" Valid keys of {where}: {valid}." if valid else "")
+                + hint
                 + f"\n(from: {msg.splitlines()[0]})"
             )
         sys.exit("error: " + _one_line(msg.split("\nConfig search path:")[0]))
