@@ -66,7 +66,7 @@ class TrainerConfig:
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | fp16 | bf16
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    threads: str = "auto"  # torch intra-op threads: auto (cores per process, less what loader workers need) | N | 0 (torch's default)
     resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
     resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)
     save_every_steps: int = 0  # also save last.pt every N steps (0 = at epoch ends only)

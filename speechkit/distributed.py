@@ -57,6 +57,24 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def cpu_threads(setting: str | int, num_workers: int) -> int:
+    """Intra-op threads for ``trainer.threads``: ``N`` as given (0: torch's default, returned as 0);
+    ``auto``: the cores this process may use (its CPU affinity over the processes on this node),
+    less half of them at most for the data loader's ``num_workers`` processes, at least 1.
+
+    Why (benchmarks/README.md, "Threads", measured on a 2-core machine): two intra-op threads on two
+    cores beside two loader processes wait on each other; one thread trains faster there.
+    """
+    text = str(setting).strip().lower()
+    if text != "auto":
+        if not text.isdigit():
+            raise ValueError(f"trainer.threads={setting!r}: use auto or a whole number (0: torch's default)")
+        return int(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return max(1, per_process - min(num_workers, per_process // 2))
+
+
 @dataclass
 class Context:
     """This process's place in the job; ``world == 1`` when not distributed."""

@@ -53,7 +53,23 @@ def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
     if "dev_wer" in metrics:
         print(f"dev WER {100 * metrics['dev_wer']:.2f} %  CER {100 * metrics['dev_cer']:.2f} %  "
               f"(best {100 * trainer.state.best_wer:.2f} %)")
+    line = compare_with_reference(cfg.get("reference"), metrics)
+    if line:
+        print(line)
     return float(metrics.get("dev_wer", float("nan")))  # the value a Hydra sweeper would minimise
+
+
+def compare_with_reference(ref, metrics: dict) -> str | None:
+    """How this run compares with the run its recipe's README reports (the recipe's ``reference`` node:
+    ``steps``, ``dev_wer``, ``source``): one line, or None when the recipe gives no reference."""
+    if not ref or "dev_wer" not in metrics:
+        return None
+    steps, dev = metrics.get("step"), metrics["dev_wer"]
+    theirs = f"{ref.get('steps')} steps, dev WER {100 * ref['dev_wer']:.2f} %" if "dev_wer" in ref else ""
+    same = ("the same step count" if steps == ref.get("steps")
+            else f"{steps} of its {ref.get('steps')} steps: the run was cut short or its settings changed")
+    return (f"this run: {steps} steps, dev WER {100 * dev:.2f} %; {ref.get('source', 'the recipe README')}: {theirs} "
+            f"({same})")
 
 
 def main() -> None:

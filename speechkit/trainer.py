@@ -113,8 +113,11 @@ class Trainer:
         self.dist, self.device = distributed.init(resolve_device(self.tcfg.device))
         if not self.dist.main:  # one voice: rank 0 logs, plots and writes checkpoints
             logging.getLogger("speechkit").setLevel(logging.WARNING)
-        if self.tcfg.threads > 0:
-            torch.set_num_threads(self.tcfg.threads)
+        threads = distributed.cpu_threads(self.tcfg.threads, self.cfg.data.num_workers)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        log.info("%d intra-op thread(s) (trainer.threads=%s), %d loader worker(s)", torch.get_num_threads(),
+                 self.tcfg.threads, self.cfg.data.num_workers)
         torch.set_flush_denormal(True)  # denormal gradients late in training slow CPU kernels many-fold
         if self.tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
