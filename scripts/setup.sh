@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-DEBS="espeak-ng ffmpeg fonts-dejavu-core"  # speech synthesis (recipes, tests), video I/O, a font
+DEBS="espeak-ng ffmpeg fonts-dejavu-core flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts asterisk-core-sounds-en-wav"
+# espeak-ng, flite, Festival + voices: speech synthesis (recipes, tests); ffmpeg: video I/O; a font;
+# asterisk-core-sounds-en-wav: a real person's letters and digits, for benchmarks/real_voices.py only (never training)
 missing=""
 for p in $DEBS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -1,0 +1,153 @@
+"""recipes/asr_grid/prepare.py with flite and Festival next to espeak-ng, fragments and uneven levels."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "recipes" / "asr_grid" / "prepare.py"
+BINARIES = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+PRESENT = [e for e, b in BINARIES.items() if shutil.which(b)]
+GRAMMAR = [
+    ["bin", "lay", "place", "set"],
+    ["blue", "green", "red", "white"],
+    ["at", "by", "in", "with"],
+    list("abcdefghijklmnopqrstuvxyz"),
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+    ["again", "now", "please", "soon"],
+]
+
+MIXED_FLAGS = ("--num-train=6", "--num-dev=2", "--num-test=3", f"--engines={','.join(PRESENT)}",
+               "--fragment-prob=0.5", "--level-prob=0.5")  # fmt: skip
+
+pytestmark = pytest.mark.skipif("espeak" not in PRESENT, reason="espeak-ng is not installed (babble, espeak voices)")
+
+
+def load_prepare():
+    spec = importlib.util.spec_from_file_location("asr_grid_prepare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(out: Path, *flags: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "--out", str(out), "--lm-sentences=5", "--seed=5", "--jobs=1", *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny corpus from every installed engine, fragments and uneven levels at high rates."""
+    out = tmp_path_factory.mktemp("mix")
+    run(out, *MIXED_FLAGS)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["flite", "festival"])
+def test_each_installed_engine_speaks_utterances(tmp_path: Path, engine: str) -> None:
+    if engine not in PRESENT:
+        pytest.skip(f"{BINARIES[engine]} is not installed (apt-get install {engine})")
+    run(tmp_path, "--num-train=2", "--num-dev=0", "--num-test=1", f"--engines={engine}")
+    got = rows(tmp_path / "train.jsonl") + rows(tmp_path / "test.jsonl")
+    assert {r["speaker"].partition(":")[0] for r in got} == {engine}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train"]["engines"] == {engine: 2}
+    for r in got:
+        audio, sr = sf.read(tmp_path / r["audio_filepath"])
+        assert sr == 16000 and 0.5 < len(audio) / sr < 8
+        assert np.sqrt(np.mean(audio**2)) > 0.01  # speech, not silence
+
+
+def test_output_is_deterministic_given_the_arguments(mixed: Path, tmp_path: Path) -> None:
+    run(tmp_path, *MIXED_FLAGS)  # the fixture's arguments again
+    for split in ("train", "dev", "test"):
+        assert (tmp_path / f"{split}.jsonl").read_text() == (mixed / f"{split}.jsonl").read_text()
+        for r in rows(tmp_path / f"{split}.jsonl"):
+            a, _ = sf.read(tmp_path / r["audio_filepath"], dtype="int16")
+            b, _ = sf.read(mixed / r["audio_filepath"], dtype="int16")
+            assert np.array_equal(a, b), r
+
+
+def test_fragments_are_consecutive_slots_of_the_grammar(mixed: Path) -> None:
+    texts = [r["text"].split() for split in ("train", "dev", "test") for r in rows(mixed / f"{split}.jsonl")]
+    assert any(len(t) < 6 for t in texts), "fragment-prob 0.5 gave no fragment in 11 utterances"
+    for words in texts:
+        assert 1 <= len(words) <= 6
+        starts = [i for i in range(7 - len(words)) if all(w in GRAMMAR[i + j] for j, w in enumerate(words))]
+        assert starts, words
+
+
+def test_planned_silences_floors_and_gains_lie_in_their_ranges() -> None:
+    prepare = load_prepare()
+    args = prepare.parse_args(["--out", "/nonexistent", "--fragment-prob=0.5", "--level-prob=0.5",
+                               f"--engines={','.join(PRESENT)}"])  # fmt: skip
+    pools = {"espeak": ["en-us", "en-gb+f3"], "flite": ["flite:awb+low"], "festival": ["festival:kal_diphone+high"]}
+    utts = prepare.plan_split("train", 400, pools["espeak"], args, pools)
+    uneven = [u for u in utts if u.gain_db is not None]
+    assert 150 < len(uneven) < 250
+    for u in uneven:
+        assert all(0.0 <= s <= 1.0 for s in u.pads_s)
+        assert -70.0 <= u.floor_dbfs <= -45.0 and -20.0 <= u.gain_db <= 6.0
+    sizes = [len(u.text.split()) for u in utts]
+    assert set(sizes) == {1, 2, 3, 4, 5, 6} and 150 < sum(s < 6 for s in sizes) < 250
+
+
+def test_rendered_silence_and_level_follow_the_plan(mixed: Path) -> None:
+    prepare = load_prepare()
+    got = {r["audio_filepath"]: r for r in rows(mixed / "train.jsonl")}
+    args = prepare.parse_args(["--out", str(mixed), "--num-train=6", "--seed=5", "--fragment-prob=0.5",
+                               "--level-prob=0.5", f"--engines={','.join(PRESENT)}"])  # fmt: skip
+    pools = {"espeak": json.loads((mixed / "speakers.json").read_text())["train"]}
+    for engine in set(PRESENT) - {"espeak"}:
+        pools[engine] = prepare.other_speakers(engine)["train"]
+    pools["espeak"] = [s for s in pools["espeak"] if ":" not in s]
+    checked = 0
+    for u in prepare.plan_split("train", 6, pools["espeak"], args, pools):
+        if u.gain_db is None or u.relpath not in got:
+            continue
+        audio, _ = sf.read(mixed / u.relpath)
+        lead = audio[: int(u.pads_s[0] * 16000)]
+        if lead.size > 800:  # the leading silence holds the noise floor (and any SNR noise), no speech
+            floor = 20 * np.log10(np.sqrt(np.mean(lead[:800] ** 2)) + 1e-12)
+            assert floor >= u.floor_dbfs - 3 or u.snr_db is not None
+            assert u.snr_db is not None or floor <= u.floor_dbfs + 3
+            checked += 1
+    assert checked, "no utterance with an uneven level and a leading silence to measure"
+
+
+def test_held_out_voices_are_unseen_in_training_across_engines(mixed: Path) -> None:
+    pools = json.loads((mixed / "speakers.json").read_text())
+    prepare = load_prepare()
+    person = {(v.engine, v.name): v.person for v in prepare.OTHER_VOICES}
+
+    def people(split: str) -> set[str]:
+        out = set()
+        for s in pools[split]:
+            if ":" in s:
+                engine, _, rest = s.partition(":")
+                out.add(person[engine, rest.partition("+")[0]])
+        return out
+
+    assert not set(pools["train"]) & (set(pools["dev"]) | set(pools["test"]))
+    assert not people("train") & (people("dev") | people("test"))
+    if "flite" in PRESENT:
+        assert "slt" in people("test") and "rms" in people("dev")
+    used = {split: {r["speaker"] for r in rows(mixed / f"{split}.jsonl")} for split in ("train", "dev", "test")}
+    for split, speakers in used.items():
+        assert speakers <= set(pools[split])
