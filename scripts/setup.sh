@@ -23,8 +23,8 @@ if ! "$PY" -c "import torch, torchaudio, sys; sys.exit(not (torch.__version__.st
   "$PY" -m pip install -q torch==2.14.1 torchaudio==2.11.0
 fi
 here="$(pwd -P)"
-if ! (cd /tmp && "$PY" -c "import speechkit, hydra, librosa, av, pytest, xdist, hypothesis, filelock, ruff, onnx, onnxruntime, tensorboard, sentencepiece, lhotse, skimage, pyroomacoustics, sys; sys.exit(not speechkit.__file__.startswith('$here/'))") 2>/dev/null \
+if ! (cd /tmp && "$PY" -c "import speechkit, hydra, librosa, av, pytest, xdist, hypothesis, filelock, ruff, onnx, onnxruntime, tensorboard, sentencepiece, lhotse, skimage, pyroomacoustics, huggingface_hub, sys; sys.exit(not speechkit.__file__.startswith('$here/'))") 2>/dev/null \
    || ! command -v speechkit-train >/dev/null; then
   echo "setup: installing speechkit (editable) and its dependencies"
-  "$PY" -m pip install -q -e ".[dev,export,tensorboard,corpora,faces,reverb]"
+  "$PY" -m pip install -q -e ".[dev,export,tensorboard,corpora,faces,reverb,hub]"
 fi

@@ -7,6 +7,11 @@ the SHA-256 of every tensor and of the rest of its data (config, vocabulary, tra
 flipped bit is found at load and the damaged tensor named; resume then falls back to
 ``last.prev.pt``. The config it carries is data: loading never resolves an interpolation in it.
 
+A checkpoint may carry a model card (``"card"``, plain data: speechkit/info.py builds and shows it);
+:func:`update_card` rewrites it in place. Files written before cards have none and load as before.
+Every reader here also takes an ``https://`` URL or an ``hf://`` path, fetched once into a local cache
+(speechkit/hub.py); a cached copy that fails the checks below is deleted, so the next load fetches it again.
+
 Why not safetensors for the weights: it has no checksum either (a flipped bit loads silently),
 and ``weights_only`` loading already runs no code; one self-checking file is simpler to copy
 than weights plus a JSON sidecar.
@@ -23,6 +28,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from speechkit.augment.chain import stage_nodes
+from speechkit.hub import HubError, fetch, forget, is_remote
 from speechkit.registry import PluginError, registry
 
 log = logging.getLogger(__name__)
@@ -44,7 +51,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file, the problem and the fix."""
 
     def __init__(self, path: str | Path, problem: str, fix: str = "") -> None:
-        self.path = str(path)
+        self.path, self.problem, self.fix = str(path), problem, fix
         super().__init__(f"{path}: {problem}" + (f" — {fix}" if fix else ""))
 
 
@@ -214,12 +221,33 @@ def tokenizer_context(ckpt: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+def local_file(source: str | Path) -> Path:
+    """The local file a checkpoint source names: a path itself; an ``https://``/``http://`` URL or an
+    ``hf://`` path its downloaded copy (speechkit/hub.py, fetched once); :class:`CheckpointError` when
+    the download fails."""
+    try:
+        return fetch(source)
+    except HubError as e:
+        raise CheckpointError(e.source, e.problem, e.fix) from None
+
+
 def load_plain(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint",
                missing_fix: str = "pass checkpoint=<run dir>/checkpoints/best.pt",
                other_fix: str = "use another checkpoint (checkpoints/last.pt or best.pt of the run)") -> Any:
     """A file written by :func:`save_checkpoint` (a model checkpoint or a char LM), loaded without
     running code, its checksums verified when it carries them; :class:`CheckpointError` naming the
-    file (and ``missing_fix`` or ``other_fix``) for a missing, truncated, corrupt, unsafe or damaged one."""
+    file (and ``missing_fix`` or ``other_fix``) for a missing, truncated, corrupt, unsafe or damaged one.
+
+    ``path`` may be a URL or an hf:// path (:func:`local_file`); a downloaded copy that fails these
+    checks is deleted from the cache, and the error names the source."""
+    if is_remote(path):
+        local = local_file(path)
+        try:
+            return load_plain(local, map_location, what, missing_fix, other_fix)
+        except CheckpointError as e:
+            forget(str(path))
+            raise CheckpointError(path, f"{e.problem} (its downloaded copy was deleted: the next load "
+                                  "fetches it again)", e.fix) from None
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, f"{what} not found", missing_fix)
@@ -268,10 +296,56 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             path, "its tokenizer_state is not a mapping", "pass a file written by speechkit"
         )
+    if not isinstance(ckpt.get("card", {}), dict):
+        raise CheckpointError(path, "its model card is not a mapping", "pass a file written by speechkit")
     for kind in (*MODEL_KINDS, "tokenizer"):
         for node in stage_nodes(cfg.get(kind)).values() if kind == "augment" else [cfg.get(kind)]:
             check_plugin(path, kind, node)
     return ckpt
+
+
+def update_card(
+    path: str | Path, make: Callable[[dict[str, Any]], dict[str, Any]], weights: dict[str, torch.Tensor] | None = None
+) -> dict[str, Any]:
+    """Rewrite the model card of the checkpoint file at ``path`` in place; return the new card.
+
+    ``make(checkpoint)`` returns the new card (speechkit/info.py). The file is read with its checksums
+    verified — damage is refused, never sealed again — and written back atomically (:func:`save_checkpoint`)
+    with fresh checksums, the rest unchanged (a version-1 file becomes version 2 by gaining them), all under
+    a file lock beside it (``.NAME.lock``, empty, left in place as lock files must be), so a sweep's jobs do
+    not lose each other's updates. ``weights``: the state dict that was evaluated; a file whose weights
+    differ (rewritten meanwhile by a training run's new ``best.pt``) is refused, not given another model's
+    results.
+    """
+    from filelock import FileLock
+
+    if is_remote(path):
+        raise CheckpointError(path, "the card of a downloaded checkpoint cannot be updated",
+                              "update a local copy of it (pass its path)")
+    path = Path(path)
+    try:
+        lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+        lock.acquire()
+    except OSError as e:
+        raise CheckpointError(path, f"cannot update its card: its folder is not writable ({e.strerror or e})",
+                              "copy it somewhere writable first") from None
+    try:
+        ckpt = read_checkpoint(path)
+        if weights is not None:
+            saved = ckpt["model"]
+            if saved.keys() != weights.keys() or not all(
+                torch.equal(saved[k], weights[k].detach().cpu()) for k in saved
+            ):
+                raise CheckpointError(
+                    path, "its weights are no longer the ones just evaluated (was it rewritten meanwhile, "
+                    "by a training run?); its card was left as it was", "evaluate it again",
+                )
+        card = make(ckpt)
+        rest = {k: v for k, v in ckpt.items() if k != "checksums"}
+        save_checkpoint(path, {**rest, "format_version": FORMAT_VERSION, "card": card})
+    finally:
+        lock.release()
+    return card
 
 
 def check_plugin(path: str | Path, kind: str, node: Any, fix: str = "install the package that provides it") -> None:
@@ -350,6 +424,9 @@ def load_checkpoint(
 ):
     """A ready :class:`~speechkit.pipeline.Pipeline` from a checkpoint file alone.
 
+    ``path``: a local file, an ``https://``/``http://`` URL (``#sha256=<hex>`` pins its digest) or an
+    ``hf://owner/repo/path/file.pt[@revision]`` path, fetched once into ``$XDG_CACHE_HOME/speechkit/hub``
+    (speechkit/hub.py).
     ``decoder``: a config dict (``{"name": "beam", "beam_size": 16}``), a built decoder, or None
     for the decoder the model was trained with.
     """

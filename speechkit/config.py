@@ -50,6 +50,7 @@ class DataConfig:
     bucket: bool = True  # group examples of similar duration (manifest "duration") into batches
     num_workers: int = 2  # loader processes (0 = load in the main process)
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)
+    format: str = "manifest"  # manifest (JSON lines) | lhotse (a CutSet: cuts.jsonl[.gz] or a Shar folder)
 
 
 @dataclass

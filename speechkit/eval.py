@@ -1,4 +1,5 @@
-"""``speechkit-eval checkpoint=PATH data.test_manifest=PATH [decoder=…]``: WER and CER of a model."""
+"""``speechkit-eval checkpoint=PATH data.test_manifest=PATH [decoder=…] [update_card=true]``: WER and CER of a
+model; ``update_card=true`` also writes them into the checkpoint's model card (speechkit/info.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def evaluate(
     announce: Callable[[str], None] | None = None,
     cache_dir: str | Path | None = None,
     checkpoint: str | Path | None = None,
+    fmt: str = "manifest",
 ) -> tuple[dict, list[dict]]:
     """Decode every example of ``manifest`` with ``pipe``; return (metrics, predictions).
 
@@ -40,18 +42,18 @@ def evaluate(
     """
     from speechkit.data.dataset import ManifestDataset
     from speechkit.data.errors import DataError
-    from speechkit.data.manifest import read_manifest
+    from speechkit.data.lhotse_cuts import read_examples, source_loader
     from speechkit.data.tokenizer import check_spellable
     from speechkit.metrics import error_counts, named_rates
     from speechkit.sweep import LogProbCache, cached, logprob_key
 
-    examples = read_manifest(manifest, pipe.model.frontend.modality)
+    examples = read_examples(manifest, pipe.model.frontend.modality, fmt)
     tok = pipe.tokenizer
     try:  # unknown characters are an error now, not after an hour of decoding
         check_spellable(tok, examples)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
-    dataset = ManifestDataset(examples, pipe.model.frontend.load, None)
+    dataset = ManifestDataset(examples, pipe.model.frontend.load, None, load_source=source_loader(pipe.model.frontend))
     preds: list[dict] = []
     warm_up = getattr(pipe.decoder, "warm_up", None)  # the beam decoder's; greedy compiles nothing
     if warm_up is not None:
@@ -128,13 +130,18 @@ def _decoded(
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from speechkit.checkpoint import CheckpointError, load_checkpoint
+    from speechkit.checkpoint import CheckpointError, load_checkpoint, local_file
     from speechkit.config import resolve_data_root
+    from speechkit.hub import is_remote
     from speechkit.sweep import sweep_cache_dir
 
     resolve_data_root(cfg, uses=("test_manifest",))  # data=folder data.root=…: found from any folder, as for training
+    if cfg.update_card and is_remote(cfg.checkpoint):  # refused before the evaluation, not after it
+        raise SystemExit(f"error: update_card=true rewrites the checkpoint file, but {cfg.checkpoint} is a "
+                         "download: update a local copy of it (pass its path)")
     try:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.data.batch_size)
+        local = local_file(cfg.checkpoint)  # a URL's cached copy (no second download): the log-prob cache hashes it
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     if not cfg.data.test_manifest:  # the training run's own test set (its config names it absolutely)
@@ -148,9 +155,9 @@ def task(cfg: DictConfig) -> float:
         pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
     except (CheckpointError, OSError, ValueError) as e:
         raise SystemExit(f"error: decoder: {e}") from None
-    metrics, preds = evaluate(pipe, cfg.data.test_manifest, progress=cfg.progress,
+    metrics, preds = evaluate(pipe, cfg.data.test_manifest, progress=cfg.progress, fmt=cfg.data.get("format", "manifest"),
                               announce=lambda msg: print(msg, file=sys.stderr, flush=True),
-                              cache_dir=sweep_cache_dir() if cfg.cache_logprobs else None, checkpoint=cfg.checkpoint)
+                              cache_dir=sweep_cache_dir() if cfg.cache_logprobs else None, checkpoint=local)
     metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.data.test_manifest),
                     "decoder": OmegaConf.to_container(cfg.decoder, resolve=True)})
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -162,6 +169,15 @@ def task(cfg: DictConfig) -> float:
     shown = "  ".join(f"{k.upper()} {100 * metrics[k]:.2f} %" for k in ("wer", "cer", "per") if k in metrics)
     print(f"{shown}  ({metrics['num_utterances']} utterances, decoder {cfg.decoder.name})")
     print(f"metrics: {run_dir / 'metrics.json'}")
+    if cfg.update_card:  # the weights just evaluated, so a file rewritten meanwhile is refused
+        from speechkit.info import eval_result, record_test_result
+
+        entry = eval_result(metrics, preds, cfg.data.test_manifest, metrics["decoder"])
+        try:
+            record_test_result(cfg.checkpoint, entry, weights=pipe.model.state_dict())
+        except CheckpointError as e:
+            raise SystemExit(f"error: update_card: {e}") from None
+        print(f"model card: test metrics written into {cfg.checkpoint}")
     return metrics.get("wer", metrics.get("per"))
 
 

@@ -224,6 +224,36 @@ class Pipeline:
         results, single = self._run(inputs, sample_rate, on_error, progress, "transcribe")
         return results[0] if single else results
 
+    def transcribe_long(
+        self,
+        source: str | Path | bytes,
+        long_form: Any = None,
+        *,
+        segments: Sequence[tuple[float, float]] | None = None,
+        fields: dict | None = None,
+        progress: bool = False,
+    ) -> Transcript:
+        """The transcript of an audio file of any length (a path, or an encoded file's bytes) in bounded
+        memory (speechkit/longform.py): read in blocks, cut at pauses by a voice activity detector into
+        segments of at most ``long_form.max_segment_s``, decoded ``batch_size`` segments at a time, its
+        words on the file's clock. A :class:`~speechkit.longform.LongTranscript`: one hypothesis (the
+        segments' best, joined), and ``segments`` (``{start, end, text}``, seconds), in ``to_dict`` too.
+        ``long_form``: a :class:`~speechkit.longform.LongFormConfig` or a dict of some of its fields;
+        ``segments``: ``(start, end)`` seconds to decode instead of the detector's (sorted, disjoint);
+        ``fields``: the row it starts from (default ``{"audio_filepath": path}``)."""
+        from speechkit.longform import transcribe_long
+
+        return transcribe_long(self, source, long_form, segments=segments, fields=fields, progress=progress)
+
+    def stream(self, sample_rate: int | None = None) -> Any:
+        """A :class:`~speechkit.streaming.Streamer` for one utterance arriving in chunks: ``push(samples)``
+        → the greedy text so far, ``finish()`` → the final :class:`Transcript` (speechkit/streaming.py).
+        ``sample_rate``: Hz of the samples pushed, which must be the model's. ``ValueError`` for a model
+        that cannot stream: a bidirectional encoder, or per-utterance feature normalisation."""
+        from speechkit.streaming import Streamer
+
+        return Streamer(self, sample_rate)
+
     def _run(
         self, inputs: Any, sample_rate: int | None, on_error: str, progress: bool, method: str
     ) -> tuple[list[Transcript | Skipped], bool]:

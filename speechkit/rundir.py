@@ -35,7 +35,7 @@ SAFE_ON_RESUME = (
     "trainer.resume", "trainer.resume_force", "trainer.max_minutes", "trainer.max_epochs", "trainer.max_steps",
     "trainer.threads", "trainer.device", "trainer.log_every_steps", "trainer.save_every_steps",
     "trainer.eval_every_epochs", "trainer.early_stop_patience", "trainer.max_nonfinite_in_row",
-    "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name",
+    "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name", "card", "reference",
 )
 
 

@@ -29,6 +29,7 @@ from speechkit.data.dataset import Batch, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
+from speechkit.info import training_card
 from speechkit.loggers import make_logger
 from speechkit.metrics import error_counts, rates
 from speechkit.pipeline import CTCModel, resolve_device
@@ -127,15 +128,16 @@ class Trainer:
     def _setup_data(self, saved: dict[str, Any] | None) -> None:
         """Manifests, the tokenizer (fitted on the training text, or the resumed run's: its checkpoint's
         ``tokens`` and ``state``), datasets, batches."""
-        from speechkit.data.manifest import read_manifest
+        from speechkit.data.lhotse_cuts import read_examples
         from speechkit.registry import registry
 
         cfg = self.cfg
         frontend = registry("frontend").get(cfg.frontend.name).cls
         if not cfg.data.train_manifest:
             raise ValueError("data.train_manifest is not set: pass data.train_manifest=PATH or a recipe=NAME")
-        self.train_examples = read_manifest(cfg.data.train_manifest, frontend.modality)
-        self.dev_examples = read_manifest(cfg.data.dev_manifest, frontend.modality) if cfg.data.dev_manifest else []
+        fmt = cfg.data.get("format", "manifest")
+        self.train_examples = read_examples(cfg.data.train_manifest, frontend.modality, fmt)
+        self.dev_examples = read_examples(cfg.data.dev_manifest, frontend.modality, fmt) if cfg.data.dev_manifest else []
         self.tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer, **(saved or {}))
         if saved is None:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
@@ -165,8 +167,11 @@ class Trainer:
         )
         self.autocast, self.scaler = self._precision()
         load, on_error = self.model.frontend.load, cfg.data.on_error
-        self.train_set = ManifestDataset(self.train_examples, load, self.tokenizer, on_error)
-        self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error)
+        from speechkit.data.lhotse_cuts import source_loader
+
+        cuts = source_loader(self.model.frontend)  # data.format=lhotse: each example's cut
+        self.train_set = ManifestDataset(self.train_examples, load, self.tokenizer, on_error, load_source=cuts)
+        self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error, load_source=cuts)
 
     def _setup_parallel(self) -> None:
         """Under torchrun: per-rank augmentation seeds and the DDP wrapper."""
@@ -252,6 +257,8 @@ class Trainer:
         payload = model_payload(
             self.cfg, self.tokenizer.tokens, self.model, metrics, saved_state(self.tokenizer)
         )
+        payload["card"] = training_card(payload, train=self.train_examples, dev=self.dev_examples, state=self.state,
+                                        device=self.device, processes=self.dist.world)
         if with_trainer:
             payload["trainer"] = {
                 "optimizer": self.optimizer.state_dict(),

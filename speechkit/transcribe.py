@@ -16,6 +16,18 @@ cannot be parsed (all are checked before decoding), else the first media file th
 ``on_error=skip``: those inputs are left out, each printed on stderr (``skipped MANIFEST:LINE:
 reason``) and listed in ``<output stem>.skipped.jsonl`` beside the output, one ``{"where", "path",
 "reason"}`` object a line; the rest are transcribed.
+
+Long audio (``long_form.enabled=auto``: files longer than ``long_form.min_s``, 30 s; ``true``: every audio
+file; ``false``: none) is transcribed in bounded memory (speechkit/longform.py): read in blocks, cut at
+pauses by a voice activity detector (``long_form.vad=energy``, or ``silero`` with the silero-vad
+package) into segments of at most ``long_form.max_segment_s``, decoded in batches; word times are on
+the file's clock and its row adds ``segments`` (``{start, end, text}``).
+
+``streaming=true chunk_ms=200``: one file, or a WAV arriving on stdin (``input=-``, read as its bytes
+come), recognised chunk by chunk (speechkit/streaming.py; the model needs a unidirectional encoder
+and ``global`` or no feature normalisation). The greedy text so far is printed as it grows: on a
+terminal on one line, rewritten in place; otherwise one line per change. Then the final text (the
+chosen decoder's, on the whole utterance), or with ``output=`` its JSON row; speed on stderr.
 """
 
 from __future__ import annotations
@@ -178,6 +190,92 @@ def _write(out: Path, rows: list[dict], single: bool) -> None:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def _stdin_chunks(pipe, rate: int, size: int):
+    """Chunks of ``size`` samples of the media file on stdin: a WAV as its bytes arrive, another
+    container once it has arrived whole (it is decoded then)."""
+    from speechkit import streaming
+
+    if sys.stdin.isatty():
+        raise SystemExit("error: input=-: stdin is a terminal; pipe a WAV file in (… input=- < a.wav)")
+    f = sys.stdin.buffer
+    head = streaming.read_bytes(f, 12)
+    if not head:
+        raise SystemExit("error: input=-: nothing arrived on stdin; pipe a WAV file in (… input=- < a.wav)")
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return streaming.chunked(pipe.load(head + f.read()), size)
+    try:
+        wav = streaming.wav_stream(f, head)
+    except ValueError as e:
+        raise SystemExit(f"error: input=-: {e}") from None
+    if wav.rate != rate:
+        raise SystemExit(
+            f"error: input=-: the WAV on stdin is {wav.rate} Hz and the model takes {rate} Hz; resample it "
+            f"first (sox … -r {rate} -t wav -), or pass the file as input=FILE"
+        )
+    return wav.chunks(size)
+
+
+def transcribe_stream(pipe, cfg: DictConfig) -> None:
+    """``streaming=true``: partial text on stdout as the chunks go in, then the final result."""
+    from speechkit import streaming
+    from speechkit.data.errors import DataError
+
+    if isinstance(cfg.chunk_ms, bool) or not isinstance(cfg.chunk_ms, int | float) or cfg.chunk_ms <= 0:
+        raise SystemExit(f"error: chunk_ms={cfg.chunk_ms}: give a positive number of milliseconds of audio")
+    if cfg.plot:
+        raise SystemExit("error: plot=true does not stream; run without streaming=true to plot")
+    try:
+        streamer = pipe.stream()
+    except ValueError as e:
+        raise SystemExit(_one_line(f"error: streaming=true: {e}")) from None
+    size = max(1, round(streamer.rate * cfg.chunk_ms / 1000))  # samples per chunk
+    tty = sys.stdout.isatty()
+    shown, seconds, n = "", 0.0, 0
+    try:
+        if str(cfg.input) == STDIN:
+            chunks = _stdin_chunks(pipe, streamer.rate, size)
+        else:
+            source = Path(str(cfg.input))
+            if source.is_dir() or source.suffix in (".jsonl", ".json"):
+                raise SystemExit(
+                    f"error: streaming=true takes one media file or input=-, not {source}; drop streaming=true"
+                )
+            _inputs(pipe, source, "raise")  # a missing file, a dangling link: one error line
+            chunks = streaming.chunked(pipe.load(source), size)
+        for chunk in chunks:
+            t0 = time.perf_counter()
+            text = streamer.push(chunk).text
+            seconds += time.perf_counter() - t0
+            n += 1
+            if text != shown:
+                shown = text
+                print("\r" + text + "\x1b[K" if tty else text, end="" if tty else "\n", flush=True)
+        t0 = time.perf_counter()
+        transcript = streamer.finish()
+        seconds += time.perf_counter() - t0
+    except DataError as e:
+        where = "<stdin>" if str(cfg.input) == STDIN else e.where
+        raise SystemExit(
+            _one_line(f"error: {where}: {e.problem}" + (f" — {e.fix}" if e.fix else ""))
+        ) from None
+    if tty:
+        print("\r\x1b[K", end="")
+    if cfg.output:
+        _write(Path(cfg.output), [transcript.to_dict(nbest=cfg.nbest)], True)
+        print(f"transcribed 1 file: {cfg.output}")
+    elif not transcript.nbest:
+        print("")
+    for rank, h in enumerate([] if cfg.output else transcript.nbest[: cfg.nbest]):
+        prefix = f"{rank + 1}\t{h.score:.3f}\t" if cfg.nbest > 1 else ""
+        print(prefix + _format(h, cfg.words), flush=True)
+    duration = transcript.duration or 0.0
+    print(
+        f"streamed {duration:.2f} s in {n} chunk(s) of {cfg.chunk_ms:g} ms: {1000 * seconds / max(n, 1):.1f} ms "
+        f"of compute per chunk, real-time factor {seconds / max(duration, 1e-9):.4f}",
+        file=sys.stderr,
+    )
+
+
 def task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
@@ -206,10 +304,12 @@ def task(cfg: DictConfig) -> None:
         pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=cfg.device, batch_size=cfg.batch_size)
     except CheckpointError as e:  # the checkpoint's, or an LM file's that the decoder names
         raise SystemExit(
-            f"error: {'' if e.path == str(Path(str(cfg.checkpoint))) else 'decoder: '}{e}"
+            f"error: {'' if e.path == str(cfg.checkpoint) else 'decoder: '}{e}"
         ) from None
     except (OSError, ValueError) as e:  # an LM file that is missing or unreadable: one line, not a traceback
         raise SystemExit(f"error: decoder: {e}") from None
+    if cfg.get("streaming"):
+        return transcribe_stream(pipe, cfg)
     stdin = str(cfg.input) == STDIN
     if stdin:
         if sys.stdin.isatty():
@@ -230,9 +330,7 @@ def task(cfg: DictConfig) -> None:
         if hasattr(pipe.decoder, "warm_up"):  # the one-off compile announced on stderr: stdout holds the text
             pipe.decoder.warm_up(pipe.device, announce=lambda m: print(m, file=sys.stderr))
         t0 = time.perf_counter()
-        results = pipe.transcribe(
-            inputs, on_error="raise" if single else cfg.on_error, progress=cfg.progress and not single
-        )
+        results = _transcribe(pipe, inputs, cfg, single)  # long audio: the long-form path
         seconds = time.perf_counter() - t0
     except DataError as e:
         where = "<stdin>" if stdin else e.where  # the bytes' temporary name means nothing to the user
@@ -279,6 +377,58 @@ def task(cfg: DictConfig) -> None:
     else:
         print(f"transcribed {len(done)} file(s): {out}")
     print(speed, file=sys.stderr)
+
+
+def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool) -> list:
+    """``pipe.transcribe(inputs)``, except that audio longer than ``long_form.min_s`` seconds
+    (``long_form.enabled=auto``; with ``true`` every audio input) takes the long-form path one file at a
+    time (``Pipeline.transcribe_long``: read in blocks, cut by the VAD, rows with ``segments``)."""
+    from speechkit.data.dataset import Skipped
+    from speechkit.data.errors import DataError
+    from speechkit.data.manifest import Example
+    from speechkit.longform import LongFormConfig, audio_seconds
+    from speechkit.pipeline import input_fields
+
+    on_error, progress = "raise" if single else cfg.on_error, cfg.progress and not single
+    try:
+        lf = LongFormConfig.from_node(cfg.get("long_form"))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    modality = pipe.model.frontend.modality
+    if lf.mode == "true" and modality != "audio":
+        raise SystemExit(f"error: long_form.enabled=true is for audio; this model reads {modality}")
+    if lf.mode == "false" or modality != "audio":
+        return pipe.transcribe(inputs, on_error=on_error, progress=progress)
+
+    def seconds(x) -> float | None:
+        return getattr(x, "duration", None) or audio_seconds(getattr(x, "path", x))
+
+    long = [i for i, x in enumerate(inputs) if lf.mode == "true" or (seconds(x) or 0) > lf.min_s]
+    if long and cfg.plot:
+        raise SystemExit(
+            f"error: plot=true draws each input whole, and {len(long)} input(s) take the long-form path "
+            f"(long_form.enabled={lf.mode}, min_s={lf.min_s}): pass long_form.enabled=false to plot them whole"
+        )
+    results: list = [None] * len(inputs)
+    short = sorted(set(range(len(inputs))) - set(long))
+    if short:
+        done = pipe.transcribe([inputs[i] for i in short], on_error=on_error, progress=progress)
+        for i, r in zip(short, done):
+            results[i] = Skipped(i, r.where, r.reason) if isinstance(r, Skipped) else r
+    for i in long:
+        x = inputs[i]
+        where = x.where if isinstance(x, Example) else None  # a manifest line is named with the file
+        fields = input_fields(x, "audio") if isinstance(x, Example) else None
+        try:
+            # a bar (stderr, seconds of audio) even for one file: a long file takes a while
+            results[i] = pipe.transcribe_long(getattr(x, "path", x), lf, fields=fields, progress=cfg.progress)
+        except DataError as e:
+            if on_error == "raise":
+                raise DataError(f"{where}: {e.where}" if where else e.where, e.problem, e.fix) from None
+            results[i] = Skipped(i, where or e.where, e.problem + (f" ({e.where})" if where else ""))
+        except (ImportError, ValueError) as e:  # long_form.vad=silero without the package, or at 22 kHz
+            raise SystemExit(f"error: {e}") from None
+    return results
 
 
 def main() -> None:

@@ -69,6 +69,7 @@ class ManifestDataset(Dataset):
         load: Callable[[Path], Tensor],
         tokenizer: CharTokenizer | None = None,
         on_error: str = "raise",
+        load_source: Callable[[object], Tensor] | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error={on_error!r}: use raise or skip")
@@ -76,6 +77,7 @@ class ManifestDataset(Dataset):
         self.load = load
         self.tokenizer = tokenizer
         self.on_error = on_error
+        self.load_source = load_source  # examples with a ``source`` (a lhotse cut) load through it
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -90,7 +92,10 @@ class ManifestDataset(Dataset):
                 except UnknownSymbolError as e:
                     raise DataError(ex.where, str(e)) from None
             try:
-                raw = self.load(ex.path)
+                if ex.source is not None and self.load_source is not None:
+                    raw = self.load_source(ex.source)
+                else:
+                    raw = self.load(ex.path)
             except DataError as e:  # name the manifest line too, unless the input is the file itself
                 raise DataError(ex.where if e.where == ex.where else f"{ex.where}: {e.where}", e.problem,
                                 e.fix) from None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from speechkit.data.errors import DataError
 
@@ -27,6 +28,7 @@ class Example:
     line: int  # 1-based line number in the manifest
     duration: float | None = None  # seconds, where the manifest says
     fields: tuple[tuple[str, object], ...] = ()  # the line's other fields (speaker, fps, …)
+    source: Any = field(default=None, compare=False, repr=False)  # data.format=lhotse: the cut it came from
 
     @property
     def where(self) -> str:

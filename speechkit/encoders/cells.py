@@ -25,21 +25,25 @@ import torch
 from torch import Tensor, nn
 
 from speechkit import functional as SF
-from speechkit.encoders.rnn import RNNConfig, Subsample
+from speechkit.encoders.rnn import RNNConfig, StreamState, Subsample, not_streamable
 from speechkit.registry import register
 
 # --------------------------------------------------------------------------------------
 # The recurrences. Each cell has a forward loop ``fwd(xw, params, relu) -> (y, saved)``
 # and a backward loop ``bwd(dy, saved, params, relu) -> [dxw, *dparams]``; ``xw`` is the
 # hoisted input projection ``W_x x_t + b`` of all frames, ``(T, B, G·H)``; ``y`` is ``(T, B, H)``.
+# ``init`` (streaming, inference only: the backward assumes zeros) is the state before the first
+# frame, as the loop carries it (``h``; Jordan's ``y``; ``h, c``); None: zeros.
 # ``torch.addmm(xw[t], h, W.t())`` is ``W_x x_t + b + W h_{t-1}``, all gates in one product.
 # --------------------------------------------------------------------------------------
 
 
-def _elman_fwd(xw: Tensor, params: list[Tensor], relu: bool) -> tuple[Tensor, list[Tensor]]:
+def _elman_fwd(
+    xw: Tensor, params: list[Tensor], relu: bool, init: list[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
     w_hh = params[0]  # (H, H)
     w = w_hh.t()
-    h = xw.new_zeros(xw.size(1), w_hh.size(1))
+    h = xw.new_zeros(xw.size(1), w_hh.size(1)) if init is None else init[0]
     hs = torch.empty_like(xw)
     for t in range(xw.size(0)):
         a = torch.addmm(xw[t], h, w)  # a_t = W_x x_t + W_h h_{t-1} + b
@@ -62,10 +66,12 @@ def _elman_bwd(dy: Tensor, saved: list[Tensor], params: list[Tensor], relu: bool
     return [da, dw]
 
 
-def _jordan_fwd(xw: Tensor, params: list[Tensor], relu: bool) -> tuple[Tensor, list[Tensor]]:
+def _jordan_fwd(
+    xw: Tensor, params: list[Tensor], relu: bool, init: list[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
     w_yh, w_hy, b_hy = params[0], params[1], params[2]  # feedback (H, H), output (H, H), (H,)
     u, v = w_yh.t(), w_hy.t()
-    y = xw.new_zeros(xw.size(1), w_yh.size(1))
+    y = xw.new_zeros(xw.size(1), w_yh.size(1)) if init is None else init[0]
     hs, ys = torch.empty_like(xw), torch.empty_like(xw)
     for t in range(xw.size(0)):
         a = torch.addmm(xw[t], y, u)  # a_t = W_x x_t + U y_{t-1} + b   (output fed back)
@@ -94,11 +100,13 @@ def _jordan_bwd(dy: Tensor, saved: list[Tensor], params: list[Tensor], relu: boo
     return [da, dw_yh, dw_hy, dq.sum((0, 1))]
 
 
-def _peephole_fwd(xw: Tensor, params: list[Tensor], relu: bool) -> tuple[Tensor, list[Tensor]]:
+def _peephole_fwd(
+    xw: Tensor, params: list[Tensor], relu: bool, init: list[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
     w_hh, peep = params[0], params[1]  # (4H, H) in torch's gate order i, f, g, o; (3, H): p_i, p_f, p_o
     w = w_hh.t()
     T, B, H = xw.size(0), xw.size(1), w_hh.size(1)
-    h, c = xw.new_zeros(B, H), xw.new_zeros(B, H)
+    h, c = (xw.new_zeros(B, H), xw.new_zeros(B, H)) if init is None else (init[0], init[1])
     ys, cs, tcs = xw.new_empty(T, B, H), xw.new_empty(T, B, H), xw.new_empty(T, B, H)
     gates = torch.empty_like(xw)  # activated gates, written in place: no copies per frame
     for t in range(T):
@@ -145,11 +153,13 @@ def _peephole_bwd(dy: Tensor, saved: list[Tensor], params: list[Tensor], relu: b
     return [da, dw, dpeep]
 
 
-def _coupled_fwd(xw: Tensor, params: list[Tensor], relu: bool) -> tuple[Tensor, list[Tensor]]:
+def _coupled_fwd(
+    xw: Tensor, params: list[Tensor], relu: bool, init: list[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
     w_hh = params[0]  # (3H, H), gate order f, g, o
     w = w_hh.t()
     T, B, H = xw.size(0), xw.size(1), w_hh.size(1)
-    h, c = xw.new_zeros(B, H), xw.new_zeros(B, H)
+    h, c = (xw.new_zeros(B, H), xw.new_zeros(B, H)) if init is None else (init[0], init[1])
     ys, cs, tcs = xw.new_empty(T, B, H), xw.new_empty(T, B, H), xw.new_empty(T, B, H)
     gates = torch.empty_like(xw)  # activated gates, written in place: no copies per frame
     for t in range(T):
@@ -361,6 +371,38 @@ class CellStack(nn.Module):
                 outs.append(y)
             x = (torch.cat(outs, -1) if len(outs) > 1 else outs[0]) * valid
         return x.transpose(0, 1), lengths
+
+    def stream_init(self, batch: int = 1) -> StreamState:
+        """The state before a stream's first frame: zeros per layer (``h``; Jordan's fed-back ``y``;
+        ``h, c`` for the LSTMs), as ``forward`` starts; ``ValueError`` for a bidirectional stack."""
+        if self.num_directions != 1:
+            raise not_streamable(self.cell, "is bidirectional (encoder.bidirectional=true)")
+        n = 2 if self.cell in ("lstm_peephole", "lstm_coupled") else 1
+        carry = []
+        for (d,) in self.layers:
+            h = d.weight_hh.new_zeros(batch, d.weight_hh.size(1))
+            carry.append([h] + [h.clone() for _ in range(n - 1)])
+        return StreamState(None, carry)
+
+    @torch.no_grad()
+    def stream_step(self, x: Tensor, state: StreamState, final: bool = False) -> tuple[Tensor, StreamState]:
+        """The next chunk of a stream: frames ``(B, t, F)`` → outputs ``(B, t', H)``, the state after them
+        (each layer's loop starts from the state the last chunk ended in). ``final``: the stream ends
+        with this chunk (the last subsampling group is flushed). Inference only, eval mode."""
+        x, rest = self.sub.stream(x, state.rest, final)
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.output_dim), StreamState(rest, state.carry)
+        fwd, _ = _loops(self.cell)
+        x = x.transpose(0, 1)  # (t, B, F)
+        carry = []
+        for n, ((d,), init) in enumerate(zip(self.layers, state.carry)):
+            if n > 0:
+                x = self.dropout(x)
+            xw = nn.functional.linear(x, d.weight_ih, d.bias).to(d.weight_ih.dtype)
+            x, saved = fwd(xw.contiguous(), d.recurrent_params(), self.relu, init)
+            # the last frame's state: h_t (Jordan: y_t), and c_t (saved[1]) for the LSTMs
+            carry.append([x[-1]] + ([saved[1][-1]] if len(init) == 2 else []))
+        return x.transpose(0, 1), StreamState(rest, carry)
 
 
 @register("encoder", "elman", SimpleRNNConfig)

@@ -10,11 +10,17 @@ parameters (an ``nn.LSTM``/``nn.GRU``, so checkpoints load either way):
   flipped back; padded outputs zeroed.
   On CPU this is 2–3× faster for training than ``packed``, whose backward pass allocates a
   zeroed copy of the packed input per time step (measured in benchmarks/README.md, "Encoders").
+
+Streaming (speechkit/streaming.py): a unidirectional encoder also runs chunk by chunk,
+``state = enc.stream_init(batch)``, then ``y, state = enc.stream_step(x, state)`` per chunk of frames
+and ``final=True`` on the last, and its outputs equal ``forward``'s on the whole utterance. The state
+is a :class:`StreamState`: the frames of an unfinished subsampling group and the encoder's own carry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +28,27 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from speechkit.functional import mask_padding, reverse_within_lengths
 from speechkit.registry import register
+
+#: what streaming takes, as its refusal says it
+STREAMABLE = (
+    "encoder=lstm|gru, elman|jordan|lstm_peephole|lstm_coupled with encoder.bidirectional=false, "
+    "or tcn with encoder.causal=true"
+)
+
+
+def not_streamable(name: str, why: str) -> ValueError:
+    """The error for streaming an encoder that looks at future frames: which one, why, what streams."""
+    return ValueError(
+        f"streaming needs a unidirectional encoder: {STREAMABLE}; this model's encoder {name!r} {why}"
+    )
+
+
+@dataclass
+class StreamState:
+    """What a streaming encoder carries from one chunk to the next (``stream_step``)."""
+
+    rest: Tensor | None  # (B, r, F) frames of an unfinished subsampling group, r < factor; None: none
+    carry: Any  # the encoder's own: recurrent state per layer, or a causal TCN's left context per block
 
 
 class Subsample(nn.Module):
@@ -54,6 +81,24 @@ class Subsample(nn.Module):
         else:
             x = self.conv(x.transpose(1, 2)).transpose(1, 2)
         return x, self.output_lengths(lengths)
+
+    def stream(self, x: Tensor, rest: Tensor | None, final: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Subsample a stream chunk by chunk: ``x`` ``(B, t, F)`` the new frames, ``rest`` those held
+        back from the last chunk → ``(B, t', F')`` output frames, the frames held back now. Only whole
+        groups of ``factor`` frames go out; with ``final`` the last group is zero-padded, as
+        ``forward`` pads the end of an utterance, so the outputs equal ``forward``'s on the whole."""
+        if self.factor == 1:
+            return x, None
+        x = x if rest is None else torch.cat([rest, x], 1)
+        B, T, F = x.shape
+        whole = T - T % self.factor
+        if final and whole < T:
+            x = nn.functional.pad(x, (0, 0, 0, self.factor - T % self.factor))
+            whole = T = x.shape[1]
+        if whole == 0:
+            return x.new_zeros(B, 0, self.output_dim), x
+        y, _ = self(x[:, :whole], torch.full((B,), whole, dtype=torch.long, device=x.device))
+        return y, x[:, whole:]
 
 
 @dataclass
@@ -124,6 +169,24 @@ class _TorchRNN(nn.Module):
                 outs.append(reverse_within_lengths(y, lengths) if suffix else y)
             x = mask_padding(torch.cat(outs, 2) if len(outs) > 1 else outs[0], lengths)
         return x
+
+    def stream_init(self, batch: int = 1) -> StreamState:
+        """The state before a stream's first frame (zeros, as ``forward`` starts); ``ValueError`` for a
+        bidirectional stack, whose every output waits for the utterance's end."""
+        if self.bidirectional:
+            raise not_streamable(getattr(self, "plugin_name", type(self).__name__), "is bidirectional")
+        w = self.rnn.weight_hh_l0
+        h = w.new_zeros(self.rnn.num_layers, batch, self.rnn.hidden_size)  # (layers, B, H)
+        return StreamState(None, (h, h.clone()) if isinstance(self.rnn, nn.LSTM) else h)
+
+    def stream_step(self, x: Tensor, state: StreamState, final: bool = False) -> tuple[Tensor, StreamState]:
+        """The next chunk of a stream: frames ``(B, t, F)`` → outputs ``(B, t', H)``, the state after them.
+        ``final``: the stream ends with this chunk (the last subsampling group is flushed). Eval mode."""
+        x, rest = self.sub.stream(x, state.rest, final)
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.output_dim), StreamState(rest, state.carry)
+        y, carry = self.rnn(x, state.carry)  # h_t, c_t carried over from the last chunk's final frame
+        return y, StreamState(rest, carry)
 
 
 @register("encoder", "blstm", RNNConfig)

@@ -9,6 +9,10 @@ double from block to block (1, 2, 4, …) and restart every ``dilation_cycle`` b
 future frames as past ones. Padded frames are zeroed after every block, and the
 convolutions zero-pad beyond the ends, so a valid frame sees exactly what it would see
 if its utterance were alone in the batch.
+
+A causal stack also streams (``stream_init``/``stream_step``): each block keeps the last
+``(kernel_size - 1) · dilation`` frames of its input, the left context its next chunk's convolution
+reads in place of the zero padding (zeros before the first chunk, as ``forward`` pads).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from speechkit.encoders.rnn import Subsample
+from speechkit.encoders.rnn import StreamState, Subsample, not_streamable
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
 
@@ -40,16 +44,23 @@ class _Block(nn.Module):
         super().__init__()
         span = (kernel_size - 1) * dilation  # frames of context this block adds
         self.pad = (span, 0) if causal else (span // 2, span // 2)
+        self.span = span
         self.conv = nn.Conv1d(channels, 2 * channels, kernel_size, dilation=dilation)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Conv1d(channels, 2 * channels, 1)  # residual and skip
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` ``(B, C, T)``, ``mask`` ``(B, 1, T)`` → next residual stream, skip output."""
-        f, g = self.conv(nn.functional.pad(x, self.pad)).chunk(2, 1)
+        y, skip = self.gated(nn.functional.pad(x, self.pad), x)
+        return y * mask, skip
+
+    def gated(self, context: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` ``(B, C, T)`` with the frames its convolution reads, ``context`` ``(B, C, span + T)``
+        (padded, or a stream's past frames then ``x``) → ``x`` + residual, skip output (unmasked)."""
+        f, g = self.conv(context).chunk(2, 1)
         z = self.dropout(torch.tanh(f) * torch.sigmoid(g))  # gated activation
         res, skip = self.out(z).chunk(2, 1)
-        return (x + res) * mask, skip
+        return x + res, skip
 
 
 @register("encoder", "tcn", TCNConfig)
@@ -95,3 +106,30 @@ class TCN(nn.Module):
             skips = skips + skip
         y = self.head(torch.relu(skips)) * mask
         return y.transpose(1, 2), lengths
+
+    def stream_init(self, batch: int = 1) -> StreamState:
+        """The state before a stream's first frame: per block ``(B, C, span)`` zeros (the left padding
+        ``forward`` adds); ``ValueError`` for a centred stack, whose frames wait for future ones."""
+        if not self.cfg.causal:
+            raise not_streamable(
+                "tcn",
+                f"is centred (encoder.causal=false): each frame waits for {self.lookahead} future frames",
+            )
+        w = self.inp.weight
+        return StreamState(None, [w.new_zeros(batch, self.cfg.hidden_size, b.span) for b in self.blocks])
+
+    def stream_step(self, x: Tensor, state: StreamState, final: bool = False) -> tuple[Tensor, StreamState]:
+        """The next chunk of a stream: frames ``(B, t, F)`` → outputs ``(B, t', H)``, the state after them.
+        ``final``: the stream ends with this chunk (the last subsampling group is flushed). Eval mode."""
+        x, rest = self.sub.stream(x, state.rest, final)
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.output_dim), StreamState(rest, state.carry)
+        x = self.inp(x.transpose(1, 2))  # (B, C, t)
+        skips, carry = 0, []
+        for block, past in zip(self.blocks, state.carry):
+            context = torch.cat([past, x], 2)  # (B, C, span + t)
+            carry.append(context[:, :, context.shape[2] - block.span :])  # the next chunk's left context
+            x, skip = block.gated(context, x)
+            skips = skips + skip
+        y = self.head(torch.relu(skips))
+        return y.transpose(1, 2), StreamState(rest, carry)

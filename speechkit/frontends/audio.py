@@ -206,6 +206,14 @@ class _AudioFrontend(Frontend):
                 feats = torch.cat(parts, dim=-1)
             return FF.mask_padding(feats, out_lengths), out_lengths
 
+    def frame_features(self, x: Tensor) -> Tensor:
+        """Features before deltas and normalisation of unpadded waveforms ``(B, N)``, ``N >= win`` →
+        ``(B, T, F0)``, ``T = 1 + (N - win) // hop`` (float32, no dither). Each frame is computed from its
+        own ``win`` samples alone (snip-edges framing), so a stream cut at frame starts gives the frames
+        of the whole utterance (speechkit/streaming.py)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._static_features(x.float(), None if self.dft is None else self.dft.to(x.device))
+
     def _static_features(self, x: Tensor, dft: Tensor | None) -> Tensor:
         """Waveforms ``(B, N)`` → features before deltas ``(B, T, F0)``, on the CPU a few utterances at a
         time: the ``(B, T, n_fft)`` frames and spectra of a whole batch do not fit in the CPU's caches,
