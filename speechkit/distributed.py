@@ -75,6 +75,25 @@ def cpu_threads(setting: str | int, num_workers: int) -> int:
     return max(1, per_process - min(num_workers, per_process // 2))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16), where oneDNN's bf16 LSTM and
+    matrix products run about twice as fast as fp32; elsewhere bf16 autocast is emulated and slower."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(getattr(cpu, c)() for c in checks if hasattr(cpu, c))
+    except RuntimeError:  # a torch built without the CPU capability probe
+        return False
+
+
+def auto_precision(device: torch.device) -> str:
+    """``trainer.precision=auto``: bf16 on a GPU that supports it (else fp16); fp32 elsewhere (bf16 on a
+    CPU with bf16 instructions is ``trainer.precision=bf16``: benchmarks/README.md, "Mixed precision")."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 @dataclass
 class Context:
     """This process's place in the job; ``world == 1`` when not distributed."""

@@ -212,24 +212,23 @@ def _ffmpeg_blocks(
     """The first audio stream of a container FFmpeg reads, as ``(samples, channels)`` float32 blocks and
     the rate; FFmpeg's error messages while decoding make the file corrupt, as in ``load_audio``."""
     import av
-    import av.logging
 
-    from speechkit.frontends.audio_io import ISO_BMFF_AUDIO_SUFFIXES, _corrupt, _unreadable
-    from speechkit.frontends.video_io import _box_truncation, _errors
+    from speechkit.frontends.audio_io import _corrupt, _unreadable
+    from speechkit.frontends.ffmpeg import damage, watched
 
-    if not isinstance(source, bytes) and Path(source).suffix.lower() in ISO_BMFF_AUDIO_SUFFIXES:
-        if (cut := _box_truncation(Path(source))) is not None:
-            raise _corrupt(where, f"its {cut[0]!r} box declares {cut[1]} bytes but only {cut[2]} are present")
     decoded, held = 0, []
-    with av.logging.Capture() as messages:
+    path = None if isinstance(source, bytes) else Path(source)
+    with watched(path, lambda what: _corrupt(where, what)) as messages:
         try:
-            container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+            container = av.open(io.BytesIO(source) if path is None else str(path))
         except av.FFmpegError as e:
             raise _unreadable(where, f"libsndfile: {sndfile_error}; FFmpeg: {e.strerror or e}") from None
         with container:
             if not container.streams.audio:
                 raise DataError(where, "has no audio stream", "point at a file with sound in it")
             stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise _corrupt(where, "its audio stream has no decodable codec")
             stream.codec_context.thread_count = 1  # FFmpeg's messages from other threads would escape
             rate = stream.codec_context.sample_rate or stream.rate
             block = max(1, round(block_s * rate))
@@ -237,7 +236,7 @@ def _ffmpeg_blocks(
             try:
                 for frame in itertools.chain(container.decode(stream), [None]):
                     held.extend(f.to_ndarray().T for f in resampler.resample(frame))
-                    if problems := _errors(messages):
+                    if problems := damage(messages):
                         raise _corrupt(
                             where, f"FFmpeg reported {problems[0]!r} after {decoded} decoded sample(s)"
                         )

@@ -58,11 +58,12 @@ class CTCModel(nn.Module):
         The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
         on the raw batch before the frontend; the others on features after it. Both only in training.
         """
-        x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
-        feats, lengths = self.frontend(x, lengths)
-        feats, lengths = self.augment.after_frontend(feats, lengths)
+        with torch.autocast(x.device.type, enabled=False):  # under mixed precision: features in fp32
+            x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
+            feats, lengths = self.frontend(x, lengths)
+            feats, lengths = self.augment.after_frontend(feats, lengths)
         hidden, lengths = self.encoder(feats, lengths)
-        return self.head(hidden).log_softmax(dim=-1), lengths
+        return self.head(hidden).float().log_softmax(dim=-1), lengths  # log-probs in fp32 whatever the autocast
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,4 +1,5 @@
-"""The training loop: AdamW with warm-up and cosine decay, clipping, mixed precision on GPU,
+"""The training loop: AdamW with warm-up and cosine decay, clipping, mixed precision (bf16 on CPUs
+with bf16 instructions, bf16/fp16 on GPUs),
 dev WER every epoch, atomic checkpoints, and resume that continues exactly where a run stopped.
 """
 
@@ -186,14 +187,20 @@ class Trainer:
         p = self.tcfg.precision
         if p not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(f"trainer.precision={p!r}: use auto, fp32, fp16 or bf16")
-        if self.device.type != "cuda" or p == "fp32":
-            return nullcontext, None
+        kind = self.device.type
+        if kind == "cpu" and p == "fp16":
+            raise ValueError("trainer.precision=fp16 needs a GPU: use bf16 (CPUs with AMX or AVX-512 BF16) or fp32")
         if p == "auto":
-            p = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            p = distributed.auto_precision(self.device)
+        if p == "fp32" or kind not in ("cuda", "cpu"):
+            return nullcontext, None
+        if kind == "cpu" and not distributed.cpu_has_bf16():
+            log.warning("trainer.precision=bf16: this CPU has no bf16 instructions (AMX or AVX-512 BF16); "
+                        "autocast will be emulated and slower than fp32")
         dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        log.info("mixed precision: %s autocast", p)
+        log.info("mixed precision: %s autocast on %s", p, kind)
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+        return (lambda: torch.autocast(kind, dtype=dtype)), scaler
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
 from speechkit.config import CONF_DIR, store_schemas
+from speechkit.data.sampler import EpochBatches
 from speechkit.trainer import Trainer, lr_factor
 from tests.conftest import sample_rows, write_manifest
 
@@ -111,3 +114,57 @@ def test_non_finite_losses_skip_their_updates_and_too_many_in_a_row_stop_trainin
     with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
         t2.fit()
     assert not (tmp_path / "b" / "run" / "checkpoints" / "last.pt").exists()  # nothing written from a broken run
+
+
+def test_bf16_autocast_on_the_cpu_trains_with_fp32_features_weights_and_log_probs(tmp_path):
+    # bf16 autocast runs anywhere (emulated where the CPU lacks bf16 instructions, only slower)
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=16", "data.batch_size=2", "trainer.max_steps=3",
+               "trainer.precision=bf16", "trainer.eval_every_epochs=100")
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen = {}
+    frontend = trainer.model.frontend.forward
+
+    def spy(x, lengths):
+        feats, out_lengths = frontend(x, lengths)
+        seen["feats"] = feats.dtype
+        return feats, out_lengths
+
+    trainer.model.frontend.forward = spy
+    encoder = trainer.model.encoder.forward
+
+    def encoder_spy(x, lengths):
+        hidden, out_lengths = encoder(x, lengths)
+        seen["hidden"] = hidden.dtype
+        return hidden, out_lengths
+
+    trainer.model.encoder.forward = encoder_spy
+    trainer.fit()
+    assert trainer.state.step == 3 and all(math.isfinite(loss) for _, loss in trainer.state.losses)
+    assert seen["feats"] == torch.float32  # the frontend ran outside the autocast …
+    assert seen["hidden"] == torch.bfloat16  # … the encoder inside it
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    batch = next(iter(trainer._loader(trainer.dev_set, EpochBatches([[0, 1]]))))
+    with trainer.autocast():
+        log_probs, _ = trainer.model(batch.x, batch.lengths)
+    assert log_probs.dtype == torch.float32  # bf16 inside the encoder, fp32 out of the head's softmax
+
+
+def test_precision_settings_on_the_cpu_and_fp16_there_is_refused(tmp_path):
+    for setting, expected in (("auto", None), ("fp32", None), ("bf16", torch.bfloat16)):
+        run = tmp_path / setting
+        trainer = Trainer(_cfg(run, 2, "encoder.hidden_size=8", f"trainer.precision={setting}"), run / "run")
+        with trainer.autocast():
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        assert dtype == expected, setting
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        Trainer(_cfg(tmp_path / "fp16", 2, "trainer.precision=fp16"), tmp_path / "fp16" / "run")
+
+
+def test_auto_precision_on_a_gpu_is_bf16_where_supported_else_fp16(monkeypatch):
+    from speechkit import distributed
+
+    for supported, expected in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert distributed.auto_precision(torch.device("cuda", 0)) == expected
+    assert distributed.auto_precision(torch.device("cpu")) == "fp32"
+    assert distributed.auto_precision(torch.device("mps")) == "fp32"

@@ -18,6 +18,7 @@ from torch import Tensor
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
 from speechkit.frontends.base import log_once
+from speechkit.frontends.ffmpeg import damage, watched
 
 log = logging.getLogger("speechkit.frontends.audio")  # the messages users know, under the same name
 
@@ -34,8 +35,6 @@ SNDFILE_SUFFIXES = (".wav", ".wave", ".flac", ".aif", ".aiff", ".aifc", ".au", "
 # File suffixes of audio (and audio tracks of video containers) that folder inputs pick up.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4",
                     ".webm", ".mka", ".wma")  # fmt: skip
-# MP4-family containers (size-prefixed boxes): checked for a cut inside a box before FFmpeg decodes them
-ISO_BMFF_AUDIO_SUFFIXES = (".m4a", ".m4b", ".mp4", ".m4v", ".mov", ".3gp")
 
 # ----------------------------------------------------------------------------- loading
 
@@ -87,61 +86,43 @@ def _decode_ffmpeg(path: Path, sndfile_error: str) -> tuple[np.ndarray, int]:
     """The first audio stream of any container FFmpeg reads (PyAV) → ``(samples, channels)`` float32
     and its rate in Hz.
 
-    As for video (video_io.py), FFmpeg's error messages while decoding make the file corrupt rather
-    than shorter; so does an MP4-family file whose boxes run past its end. ``sndfile_error`` is
+    FFmpeg's error messages while decoding make the file corrupt rather than shorter; so does an
+    MP4-family file whose boxes run past its end (frontends/ffmpeg.py). ``sndfile_error`` is
     libsndfile's complaint, named too when FFmpeg cannot open the file either.
     """
     import av
-    import av.logging
 
-    from speechkit.frontends.video_io import _box_truncation, _errors
-
-    if path.suffix.lower() in ISO_BMFF_AUDIO_SUFFIXES and (cut := _box_truncation(path)) is not None:
-        box, declared, present = cut
-        raise _corrupt(path, f"its {box!r} box declares {declared} bytes but only {present} are present")
     chunks: list[np.ndarray] = []  # (channels, n) float32 each
-    previous_level = av.logging.get_level()
-    av.logging.set_level(av.logging.WARNING)
-    try:
-        with av.logging.Capture() as messages:
+    with watched(path, lambda what: _corrupt(path, what)) as messages:
+        try:
+            container = av.open(str(path))
+        except av.FFmpegError as e:
+            raise _unreadable(path, f"libsndfile: {sndfile_error}; FFmpeg: {e.strerror or e}") from None
+        with container:
+            if not container.streams.audio:
+                kinds = sorted({st.type for st in container.streams}) or ["no"]
+                raise DataError(
+                    path,
+                    f"has no audio stream (FFmpeg reads it as {container.format.name} with "
+                    f"{', '.join(kinds)} streams)",
+                    "point the manifest at a file with sound in it",
+                )
+            stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise _corrupt(path, "its audio stream has no decodable codec")
+            stream.codec_context.thread_count = 1  # messages from other threads would escape the capture
+            rate = stream.codec_context.sample_rate or stream.rate
+            resampler = av.AudioResampler(format="fltp")  # planar float32; channels and rate kept
             try:
-                container = av.open(str(path))
+                for frame in container.decode(stream):
+                    chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
+                chunks.extend(f.to_ndarray() for f in resampler.resample(None))
             except av.FFmpegError as e:
-                raise _unreadable(path, f"libsndfile: {sndfile_error}; FFmpeg: {e.strerror or e}") from None
-            with container:
-                if not container.streams.audio:
-                    kinds = sorted({st.type for st in container.streams}) or ["no"]
-                    raise DataError(
-                        path,
-                        f"has no audio stream (FFmpeg reads it as {container.format.name} with "
-                        f"{', '.join(kinds)} streams)",
-                        "point the manifest at a file with sound in it",
-                    )
-                stream = container.streams.audio[0]
-                if stream.codec_context is None:
-                    raise _corrupt(path, "its audio stream has no decodable codec")
-                # one decoding thread: FFmpeg's messages from other threads would escape the capture
-                stream.codec_context.thread_count = 1
-                rate = stream.codec_context.sample_rate or stream.rate
-                resampler = av.AudioResampler(format="fltp")  # planar float32; channels and rate kept
-                try:
-                    for frame in container.decode(stream):
-                        chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
-                    chunks.extend(f.to_ndarray() for f in resampler.resample(None))
-                except av.FFmpegError as e:
-                    decoded = sum(c.shape[1] for c in chunks)
-                    raise _corrupt(
-                        path, f"decoding stopped after {decoded} sample(s) ({e.strerror or e})"
-                    ) from None
-    except DataError:
-        raise
-    except (UnicodeDecodeError, ValueError, OverflowError, IndexError, RuntimeError) as e:
-        # damaged headers can make PyAV fail outside FFmpeg (e.g. undecodable metadata strings)
-        raise _corrupt(path, f"{type(e).__name__} while reading it: {e}") from None
-    finally:
-        av.logging.set_level(previous_level)
-    problems = _errors(messages)
-    if problems:
+                decoded = sum(c.shape[1] for c in chunks)
+                raise _corrupt(
+                    path, f"decoding stopped after {decoded} sample(s) ({e.strerror or e})"
+                ) from None
+    if problems := damage(messages):
         decoded = sum(c.shape[1] for c in chunks)
         raise _corrupt(path, f"FFmpeg reported {problems[0]!r} after {decoded} decoded sample(s)")
     if not chunks or not rate:

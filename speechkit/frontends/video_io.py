@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from speechkit.data.errors import DataError
 from speechkit.data.files import check_media_file
 from speechkit.frontends.base import log_once
+from speechkit.frontends.ffmpeg import damage, watched
 
 log = logging.getLogger("speechkit.frontends.video")  # the messages users know, under the same name
 
@@ -40,105 +41,53 @@ def _corrupt(path: Path, what: str) -> DataError:
     )
 
 
-def _errors(messages: list[tuple[int, str, str]]) -> list[str]:
-    """FFmpeg's captured messages that mean damaged data: errors, and warnings of corrupt packets."""
-    import av.logging
-
-    return [m.strip() for level, _, m in messages if level <= av.logging.ERROR or "corrupt" in m.lower()]
-
-
-ISO_BMFF_SUFFIXES = (".mp4", ".m4v", ".mov", ".3gp")  # containers made of size-prefixed boxes
-
-
-def _box_truncation(path: Path) -> tuple[str, int, int] | None:
-    """``(box type, declared bytes, present bytes)`` of the first top-level box of an MP4/MOV file
-    that runs past the end of the file, else None.
-
-    FFmpeg decodes an MP4 cut inside its ``mdat`` box (the frame data) without an error when its
-    index (``moov``) comes first, concealing the lost bytes; the box sizes still tell.
-    """
-    size = path.stat().st_size
-    pos = 0
-    with path.open("rb") as f:
-        while pos + 8 <= size:
-            f.seek(pos)
-            box_size, box_type = int.from_bytes(f.read(4), "big"), f.read(4).decode("latin-1")
-            if box_size == 1 and pos + 16 <= size:  # a 64-bit size follows the type
-                box_size = int.from_bytes(f.read(8), "big")
-            elif box_size == 0:  # the box runs to the end of the file
-                return None
-            if box_size < 8 or not (box_type.isascii() and box_type.isprintable()):
-                return None  # not a box header: leave the verdict to FFmpeg
-            if pos + box_size > size:
-                return box_type, box_size, size - pos
-            pos += box_size
-    return None
-
-
 def _decode_av(path: Path, grayscale: bool) -> tuple[np.ndarray, float | None]:
     """Decode every frame of the first video stream → ``(T, H, W, C)`` uint8, frames per second.
 
     FFmpeg's error messages during decoding (which it otherwise only logs, returning whatever
-    frames it could rebuild) make the file count as corrupt, as does a frame count short of
-    the one the container declares.
+    frames it could rebuild) make the file count as corrupt (frontends/ffmpeg.py), as does a frame
+    count short of the one the container declares.
     """
     import av
-    import av.logging
 
-    if path.suffix.lower() in ISO_BMFF_SUFFIXES and (cut := _box_truncation(path)) is not None:
-        box, declared, present = cut
-        raise _corrupt(path, f"its {box!r} box declares {declared} bytes but only {present} are present")
     fmt = "gray" if grayscale else "rgb24"
     frames: list[np.ndarray] = []
-    previous_level = av.logging.get_level()
-    av.logging.set_level(av.logging.WARNING)
-    try:
-        with av.logging.Capture() as messages:
+    with watched(path, lambda what: _corrupt(path, what)) as messages:
+        try:
+            container = av.open(str(path))
+        except av.FFmpegError as e:
+            raise DataError(
+                path,
+                f"not a readable video ({type(e).__name__}: {e.strerror or e})",
+                "check that it is a video file FFmpeg can open (ffprobe FILE), or re-encode it to MP4",
+            ) from None
+        with container:
+            if not container.streams.video:
+                if problems := damage(messages):  # e.g. an MP4 cut before its index ("moov atom not found")
+                    raise _corrupt(path, f"FFmpeg reported {problems[0]!r} and found no video stream")
+                if not container.streams:
+                    raise DataError(
+                        path,
+                        "has zero frames: the container holds no streams at all "
+                        "(an empty recording, or an MP4 cut short inside its index)",
+                        "re-create or re-copy the clip, or leave it out of the manifest",
+                    )
+                raise DataError(path, "has no video stream", "point the manifest at a video file")
+            stream = container.streams.video[0]
+            if stream.codec_context is None:  # a damaged header can name no codec FFmpeg knows
+                raise _corrupt(path, "its video stream has no decodable codec")
+            # one decoding thread (see frontends/ffmpeg.py; the loader's workers decode clips in parallel)
+            stream.codec_context.thread_count = 1
+            rate = stream.average_rate or stream.guessed_rate
+            declared = stream.frames  # 0 where the container does not say (MPEG program streams)
             try:
-                container = av.open(str(path))
+                for frame in container.decode(stream):
+                    frames.append(frame.to_ndarray(format=fmt))
             except av.FFmpegError as e:
-                raise DataError(
-                    path,
-                    f"not a readable video ({type(e).__name__}: {e.strerror or e})",
-                    "check that it is a video file FFmpeg can open (ffprobe FILE), or re-encode it to MP4",
+                raise _corrupt(
+                    path, f"decoding stopped after {len(frames)} frame(s) ({e.strerror or e})"
                 ) from None
-            with container:
-                if not container.streams.video:
-                    problems = _errors(messages)
-                    if problems:  # e.g. an MP4 cut before its index ("moov atom not found")
-                        raise _corrupt(path, f"FFmpeg reported {problems[0]!r} and found no video stream")
-                    if not container.streams:
-                        raise DataError(
-                            path,
-                            "has zero frames: the container holds no streams at all "
-                            "(an empty recording, or an MP4 cut short inside its index)",
-                            "re-create or re-copy the clip, or leave it out of the manifest",
-                        )
-                    raise DataError(path, "has no video stream", "point the manifest at a video file")
-                stream = container.streams.video[0]
-                # one decoding thread: FFmpeg's messages from other threads would escape the capture
-                # (and the data loader's workers already decode clips in parallel)
-                if stream.codec_context is None:  # a damaged header can name no codec FFmpeg knows
-                    raise _corrupt(path, "its video stream has no decodable codec")
-                stream.codec_context.thread_count = 1
-                rate = stream.average_rate or stream.guessed_rate
-                declared = stream.frames  # 0 where the container does not say (MPEG program streams)
-                try:
-                    for frame in container.decode(stream):
-                        frames.append(frame.to_ndarray(format=fmt))
-                except av.FFmpegError as e:
-                    raise _corrupt(
-                        path, f"decoding stopped after {len(frames)} frame(s) ({e.strerror or e})"
-                    ) from None
-    except DataError:
-        raise
-    except (UnicodeDecodeError, ValueError, OverflowError, IndexError, RuntimeError) as e:
-        # damaged headers can make PyAV fail outside FFmpeg (e.g. undecodable metadata strings)
-        raise _corrupt(path, f"{type(e).__name__} while reading it: {e}") from None
-    finally:
-        av.logging.set_level(previous_level)
-    errors = _errors(messages)
-    if errors:
+    if errors := damage(messages):
         raise _corrupt(path, f"FFmpeg reported {errors[0]!r} after {len(frames)} decoded frame(s)")
     if not frames:
         raise DataError(path, "has zero frames", "re-create the clip or leave it out of the manifest")
@@ -335,5 +284,3 @@ def crop_region(
             path, f"crop_box {list(box)} does not fit inside its {H}×{W} frames", "fix frontend.crop_box"
         )
     return frames[..., top : top + height, left : left + width]
-
-
