@@ -1,12 +1,13 @@
-"""Training throughput (utterances per second) with and without length-bucketed batching.
+"""Training throughput (steps and utterances per second) of one setting against another.
 
-    python benchmarks/train_throughput.py                       # asr_grid, 40 steps each way
+    python benchmarks/train_throughput.py                       # asr_grid, data.bucket=false,true
     python benchmarks/train_throughput.py --steps 60 --threads 2
+    python benchmarks/train_throughput.py --compare trainer.precision=fp32,bf16
 
-Builds the recipe's Trainer twice — ``data.bucket=false`` (random batches of 32) and
-``data.bucket=true`` (batches drawn from duration-sorted windows) — and times the same number of
-optimiser steps through ``Trainer.train_step`` after a few warm-up steps, data loading included.
-The two settings are timed in alternating blocks, so a busy machine slows both alike. Reports
+Builds the recipe's Trainer once per value of the ``--compare`` key (default ``data.bucket``:
+random batches of 32 against batches drawn from duration-sorted windows) and times the same number
+of optimiser steps through ``Trainer.train_step`` after a few warm-up steps, data loading included.
+The settings are timed in alternating blocks, so a busy machine slows them alike. Reports steps/s,
 utterances/s, audio seconds/s, and the share of padded batch time that is padding.
 """
 
@@ -25,12 +26,12 @@ from speechkit.data.sampler import EpochBatches, padding_fraction
 from speechkit.registry import load_plugins
 
 
-def make_trainer(recipe: str, bucket: bool, threads: int, run_dir: str, extra: list[str]):
+def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: list[str]):
     from speechkit.trainer import Trainer
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"recipe={recipe}", f"data.bucket={str(bucket).lower()}",
-                                           f"trainer.threads={threads}", "data.num_workers=0", *extra])
+        cfg = compose("config", overrides=[f"recipe={recipe}", f"trainer.threads={threads}", "data.num_workers=0",
+                                           *extra, setting])
     return Trainer(cfg, run_dir)
 
 
@@ -53,36 +54,40 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=4, help="alternating blocks the steps are split into")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compare", default="data.bucket=false,true", help="KEY=V1,V2[,…]: the settings timed")
     p.add_argument("overrides", nargs="*", help="extra config overrides (key=value)")
     a = p.parse_args()
+    key, _, values = a.compare.partition("=")
+    settings = [f"{key}={v}" for v in values.split(",")]
     load_plugins()
     store_schemas()
     torch.manual_seed(0)
-    results = {}
-    iters, trainers = {}, {}
+    results, iters, trainers = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for bucket in (False, True):
-            tr = make_trainer(a.recipe, bucket, a.threads, f"{tmp}/{bucket}", a.overrides)
+        for i, setting in enumerate(settings):
+            tr = make_trainer(a.recipe, setting, a.threads, f"{tmp}/{i}", a.overrides)
             batches = tr.epoch_batches(0)
             loader = tr._loader(tr.train_set, EpochBatches(batches))
-            trainers[bucket], iters[bucket] = tr, itertools.cycle(loader)
-            results[bucket] = {"padding": padding_fraction(batches, tr.durations), "seconds": 0.0,
-                               "utts": 0, "audio": 0.0}
-            timed_steps(tr, iters[bucket], a.warmup)
+            trainers[setting], iters[setting] = tr, itertools.cycle(loader)
+            results[setting] = {"padding": padding_fraction(batches, tr.durations), "seconds": 0.0,
+                                "steps": 0, "utts": 0, "audio": 0.0}
+            timed_steps(tr, iters[setting], a.warmup)
         per_block = max(a.steps // a.blocks, 1)
         for _ in range(a.blocks):
-            for bucket in (False, True):
-                s, u, au = timed_steps(trainers[bucket], iters[bucket], per_block)
-                r = results[bucket]
+            for setting in settings:
+                s, u, au = timed_steps(trainers[setting], iters[setting], per_block)
+                r = results[setting]
                 r["seconds"] += s
+                r["steps"] += per_block
                 r["utts"] += u
                 r["audio"] += au
     print(f"# {a.recipe}: {per_block * a.blocks} steps per setting, torch threads {a.threads}")
-    print("| batching | padding % of batch time | utterances / s | audio s / s |")
-    print("| --- | ---: | ---: | ---: |")
-    for bucket, r in results.items():
-        name = "length-bucketed" if bucket else "random"
-        print(f"| {name} | {100 * r['padding']:.1f} | {r['utts'] / r['seconds']:.1f} | {r['audio'] / r['seconds']:.1f} |")
+    print("| setting | padding % of batch time | steps / s | utterances / s | audio s / s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for setting, r in results.items():
+        sec = r["seconds"]
+        print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} "
+              f"| {r['audio'] / sec:.1f} |")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def make_batches(
     shuffle: bool = True,
     bucket: bool = False,
     batch_seconds: float = 0.0,
+    sortagrad: bool = False,
 ) -> list[list[int]]:
     """Index batches for one epoch, the same for the same ``(seed, epoch)``.
 
@@ -26,11 +27,16 @@ def make_batches(
     into batches and shuffle the batch order. ``batch_seconds`` > 0: a batch holds as many
     examples as fit in that many padded seconds (longest × count), at most ``batch_size``…
     unless ``batch_size`` is 0, then no count cap. Durations unknown (None) disable both.
+    ``sortagrad`` (DeepSpeech 2's curriculum): in epoch 0 the whole epoch is sorted by duration, and
+    its batches run shortest first; later epochs are unchanged. Needs durations.
     """
     n = len(durations)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
     known = all(d is not None for d in durations)
+    if sortagrad and epoch == 0 and known:
+        order.sort(key=lambda i: durations[i])  # stable: equal durations keep the seeded order
+        bucket = shuffle = False  # one sorted window, its batches shortest first
     if not known or not (bucket or batch_seconds > 0):
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     cap = batch_size if batch_size > 0 else n

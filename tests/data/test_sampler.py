@@ -33,3 +33,17 @@ def test_batch_seconds_caps_padded_time_and_count():
 def test_unknown_durations_fall_back_to_plain_batches():
     b = make_batches([None] * 10, 4, 0, 0, shuffle=False, bucket=True)
     assert b == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_sortagrad_runs_the_first_epoch_shortest_first_and_leaves_later_epochs_alone():
+    d = _durations()
+    for kw in ({"bucket": True}, {"bucket": True, "batch_seconds": 40.0}, {}):
+        first = make_batches(d, 16, 3, 0, sortagrad=True, **kw)
+        assert sorted(i for batch in first for i in batch) == list(range(len(d)))
+        longest = [max(d[i] for i in b) for b in first]
+        assert longest == sorted(longest)  # batch after batch, never shorter than the one before
+        assert [d[i] for b in first for i in b] == sorted(d)
+        assert make_batches(d, 16, 3, 1, sortagrad=True, **kw) == make_batches(d, 16, 3, 1, **kw)
+    # durations unknown: nothing to sort by, the usual shuffled batches
+    unknown = [None] * 40
+    assert make_batches(unknown, 4, 3, 0, sortagrad=True) == make_batches(unknown, 4, 3, 0)
