@@ -8,11 +8,21 @@ predictions are written as JSON lines (``output=PATH``, default ``<run dir>/pred
 manifest line's fields as they were (``text`` stays the reference), or ``audio_filepath`` and
 ``duration`` for a file, then ``pred_text``, ``confidence``, ``score`` and ``words``
 (``{word, start, end, confidence}``, seconds to the millisecond); ``nbest`` with ``nbest=N``.
-A progress bar (files/s) runs on stderr, and the real-time factor is printed there at the end.
+A progress bar (files/s, real-time factor) runs on stderr, and the real-time factor is printed there at the end.
+
+A folder or manifest is written as it goes to part files, ``<output>.parts/rank<R>.jsonl``
+(speechkit/shards.py), merged into the output in input order at the end (the folder is then removed).
+A run that was killed or stopped by a bad file resumes from them (``resume=true``, the default:
+inputs already there are not transcribed again; a half-written last line is dropped); parts written
+for other inputs, checkpoint or decoder settings are refused, ``resume=false`` deletes them. Under
+``torchrun`` (``torchrun --nproc-per-node=N -m speechkit.transcribe … output=PATH``) each process takes
+a contiguous share of the inputs left, balanced by duration (CUDA: GPU ``LOCAL_RANK``), into its own
+part file; rank 0 draws the bar for all of them, merges, and reports every skipped input.
 
 ``on_error=raise`` (default): an input that cannot be used is one ``error:`` line naming the
 manifest line (or the file, for a folder) and nothing is written: the first manifest line that
-cannot be parsed (all are checked before decoding), else the first media file that cannot be read.
+cannot be parsed (all are checked before decoding), else the first media file that cannot be read
+(the transcripts before it stay in the part files: fix the file and rerun to go on from there).
 ``on_error=skip``: those inputs are left out, each printed on stderr (``skipped MANIFEST:LINE:
 reason``) and listed in ``<output stem>.skipped.jsonl`` beside the output, one ``{"where", "path",
 "reason"}`` object a line; the rest are transcribed.
@@ -57,9 +67,10 @@ def _extensions(frontend) -> set[str]:
     return exts
 
 
-def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, dict]]]:
+def _inputs(pipe, source: Path, on_error: str, announce: bool = True) -> tuple[list, list[tuple[int, dict]]]:
     """The files (a folder's, or one) or manifest examples ``source`` names, and for every manifest
-    line that cannot be parsed ``(line, report row)``; with ``on_error=raise`` the first is an error."""
+    line that cannot be parsed ``(line, report row)``; with ``on_error=raise`` the first is an error.
+    ``announce``: name the files a folder scan leaves out on stderr (one process of several: not)."""
     from speechkit.data.files import check_media_file
     from speechkit.data.manifest import parse_manifest
 
@@ -67,7 +78,7 @@ def _inputs(pipe, source: Path, on_error: str) -> tuple[list, list[tuple[int, di
         exts = _extensions(pipe.model.frontend)
         found = sorted(p for p in source.rglob("*") if p.suffix.lower() in exts)
         left_out = sorted(p for p in source.rglob("*") if p.suffix.lower() not in exts and p.is_file())
-        if left_out:  # said, never silently dropped
+        if left_out and announce:  # said, never silently dropped
             names = ", ".join(str(p.relative_to(source)) for p in left_out[:LEFT_OUT_SHOWN])
             more = f" and {len(left_out) - LEFT_OUT_SHOWN} more" if len(left_out) > LEFT_OUT_SHOWN else ""
             print(
@@ -166,18 +177,19 @@ def write_plots(pipe, items: list, nbests: list, out_dir: Path) -> list[Path]:
     return written
 
 
-def _speed(transcripts: list, seconds: float, modality: str) -> str:
-    """The real-time factor (processing seconds per second of input), or files/s without a time axis."""
-    durations = [t.duration for t in transcripts]
-    if transcripts and all(d is not None for d in durations) and sum(durations) > 0:
+def _speed(durations: list[float | None], seconds: float, modality: str, processes: int = 1) -> str:
+    """The real-time factor (wall-clock seconds per second of input, over ``processes`` processes), or
+    files/s without a time axis; ``durations``: seconds of each input transcribed."""
+    on = f" on {processes} processes" if processes > 1 else ""
+    if durations and all(d is not None for d in durations) and sum(durations) > 0:
         total = sum(durations)
         rtf = seconds / total
         return (
-            f"real-time factor {rtf:.4f}: {total:.1f} s of {modality} in {seconds:.2f} s "
+            f"real-time factor {rtf:.4f}: {total:.1f} s of {modality} in {seconds:.2f} s{on} "
             f"({1 / rtf if rtf else float('inf'):.0f}× real time)"
         )
     return (
-        f"{len(transcripts)} file(s) in {seconds:.2f} s ({len(transcripts) / max(seconds, 1e-9):.1f} files/s)"
+        f"{len(durations)} file(s) in {seconds:.2f} s{on} ({len(durations) / max(seconds, 1e-9):.1f} files/s)"
     )
 
 
@@ -280,8 +292,8 @@ def task(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from speechkit.checkpoint import CheckpointError, load_checkpoint
-    from speechkit.data.dataset import Skipped
     from speechkit.data.errors import DataError
+    from speechkit.transcribe_many import join, transcribe_many
 
     if cfg.on_error not in ("raise", "skip"):
         raise SystemExit(f"error: on_error={cfg.on_error!r}: use raise or skip")
@@ -300,12 +312,11 @@ def task(cfg: DictConfig) -> None:
             f"error: nbest={cfg.nbest}, but the {decoder.get('name')} decoder returns at most {returns} "
             f"hypothes{'is' if returns == 1 else 'es'} per input: set {fix}"
         )
+    group, device = join(cfg)
     try:  # the decoder asked for here, so the checkpoint's own need not be buildable
-        pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=cfg.device, batch_size=cfg.batch_size)
+        pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=device, batch_size=cfg.batch_size)
     except CheckpointError as e:  # the checkpoint's, or an LM file's that the decoder names
-        raise SystemExit(
-            f"error: {'' if e.path == str(cfg.checkpoint) else 'decoder: '}{e}"
-        ) from None
+        raise SystemExit(f"error: {'' if e.path == str(cfg.checkpoint) else 'decoder: '}{e}") from None
     except (OSError, ValueError) as e:  # an LM file that is missing or unreadable: one line, not a traceback
         raise SystemExit(f"error: decoder: {e}") from None
     if cfg.get("streaming"):
@@ -326,9 +337,11 @@ def task(cfg: DictConfig) -> None:
         source = Path(str(cfg.input))
         single = not source.is_dir() and source.suffix not in (".jsonl", ".json")
     try:
-        inputs, skipped = ([data], []) if stdin else _inputs(pipe, source, cfg.on_error)
+        inputs, skipped = ([data], []) if stdin else _inputs(pipe, source, cfg.on_error, group.main)
         if hasattr(pipe.decoder, "warm_up"):  # the one-off compile announced on stderr: stdout holds the text
-            pipe.decoder.warm_up(pipe.device, announce=lambda m: print(m, file=sys.stderr))
+            pipe.decoder.warm_up(pipe.device, announce=lambda m: group.main and print(m, file=sys.stderr))
+        if not single:
+            return transcribe_many(pipe, cfg, group, inputs, skipped)
         t0 = time.perf_counter()
         results = _transcribe(pipe, inputs, cfg, single)  # long audio: the long-form path
         seconds = time.perf_counter() - t0
@@ -337,33 +350,27 @@ def task(cfg: DictConfig) -> None:
         raise SystemExit(
             _one_line(f"error: {where}: {e.problem}" + (f" — {e.fix}" if e.fix else ""))
         ) from None
-    done = [(x, t) for x, t in zip(inputs, results) if not isinstance(t, Skipped)]
-    skipped += [
-        (getattr(x, "line", i), _row(r.where, getattr(x, "path", x), r.reason))
-        for i, (x, r) in enumerate(zip(inputs, results))
-        if isinstance(r, Skipped)
-    ]
-    skipped.sort(key=lambda s: s[0])  # manifest line (folder: file) order
-    for _, row in skipped:
-        print(f"skipped {row['where']}: {row['reason']}", file=sys.stderr)
-    transcripts = [t for _, t in done]
-    if cfg.plot and done:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        pngs = write_plots(pipe, [x for x, _ in done], [t.nbest for t in transcripts], run_dir / "plots")
-        # stderr: stdout carries only the text of a single file
-        print(
-            f"plot{'s' if len(pngs) > 1 else ''}: {pngs[0] if len(pngs) == 1 else run_dir / 'plots'}",
-            file=sys.stderr,
+    transcript = results[0]
+    if cfg.plot:
+        pngs = write_plots(
+            pipe, inputs, [transcript.nbest], Path(HydraConfig.get().runtime.output_dir) / "plots"
         )
-    speed = _speed(transcripts, seconds, pipe.model.frontend.modality)
-    if single and not cfg.output:
-        for rank, h in enumerate(transcripts[0].nbest[: cfg.nbest]):
+        print(f"plot: {pngs[0]}", file=sys.stderr)  # stderr: stdout carries only the text
+    speed = _speed([transcript.duration], seconds, pipe.model.frontend.modality)
+    if not cfg.output:
+        for rank, h in enumerate(transcript.nbest[: cfg.nbest]):
             prefix = f"{rank + 1}\t{h.score:.3f}\t" if cfg.nbest > 1 else ""
             print(prefix + _format(h, cfg.words))
-        print(speed, file=sys.stderr)
-        return
-    out = Path(cfg.output) if cfg.output else Path(HydraConfig.get().runtime.output_dir) / "predictions.jsonl"
-    _write(out, [t.to_dict(nbest=cfg.nbest) for t in transcripts], single)
+    else:
+        _finish(Path(cfg.output), [transcript.to_dict(nbest=cfg.nbest)], [], cfg, True)
+    print(speed, file=sys.stderr)
+
+
+def _finish(
+    out: Path, rows: list[dict], skipped: list[tuple[int, dict]], cfg: DictConfig, single: bool
+) -> None:
+    """Write the output and the report of skipped inputs beside it (a previous one removed); say so."""
+    _write(out, rows, single)
     report = out.with_name(f"{out.stem}.skipped.jsonl")
     if skipped:
         report.write_text("".join(json.dumps(row) + "\n" for _, row in skipped))
@@ -371,25 +378,27 @@ def task(cfg: DictConfig) -> None:
         report.unlink(missing_ok=True)  # a previous run's, which would not describe this output
     if cfg.on_error == "skip":
         print(
-            f"transcribed {len(done)} file(s), skipped {len(skipped)}: {out}"
+            f"transcribed {len(rows)} file(s), skipped {len(skipped)}: {out}"
             + (f" (skipped inputs: {report})" if skipped else "")
         )
     else:
-        print(f"transcribed {len(done)} file(s): {out}")
-    print(speed, file=sys.stderr)
+        print(f"transcribed {len(rows)} file(s): {out}")
 
 
-def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool) -> list:
+def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool, progress: bool | None = None) -> list:
     """``pipe.transcribe(inputs)``, except that audio longer than ``long_form.min_s`` seconds
     (``long_form.enabled=auto``; with ``true`` every audio input) takes the long-form path one file at a
-    time (``Pipeline.transcribe_long``: read in blocks, cut by the VAD, rows with ``segments``)."""
+    time (``Pipeline.transcribe_long``: read in blocks, cut by the VAD, rows with ``segments``).
+    ``progress``: bars on stderr (default: ``cfg.progress``; files/s only for more than one input)."""
     from speechkit.data.dataset import Skipped
     from speechkit.data.errors import DataError
     from speechkit.data.manifest import Example
     from speechkit.longform import LongFormConfig, audio_seconds
     from speechkit.pipeline import input_fields
 
-    on_error, progress = "raise" if single else cfg.on_error, cfg.progress and not single
+    on_error = "raise" if single else cfg.on_error
+    bars = cfg.progress and not single if progress is None else progress  # one bar per batch of files
+    long_bar = cfg.progress if progress is None else progress  # seconds of audio: even for one file
     try:
         lf = LongFormConfig.from_node(cfg.get("long_form"))
     except ValueError as e:
@@ -398,7 +407,7 @@ def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool) -> list:
     if lf.mode == "true" and modality != "audio":
         raise SystemExit(f"error: long_form.enabled=true is for audio; this model reads {modality}")
     if lf.mode == "false" or modality != "audio":
-        return pipe.transcribe(inputs, on_error=on_error, progress=progress)
+        return pipe.transcribe(inputs, on_error=on_error, progress=bars)
 
     def seconds(x) -> float | None:
         return getattr(x, "duration", None) or audio_seconds(getattr(x, "path", x))
@@ -412,7 +421,7 @@ def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool) -> list:
     results: list = [None] * len(inputs)
     short = sorted(set(range(len(inputs))) - set(long))
     if short:
-        done = pipe.transcribe([inputs[i] for i in short], on_error=on_error, progress=progress)
+        done = pipe.transcribe([inputs[i] for i in short], on_error=on_error, progress=bars)
         for i, r in zip(short, done):
             results[i] = Skipped(i, r.where, r.reason) if isinstance(r, Skipped) else r
     for i in long:
@@ -421,7 +430,7 @@ def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool) -> list:
         fields = input_fields(x, "audio") if isinstance(x, Example) else None
         try:
             # a bar (stderr, seconds of audio) even for one file: a long file takes a while
-            results[i] = pipe.transcribe_long(getattr(x, "path", x), lf, fields=fields, progress=cfg.progress)
+            results[i] = pipe.transcribe_long(getattr(x, "path", x), lf, fields=fields, progress=long_bar)
         except DataError as e:
             if on_error == "raise":
                 raise DataError(f"{where}: {e.where}" if where else e.where, e.problem, e.fix) from None
