@@ -1,4 +1,4 @@
-"""The ``beam`` decoder: CTC prefix beam search with LM fusion, a lexicon, exact scores and timestamps.
+"""The ``beam`` decoder: CTC prefix beam search with LM fusion, a lexicon, hotwords, exact scores and timestamps.
 
 Two engines run the search, both returning a :class:`SearchResult`: the batched torch search
 (:mod:`speechkit.decoders.beam_torch`; any device, any LM, the reference) and the same search
@@ -22,6 +22,7 @@ from torch import Tensor
 from speechkit.decoders.base import Decoder, Hypothesis, SearchResult, paths, tokens_to_text, word_spans
 from speechkit.decoders.beam_torch import prefix_beam_search
 from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
+from speechkit.decoders.hotwords import HotwordTrie
 from speechkit.decoders.lexicon import LexiconTrie
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
@@ -49,6 +50,8 @@ class BeamConfig:
     beta: float = 0.0  # bonus per unit: per character with a char LM, else per word
     lm: Any = None  # an `lm` plugin config (+decoder/lm=ngram decoder.lm.path=…), its name, or an LM
     lexicon: str | None = None  # word list (first field of each line): the only words allowed
+    hotwords: Any = None  # words or phrases to favour: a file, one a line, optionally <TAB>boost; or a list
+    hotword_boost: float = 1.0  # log-score per character of a completed hotword (lines without a boost)
     space: str = " "  # the word separator token
     exact_scores: bool = True  # rescore the n-best by the full CTC sum, then re-rank
     compile: bool = (
@@ -113,7 +116,7 @@ def uncollapse(res: SearchResult, src: Tensor, T_full: int) -> SearchResult:
 
 @register("decoder", "beam", BeamConfig)
 class BeamDecoder(Decoder):
-    """CTC prefix beam search, batched on CPU or GPU, with optional LM fusion and lexicon."""
+    """CTC prefix beam search, batched on CPU or GPU, with optional LM fusion, lexicon and hotwords."""
 
     def __init__(self, cfg: BeamConfig, tokens: list[str], frame_shift_s: float | None = None) -> None:
         super().__init__(tokens, frame_shift_s)
@@ -139,6 +142,11 @@ class BeamDecoder(Decoder):
             )
         self.lm = build_lm(cfg.lm)
         self.lexicon = LexiconTrie.from_file(cfg.lexicon, self.tokens, cfg.space) if cfg.lexicon else None
+        self.hotwords = (
+            HotwordTrie.from_spec(cfg.hotwords, self.tokens, cfg.hotword_boost, cfg.space)
+            if cfg.hotwords not in (None, "", [], ())
+            else None
+        )
         if self.lm is None:
             self.fusion = Fusion(cfg.beta, self.space_id)
         elif self.lm.unit == "char":
@@ -147,9 +155,11 @@ class BeamDecoder(Decoder):
             self.fusion = WordFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
         else:
             raise ValueError(f"decoder.lm: unit must be 'char' or 'word', not {self.lm.unit!r}")
-        # the fusion and lexicon as the compiled engine reads them (native_fusion None: it cannot run this)
+        # the fusion, lexicon and hotwords as the compiled engine reads them (native_fusion None: it
+        # cannot run this)
         self.native_fusion = self.fusion.to_native() if cfg.engine != "torch" else None
         self.native_lexicon = self.lexicon.to_native() if self.lexicon is not None else None
+        self.native_hotwords = self.hotwords.to_native() if self.hotwords is not None else None
         if self.native_fusion is None and cfg.engine == "native":
             raise ValueError(
                 "decoder.engine=native takes no LM or the ngram LM; use decoder.engine=auto "
@@ -236,16 +246,36 @@ class BeamDecoder(Decoder):
         src = None
         if c.blank_skip_logp is not None and T:
             lp, lengths, src = collapse_blank_runs(lp, lengths, c.blank_skip_logp)
-        pruning = dict(beam_size=c.beam_size, nbest=c.nbest, token_topk=c.token_topk,
-                       token_min_logp=c.token_min_logp, beam_threshold=c.beam_threshold)
+        pruning = dict(
+            beam_size=c.beam_size,
+            nbest=c.nbest,
+            token_topk=c.token_topk,
+            token_min_logp=c.token_min_logp,
+            beam_threshold=c.beam_threshold,
+        )
         if self.engines(dev).search == "native":
             from speechkit.decoders import beam_compiled
 
-            res = beam_compiled.search(lp, lengths, **pruning, fusion=self.native_fusion, lexicon=self.native_lexicon)
+            res = beam_compiled.search(
+                lp,
+                lengths,
+                **pruning,
+                fusion=self.native_fusion,
+                lexicon=self.native_lexicon,
+                hotwords=self.native_hotwords,
+            )
             res = SearchResult(res.scores.to(dev), res.ctc.to(dev), res.emitted.to(dev), res.nonblank.to(dev))
         else:
-            res = prefix_beam_search(lp, lengths, **pruning, fusion=self.fusion, lexicon=self.lexicon,
-                                     space_id=self.space_id, compile=c.compile)
+            res = prefix_beam_search(
+                lp,
+                lengths,
+                **pruning,
+                fusion=self.fusion,
+                lexicon=self.lexicon,
+                hotwords=self.hotwords,
+                space_id=self.space_id,
+                compile=c.compile,
+            )
         return uncollapse(res, src, T) if src is not None else res
 
     @torch.no_grad()

@@ -6,14 +6,18 @@ hypotheses in flat arrays, equal prefixes found through a hash table of prefix h
 beam chosen by a K-entry min-heap offered each hypothesis' extensions best first (best_first.py)
 until one cannot beat the heap's worst (``ptot + bonus + max gain + y`` bounds all the rest).
 It returns what the torch search returns (tests/decoders/test_beam_compiled.py checks the two
-against each other) for no LM or an ``ngram`` one, a lexicon, a bonus and any pruning; the fusion
-and lexicon arrive as the NamedTuples their ``to_native()`` builds. Compiled code reads a
+against each other) for no LM or an ``ngram`` one, a lexicon, a bonus, hotwords and any pruning; the
+fusion, lexicon and hotwords arrive as the NamedTuples their ``to_native()`` builds. Compiled code reads a
 NamedTuple's array fields into locals once per function: read in a loop they halved the speed.
+Hotwords arrive as ``None`` when there are none: numba then compiles a version of the search with
+every ``if hot is not None`` branch removed (its dead-branch pruning on argument types), so the
+search without hotwords runs the code it ran before they existed; with them, a second version is
+compiled (and cached) on first use.
 
 The first call on a machine compiles (``COMPILE_SECONDS``; ``BeamDecoder`` says so before); the
 machine code is cached in ``speechkit.decoders.numba_cache_dir()`` (``~/.cache/speechkit/numba``), not
 in the package. numba compiles again when this file changes, not when what it takes in from elsewhere
-does (best_first.py, ``ctc_score.log_add``, ``HASH_MUL``, ``UNK_FLOOR``, the ``kind`` constants):
+does (best_first.py, ``ctc_score.log_add``, ``HASH_MUL``, ``UNK_FLOOR``, ``ROOT``, the ``kind`` constants):
 after editing those, delete ``decoders_*/*.nb[ic]`` in that folder.
 """
 
@@ -32,6 +36,7 @@ from speechkit.decoders.base import SearchResult
 from speechkit.decoders.best_first import Heap, offer, sort_more
 from speechkit.decoders.ctc_score import log_add
 from speechkit.decoders.fusion import CHAR_LM, NO_LM, WORD_LM, Fusion, NativeFusion, NativeNgram
+from speechkit.decoders.hotwords import ROOT, NativeHotwords
 from speechkit.decoders.lexicon import HASH_MUL, NO_LEXICON, NativeLexicon
 from speechkit.lm.ngram import UNK_FLOOR
 
@@ -104,6 +109,7 @@ def _search_one(
     opt: SearchOptions,
     fu: NativeFusion,
     lex: NativeLexicon,  # empty arrays: no lexicon
+    hot: NativeHotwords | None,  # None: no hotwords
     out: Trace,
 ) -> int:
     """One utterance; returns 1 if a lexicon was given and every hypothesis ends inside a word, else 0.
@@ -114,7 +120,7 @@ def _search_one(
         pnb'(l)   = pnb(l) + y[last(l)]  (+ the extension of l⁻ if l = l⁻ + last(l) merges in)
         pnb'(l+c) = (pb(l) if c == last(l) else logaddexp(pb, pnb)(l)) + y[c]   # extend
 
-    ranked by CTC + ``bonus`` (α · log P_lm + β · units) + what the step adds to the bonus.
+    ranked by CTC + ``bonus`` (α · log P_lm + β · units + hotword boosts) + what the step adds to it.
     """
     # the NamedTuples' fields as locals, read once (see the module's docstring)
     K, topk, min_logp, threshold = opt.beam_size, opt.token_topk, opt.token_min_logp, opt.beam_threshold
@@ -124,6 +130,8 @@ def _search_one(
     cand_parent, cand_token = heap.parent, heap.token
     trie, is_word, ptr, allowed = lex.child, lex.is_word, lex.allowed_ptr, lex.allowed_tok
     has_lex = trie.shape[0] > 0  # the tokens trie node i allows: allowed[ptr[i]:ptr[i + 1]]
+    if hot is not None:  # (every `hot is not None` is decided at compile time: see the module's docstring)
+        hot_next, hot_gain, hot_finish, hot_best = hot.next, hot.gain, hot.finish, hot.best
     hist_parent, hist_tok, nonblank, ptot, total = out.parent, out.token, out.nonblank, out.ctc, out.total
     # what fusion can add to one extension at most: the bound that lets extensions stop early
     # (an LM log-probability is ≤ 0, or lm_max, its largest, says otherwise)
@@ -142,6 +150,7 @@ def _search_one(
     inw = np.zeros(K, np.bool_)  # the current word is not empty
     wh = np.zeros(K, np.int64)  # the current word's hash
     node = np.zeros(K, np.int64)  # the current word's lexicon trie node
+    hs = np.full(K, ROOT, np.int64)  # hotword automaton state
     wsc = np.zeros(K)  # what a separator adds: the current word's LM score + beta (set on extension)
     wid = np.zeros(K, np.int64)  # the current word's LM id
     n_wsc, n_wid = np.zeros(K), np.zeros(K, np.int64)
@@ -161,6 +170,7 @@ def _search_one(
     n_h, n_ph, n_last = np.zeros(K, np.int64), np.zeros(K, np.int64), np.zeros(K, np.int64)
     n_lms, n_wh, n_node = np.zeros(K, np.int64), np.zeros(K, np.int64), np.zeros(K, np.int64)
     n_inw = np.zeros(K, np.bool_)
+    n_hs = np.zeros(K, np.int64)
     n_tok = V - 1 if topk <= 0 else min(topk, V - 1)
     y = np.empty(V)
     order = np.empty(V, np.int64)  # the frame's tokens, most likely first, sorted lazily: only as
@@ -218,6 +228,9 @@ def _search_one(
             if ptot[k] == NEG_INF:
                 continue
             base = ptot[k] + bonus[k]
+            gk = gain  # what this hypothesis' extensions can gain at most
+            if hot is not None:
+                gk += hot_best[hs[k]]
             # candidate tokens: with a lexicon the few the trie allows here (in trie order), else the
             # frame's tokens most likely first, where the first that cannot enter ends the list
             lo, count = (ptr[node[k]], ptr[node[k] + 1] - ptr[node[k]]) if has_lex else (0, n_tok)
@@ -227,20 +240,22 @@ def _search_one(
                     if (
                         y[c] < min_logp
                         or (topk > 0 and not taken[c])
-                        or (n == K and base + gain + y[c] <= cand_score[0])
+                        or (n == K and base + gk + y[c] <= cand_score[0])
                     ):
                         continue
                 else:
                     if m == n_sorted:
                         n_sorted = sort_more(y, order, taken, n_sorted)
                     c = order[m]
-                    if y[c] < min_logp or (n == K and base + gain + y[c] <= cand_score[0]):
+                    if y[c] < min_logp or (n == K and base + gk + y[c] <= cand_score[0]):
                         break  # no later token can do better
                 if child[k, c]:
                     continue  # merged into that hypothesis' stay above
                 d = wsc[k] if c == space and inw[k] else 0.0
                 if kind == CHAR_LM:
                     d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
+                if hot is not None:
+                    d += hot_gain[hs[k], c]
                 x = (pb[k] if c == last[k] else ptot[k]) + y[c]
                 if x > NEG_INF:
                     n = offer(heap, n, x + bonus[k] + d, x, d, k, c)
@@ -275,6 +290,8 @@ def _search_one(
                 n_inw[j] = not is_space
                 n_wh[j] = 0 if is_space else wh[p] * HASH_MUL + (c + 1)
                 n_node[j] = 0 if is_space or not has_lex else trie[node[p], c]
+                if hot is not None:
+                    n_hs[j] = hot_next[hs[p], c]
                 n_wsc[j], n_wid[j] = 0.0, 0
                 if not is_space and kind == WORD_LM:  # what ending this word will add
                     n_wid[j] = _word_id(fu, n_wh[j])
@@ -285,6 +302,8 @@ def _search_one(
                 n_pb[j], n_pnb[j] = stay_pb[p], stay_pnb[p]
                 n_h[j], n_ph[j], n_last[j] = h[p], ph[p], last[p]
                 n_lms[j], n_inw[j], n_wh[j], n_node[j] = lms[p], inw[p], wh[p], node[p]
+                if hot is not None:
+                    n_hs[j] = hs[p]
                 n_wsc[j], n_wid[j] = wsc[p], wid[p]
                 if switch[p]:  # the merged-in extension carries more mass: follow its history
                     hist_parent[t, j], hist_tok[t, j] = jj[p], last[p]
@@ -303,8 +322,9 @@ def _search_one(
         h, n_h, ph, n_ph, last, n_last = n_h, h, n_ph, ph, n_last, last
         lms, n_lms, inw, n_inw, wh, n_wh = n_lms, lms, n_inw, inw, n_wh, wh
         node, n_node, wsc, n_wsc, wid, n_wid = n_node, node, n_wsc, wsc, n_wid, wid
+        hs, n_hs = n_hs, hs
 
-    # finish: the last word, the end of the sentence, the lexicon's completeness
+    # finish: the last word, the end of the sentence, unfinished hotword matches, the lexicon's completeness
     any_complete = False
     total[n_live:] = NEG_INF
     for k in range(n_live):
@@ -321,6 +341,8 @@ def _search_one(
                     fin += alpha * lw
             if kind == WORD_LM:
                 fin += alpha * _lm_step(lm, state, fu.eos)[0]
+        if hot is not None:
+            fin += hot_finish[hs[k]]
         total[k] = ptot[k] + bonus[k] + fin
         if has_lex and total[k] > NEG_INF and (node[k] == 0 or is_word[node[k]]):
             any_complete = True
@@ -338,6 +360,7 @@ def _search_batch(
     opt: SearchOptions,
     fu: NativeFusion,
     lex: NativeLexicon,
+    hot: NativeHotwords | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Search every utterance: ``scores``, ``ctc`` (B, N), ``emitted``, ``nonblank`` (T, B, N), and the
     number of utterances that end inside a word in every hypothesis (with a lexicon)."""
@@ -359,7 +382,7 @@ def _search_batch(
     hist_parent, hist_tok, nb, ctc_k, total = out.parent, out.token, out.nonblank, out.ctc, out.total
     for b in range(B):
         n_frames = lengths[b]
-        hopeless += _search_one(lp[b], n_frames, opt, fu, lex, out)
+        hopeless += _search_one(lp[b], n_frames, opt, fu, lex, hot, out)
         rank = np.argsort(-total, kind="mergesort")[:N]
         for i in range(N):
             cur = rank[i]
@@ -383,19 +406,24 @@ def search(
     beam_threshold: float | None = None,
     fusion: NativeFusion | None = None,
     lexicon: NativeLexicon | None = None,
+    hotwords: NativeHotwords | None = None,
 ) -> SearchResult:
     """CTC prefix beam search of a batch ``(B, T, V)`` on the CPU; hypotheses best first, -inf for an
     empty slot; CPU tensors.
 
-    ``fusion`` and ``lexicon``: from ``to_native()`` of a fusion and a lexicon trie (default: no LM,
-    no bonus, no lexicon). The arguments are taken as ``BeamDecoder`` passes them (checked by
-    ``Decoder.check_inputs`` and the decoder's config), except what keeps the compiled loops'
-    unchecked memory accesses in bounds.
+    ``fusion``, ``lexicon`` and ``hotwords``: from ``to_native()`` of a fusion, a lexicon trie and a
+    hotword trie (default: no LM, no bonus, no lexicon, no hotwords). The arguments are taken as
+    ``BeamDecoder`` passes them (checked by ``Decoder.check_inputs`` and the decoder's config),
+    except what keeps the compiled loops' unchecked memory accesses in bounds.
     """
     B, T = log_probs.shape[:2]
     if beam_size < 1 or nbest < 1 or (B and (int(lengths.min()) < 0 or int(lengths.max()) > T)):
         raise ValueError(
             f"beam search: beam_size, nbest ≥ 1 and lengths in [0, {T}] (the frames log_probs holds)"
+        )
+    if hotwords is not None and hotwords.next.shape[1] != log_probs.shape[2]:
+        raise ValueError(
+            f"beam search: hotwords built for {hotwords.next.shape[1]} tokens, log_probs has {log_probs.shape[2]}"
         )
     min_logp = NEG_INF if token_min_logp is None else float(token_min_logp)
     threshold = math.inf if beam_threshold is None else float(beam_threshold)
@@ -406,6 +434,7 @@ def search(
         opt,
         fusion if fusion is not None else Fusion(0.0, -1).to_native(),
         lexicon if lexicon is not None else NO_LEXICON,
+        hotwords,
     )
     if hopeless:
         log.warning("lexicon: %d utterance(s) end inside a word in every hypothesis", hopeless)

@@ -10,13 +10,13 @@ far: ``pb`` (alignments ending in blank) and ``pnb`` (ending in ``l``'s last tok
 
 Equal prefixes are merged: when ``l + c`` is already a hypothesis, its mass goes into that
 hypothesis instead of a new one. The search keeps ``beam_size`` hypotheses per utterance,
-ranked by ``logaddexp(pb, pnb) + alpha · log P_lm + beta · units``. The CTC part of a
-hypothesis that was never pruned is exactly its CTC log-probability (the sum over all
-alignments, as ``ctc_loss`` computes it); one that was pruned and re-created lost some
-alignments (:mod:`speechkit.decoders.ctc_score` restores them). ``beam_size`` alone is an
+ranked by ``logaddexp(pb, pnb) + alpha · log P_lm + beta · units`` (+ hotword boosts,
+hotwords.py). The CTC part of a hypothesis that was never pruned is exactly its CTC
+log-probability (the sum over all alignments, as ``ctc_loss`` computes it); one that was pruned
+and re-created lost some alignments (:mod:`speechkit.decoders.ctc_score` restores them). ``beam_size`` alone is an
 exact prefix beam search: the token and hypothesis pruning options are off unless set.
 
-One Python iteration per frame: :func:`expand`, the fusion's and lexicon's scores, top-K,
+One Python iteration per frame: :func:`expand`, the fusion's, hotwords' and lexicon's scores, top-K,
 :func:`select`; everything inside is ``(batch, beam, tokens)`` tensor algebra, so the same code
 runs on CPU and GPU. It is also the reference the compiled CPU engine (beam_compiled.py) is
 tested against.
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from speechkit.decoders.base import SearchResult
 from speechkit.decoders.fusion import Fusion
+from speechkit.decoders.hotwords import ROOT, HotwordTrie
 from speechkit.decoders.lexicon import LexiconTrie, extend_hash
 from speechkit.functional import lengths_mask
 
@@ -49,7 +50,7 @@ class Beams(NamedTuple):
     h: Tensor  # prefix hash
     ph: Tensor  # the parent prefix's hash
     last: Tensor  # last token (0: the empty prefix)
-    bonus: Tensor  # alpha · log P_lm + beta · units so far
+    bonus: Tensor  # alpha · log P_lm + beta · units (+ hotword boosts) so far
 
 
 class Frame(NamedTuple):
@@ -127,7 +128,7 @@ def select(
 ) -> tuple[Beams, Step]:
     """The new ``(B, K)`` hypotheses from the chosen candidates ``idx`` (scores ``top``) of :func:`expand`.
 
-    ``delta`` ``(B, K, M)``: what fusion added to each extension (None: nothing); ``arange``: ``(B, K)``
+    ``delta`` ``(B, K, M)``: what fusion and hotwords added to each extension (None: nothing); ``arange``: ``(B, K)``
     slot numbers. Rows not ``frame.active`` (past their utterance's end) keep their hypotheses.
     """
     pb, pnb, h, ph, last, bonus = beams.pb, beams.pnb, beams.h, beams.ph, beams.last, beams.bonus
@@ -166,6 +167,7 @@ def prefix_beam_search(
     nbest: int = 1,
     fusion: Fusion | None = None,
     lexicon: LexiconTrie | None = None,
+    hotwords: HotwordTrie | None = None,
     space_id: int = -1,
     token_topk: int = 0,
     token_min_logp: float | None = None,
@@ -185,6 +187,8 @@ def prefix_beam_search(
     lengths = lengths.to(dev)
     if lexicon is not None:
         lexicon.to(dev)
+    if hotwords is not None:
+        hotwords.to(dev)
     T = int(lengths.max()) if B else 0
     lp_all = log_probs[:, :T].float()
     expand_, select_ = _compiled() if compile else (expand, select)
@@ -196,13 +200,14 @@ def prefix_beam_search(
     beams = Beams(pb, pnb, zeros_l.clone(), zeros_l.clone(), zeros_l.clone(), torch.zeros(B, K, device=dev))
     in_word = torch.zeros(B, K, dtype=torch.bool, device=dev)  # current word non-empty
     word_hash, node = zeros_l.clone(), zeros_l.clone()  # current word's hash; its lexicon trie node
+    hot = torch.full((B, K), ROOT, dtype=torch.long, device=dev)  # hotword automaton state
     state = fusion.start(B * K, dev)
-    plain = type(fusion) is Fusion and fusion.beta == 0.0 and lexicon is None
+    plain = type(fusion) is Fusion and fusion.beta == 0.0 and lexicon is None and hotwords is None
     track_words = not plain
     flat = (torch.arange(B, device=dev) * K)[:, None]
     arangeK = torch.arange(K, device=dev).expand(B, K)
 
-    # Each frame's candidate tokens. Without LM, lexicon or bonus, no token ranked below K + 1
+    # Each frame's candidate tokens. Without LM, lexicon, bonus or hotwords, no token ranked below K + 1
     # in a frame can enter the beam: each hypothesis has K + 1 better candidates (its extensions
     # by better tokens, or the hypotheses those merge into, less one for its own last token).
     topk = token_topk if token_topk else (K + 1 if plain else 0)
@@ -227,6 +232,9 @@ def prefix_beam_search(
         delta = None
         if not plain:
             delta = fusion.extend(state, in_word, word_hash, frame.tok)  # (B, K, M) or None
+            if hotwords is not None:
+                gains = hotwords.gains(hot, frame.tok)
+                delta = gains if delta is None else delta + gains
             if delta is not None:
                 cand[:, :, 1:] += delta
             if lexicon is not None:
@@ -237,6 +245,9 @@ def prefix_beam_search(
             cand = cand.masked_fill(cand < best - beam_threshold, NEG_INF)
         top, idx = cand.topk(K, dim=1)
         beams, step = select_(top, idx, frame, beams, stays, delta, arangeK)
+        if hotwords is not None:
+            hp = hot.gather(1, step.parent)
+            hot = torch.where(step.is_ext, hotwords.step(hp, step.c), hp)
         if track_words:
             parent, c, is_ext = step.parent, step.c, step.is_ext
             inw, wh = in_word.gather(1, parent), word_hash.gather(1, parent)
@@ -251,9 +262,11 @@ def prefix_beam_search(
         ems.append(step.hist_tok)
         nbs.append(step.nonblank)
 
-    # finish: last word, end of sentence, lexicon completeness; then rank
+    # finish: last word, end of sentence, unfinished hotword matches, lexicon completeness; then rank
     ctc = torch.logaddexp(beams.pb, beams.pnb)
     total = ctc + beams.bonus + fusion.finish(state, in_word, word_hash)
+    if hotwords is not None:
+        total = total + hotwords.end(hot)
     if lexicon is not None:
         complete = (node == 0) | lexicon.is_word[node]
         constrained = total.masked_fill(~complete, NEG_INF)
