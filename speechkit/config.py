@@ -67,7 +67,7 @@ class TrainerConfig:
     grad_clip: float = 5.0  # max global gradient L2 norm
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp16; fp32 on CPU) | fp32 | fp16 | bf16 (CPU too)
+    precision: str = "auto"  # auto (GPU: bf16 where supported, else fp16; CPU: bf16 with AMX/AVX-512 BF16, else fp32) | fp32 | fp16 | bf16
     threads: str = "auto"  # torch intra-op threads: auto (cores per process, less what loader workers need) | N | 0 (torch's default)
     resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
     resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)

@@ -86,12 +86,23 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+CPU_PRECISION_ENV = "SPEECHKIT_CPU_PRECISION"  # fp32 | bf16: what trainer.precision=auto picks on a CPU
+
+
 def auto_precision(device: torch.device) -> str:
-    """``trainer.precision=auto``: bf16 on a GPU that supports it (else fp16); fp32 elsewhere (bf16 on a
-    CPU with bf16 instructions is ``trainer.precision=bf16``: benchmarks/README.md, "Mixed precision")."""
+    """``trainer.precision=auto``: on a GPU bf16 where supported, else fp16; on a CPU bf16 where it has bf16
+    instructions (about twice the steps per second at the same accuracy: benchmarks/README.md, "Mixed
+    precision on the CPU"), else fp32; ``$SPEECHKIT_CPU_PRECISION`` (fp32 or bf16) overrides the CPU's choice."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    if device.type != "cpu":
+        return "fp32"
+    forced = os.environ.get(CPU_PRECISION_ENV, "").strip().lower()
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(f"${CPU_PRECISION_ENV}={forced!r}: use fp32 or bf16 (or unset it)")
+        return forced
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 @dataclass

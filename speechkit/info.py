@@ -174,10 +174,10 @@ def _recipe_choice() -> str | None:
 
 
 def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequence[Any], state: Any,
-                  device: Any, processes: int = 1) -> dict[str, Any]:
+                  device: Any, processes: int = 1, precision: str | None = None) -> dict[str, Any]:
     """The card the trainer writes into ``payload`` (:func:`speechkit.checkpoint.model_payload`'s):
     ``train``/``dev`` the examples read from the manifests, ``state`` the trainer's (``step``, ``epoch``,
-    ``train_seconds``), ``processes`` the world size."""
+    ``train_seconds``), ``processes`` the world size, ``precision`` the one trained in (fp32, bf16, fp16)."""
     card = card_of({k: v for k, v in payload.items() if k != "card"})
     data = payload["config"].get("data") or {}
     card.update(card_version=CARD_VERSION, recipe=_recipe_choice(), written=_now(), software=software())
@@ -188,6 +188,8 @@ def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequenc
         card["data"]["test"] = {"manifest": str(data["test_manifest"])}
     card["training"] = {"minutes": round(state.train_seconds / 60, 2), "steps": state.step,
                         "epochs": state.epoch, **hardware(device, processes)}
+    if precision:
+        card["training"]["precision"] = precision
     return card
 
 
@@ -283,7 +285,8 @@ def format_card(card: dict[str, Any], source: str) -> str:
         rows.append(("training", f"{_plural(t.get('steps'), 'step')}, {_plural(t.get('epochs'), 'epoch')} done, "
                                  f"{took} on {t.get('device')}" + (f" ({where})" if where else "")))
         rows.append(("", f"{_plural(t.get('processes'), 'process')} of {_plural(t.get('threads'), 'thread')}, "
-                         f"{_plural(t.get('cpus'), 'CPU')} on the machine"))
+                         f"{_plural(t.get('cpus'), 'CPU')} on the machine"
+                         + (f", {t['precision']}" if t.get("precision") else "")))
     sw = card.get("software") or {}
     rows.append(("software", ", ".join(f"{k} {v}" for k, v in sw.items() if v) or "—"))
     dev = card.get("dev") or {}

@@ -195,7 +195,10 @@ class Trainer:
             raise ValueError("trainer.precision=fp16 needs a GPU: use bf16 (CPUs with AMX or AVX-512 BF16) or fp32")
         if p == "auto":
             p = distributed.auto_precision(self.device)
-        if p == "fp32" or kind not in ("cuda", "cpu"):
+        if kind not in ("cuda", "cpu"):
+            p = "fp32"
+        self.precision = p
+        if p == "fp32":
             return nullcontext, None
         if kind == "cpu" and not distributed.cpu_has_bf16():
             log.warning("trainer.precision=bf16: this CPU has no bf16 instructions (AMX or AVX-512 BF16); "
@@ -268,7 +271,7 @@ class Trainer:
             self.cfg, self.tokenizer.tokens, self.model, metrics, saved_state(self.tokenizer)
         )
         payload["card"] = training_card(payload, train=self.train_examples, dev=self.dev_examples, state=self.state,
-                                        device=self.device, processes=self.dist.world)
+                                        device=self.device, processes=self.dist.world, precision=self.precision)
         if with_trainer:
             payload["trainer"] = {
                 "optimizer": self.optimizer.state_dict(),

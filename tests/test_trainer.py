@@ -147,6 +147,8 @@ def test_bf16_autocast_on_the_cpu_trains_with_fp32_features_weights_and_log_prob
     with trainer.autocast():
         log_probs, _ = trainer.model(batch.x, batch.lengths)
     assert log_probs.dtype == torch.float32  # bf16 inside the encoder, fp32 out of the head's softmax
+    card = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["card"]
+    assert card["training"]["precision"] == "bf16"
 
 
 def test_precision_settings_on_the_cpu_and_fp16_there_is_refused(tmp_path):
@@ -160,11 +162,19 @@ def test_precision_settings_on_the_cpu_and_fp16_there_is_refused(tmp_path):
         Trainer(_cfg(tmp_path / "fp16", 2, "trainer.precision=fp16"), tmp_path / "fp16" / "run")
 
 
-def test_auto_precision_on_a_gpu_is_bf16_where_supported_else_fp16(monkeypatch):
+def test_auto_precision_is_bf16_on_gpus_that_support_it_and_on_cpus_with_bf16_instructions(monkeypatch):
     from speechkit import distributed
 
     for supported, expected in ((True, "bf16"), (False, "fp16")):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
         assert distributed.auto_precision(torch.device("cuda", 0)) == expected
+    monkeypatch.delenv("SPEECHKIT_CPU_PRECISION", raising=False)
+    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(distributed, "cpu_has_bf16", lambda h=has_bf16: h)
+        assert distributed.auto_precision(torch.device("cpu")) == expected
+    monkeypatch.setenv("SPEECHKIT_CPU_PRECISION", "fp32")  # as the test suite runs (conftest.py)
     assert distributed.auto_precision(torch.device("cpu")) == "fp32"
+    monkeypatch.setenv("SPEECHKIT_CPU_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="use fp32 or bf16"):
+        distributed.auto_precision(torch.device("cpu"))
     assert distributed.auto_precision(torch.device("mps")) == "fp32"
