@@ -393,7 +393,8 @@ def _transcribe(pipe, inputs: list, cfg: DictConfig, single: bool, progress: boo
     from speechkit.data.dataset import Skipped
     from speechkit.data.errors import DataError
     from speechkit.data.manifest import Example
-    from speechkit.longform import LongFormConfig, audio_seconds
+    from speechkit.frontends.audio_blocks import audio_seconds
+    from speechkit.longform import LongFormConfig
     from speechkit.pipeline import input_fields
 
     on_error = "raise" if single else cfg.on_error

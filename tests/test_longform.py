@@ -1,7 +1,8 @@
-"""Long-form audio (speechkit/longform.py): blocks read equal the whole file, the VAD finds utterances
-laid end to end with silences of known lengths (and low noise) within ±50 ms, segments stay under
-max_segment_s, word times are on the file's clock, and the long path gives the per-utterance path's
-words when its segments are the utterances; a 10-minute file is read holding a block at a time."""
+"""Long-form audio (speechkit/longform.py, vad.py, frontends/audio_blocks.py): blocks read equal the
+whole file, the VAD finds utterances laid end to end with silences of known lengths (and low noise)
+within ±50 ms, segments stay under max_segment_s, word times are on the file's clock, and the long path
+gives the per-utterance path's words when its segments are the utterances; a 10-minute file is read
+holding a block at a time."""
 
 from __future__ import annotations
 
@@ -20,17 +21,10 @@ import yaml
 
 from speechkit.checkpoint import load_checkpoint
 from speechkit.data.errors import DataError
+from speechkit.frontends.audio_blocks import StreamResampler, read_blocks
 from speechkit.frontends.audio_io import load_audio
-from speechkit.longform import (
-    FRAME_S,
-    EnergyVAD,
-    LongFormConfig,
-    SegmentStream,
-    StreamResampler,
-    config_defaults,
-    frame_log_energy,
-    read_blocks,
-)
+from speechkit.longform import LongFormConfig, SegmentStream, config_defaults
+from speechkit.vad import FRAME_S, EnergyVAD, frame_log_energy
 from tests.conftest import MODULES, REPO, sample_rows
 from tests.test_inference_inputs import encode_audio
 

@@ -28,99 +28,63 @@ Example::
     python recipes/asr_grid/prepare.py --preset mix --out data/asr_grid_mix --jobs 2
 
 The output depends only on the arguments (``--jobs`` included or not).
+
+This file plans the corpus, runs the synthesis and writes the manifests; engines.py holds the
+synthesisers and their voices (which speakers exist, which split hears each), rendering.py one
+utterance's waveform (level, silences, noise, gain).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import multiprocessing
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
-# --- grammar -------------------------------------------------------------------------------
-from speechkit.corpora.grid import (  # the shared GRID grammar
-    ESPEAK_SPELLING,
-    LETTERS,
-    SLOTS,
-    WORDS,
-    random_sentence,
-)
+from speechkit.corpora.grid import SLOTS, WORDS, random_sentence  # the shared GRID grammar
 from speechkit.data.manifest import write_manifest
 
-# --- speakers ------------------------------------------------------------------------------
-VOICES = (  # English espeak-ng voices (accents); the mbrola ones (mb/...) are not installed
-    "en-gb",
-    "en-us",
-    "en-gb-scotland",
-    "en-gb-x-gbclan",
-    "en-gb-x-rp",
-    "en-gb-x-gbcwmd",
-    "en-029",
-    "en-us-nyc",
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # engines.py, rendering.py beside this script
+from engines import (  # noqa: E402
+    ENGINES,
+    F0_JITTER,
+    F0_VARIANTS,
+    PITCH,
+    RATE_WPM,
+    SAMPLE_RATE,
+    SPLITS,
+    STRETCH,
+    WORD_GAP,
+    check_engines,
+    check_espeak,
+    engine_of,
+    installed_variants,
+    other_speakers,
+    split_speaker,
+    split_speakers,
 )
-DEFAULT_VARIANT = ""  # the voice's own default male voice
-EXCLUDED_VARIANTS = ("fast", "Mr serious")  # "fast": a speed test, same voice; space in name
-# Variants that share formant tables (near copies of one voice) form one family; a family
-# lies wholly in one split. Variants not listed here are families of their own.
-VARIANT_FAMILIES = {
-    "john": ("", "john", "Tweaky", "norbert"),
-    "m7": ("m7", "m8", "Nguyen", *(f"robosoft{i}" for i in ("", 2, 3, 4, 5, 6))),
-    "max": ("max", "RicishayMax", "RicishayMax2", "RicishayMax3", "robosoft7", "robosoft8"),
-    "iven": ("iven", "iven2", "iven3", "iven4"),
-    "steph": ("steph", "steph2", "steph3"),
-    "brazil": ("Diogo", "Henrique", "Hugo", "michel", "miguel"),
-    "anika": ("anika", "anikaRobot"),
-    "gene": ("Gene", "Gene2"),
-    "mario": ("Mario", "Michael", "gustave", "marcelo"),
-    "rob": ("rob", "robert", "quincy"),
-    "klatt": (
-        *(f"klatt{i}" for i in ("", 2, 3, 4, 5, 6)),
-        *("adam", "benjamin", "caleb", "david", "edward", "edward2", "announcer", "UniRobot"),
-    ),
-    "linda": ("f4", "aunty", "belinda", "linda"),
-    "andy": ("Andy", "AnxiousAndy", "Lee"),
-    "f2": ("f2", "whisperf"),
-    "storm": ("Storm", "victor"),
-    "grandparents": ("grandma", "grandpa", "Denis", "shelby"),
-}
-HELD_OUT_FAMILIES = {  # everything else is train
-    "dev": ("gene", "m5", "f3", "kaukovalta", "Annie", "sandro"),
-    "test": ("iven", "steph", "m3", "m6", "f5", "travis", "Alicia", "boris"),
-}
-SPLITS = ("train", "dev", "test")
+from rendering import (  # noqa: E402
+    NOISE_TYPES,
+    Utterance,
+    babble_clip,
+    quantize,
+    render,
+    set_babble_bank,
+)
 
-# --- audio ---------------------------------------------------------------------------------
-ESPEAK_RATE_SR = 22050  # Hz, espeak-ng's output rate
-SAMPLE_RATE = 16000  # Hz, what we write
-RATE_WPM = (120, 220)  # words per minute (espeak -s)
-PITCH = (20, 80)  # espeak -p, 0..99
-WORD_GAP = (0, 3)  # espeak -g, units of 10 ms
+# --- corpus plan ---------------------------------------------------------------------------
 BREAK_PROB = 0.15  # chance of an extra pause between two words
 BREAK_MS = (20, 150)  # ms, length of such a pause
-AMPLITUDE = 60  # espeak -a (default 100 clips a few variants)
-PAD_S = (0.05, 0.3)  # s, silence (then noise) added before and after the speech
-LEVEL_DBFS = -22.0  # dBFS, RMS of the active speech before the random gain
-GAIN_DB = (-6.0, 3.0)  # dB, random gain
-PEAK = 0.95  # full scale, peak limit after gain
-FILE_BITS = 16  # the FLAC files are 16-bit; --bits < 16 zeroes low bits, which FLAC stores for free
-NOISE_TYPES = ("white", "pink", "brown", "babble")
 BABBLE_TALKERS = (3, 6)  # how many sentences are summed into babble noise
 BABBLE_BANK = 48  # sentences per split (by its speakers) that babble noise is made of
-SYNTH_TIMEOUT_S = 30  # s, per synthesiser call
 # --level-prob: utterances recorded "as found" rather than as set up: long, uneven silences, a
 # noise floor, a level far from LEVEL_DBFS (real recordings; the model should not key on ours)
 LEVEL_PAD_S = (0.0, 1.0)  # s, leading and trailing silence, each
@@ -146,389 +110,9 @@ for _preset in ("full", "sample"):  # the espeak-only corpora, as before
     PRESETS[_preset].update(engines="espeak", fragment_prob=0.0, level_prob=0.0)
 
 
-@dataclass(frozen=True)
-class Utterance:
-    """Everything needed to synthesise one utterance (drawn up front, so the result does
-    not depend on which worker runs it)."""
-
-    split: str
-    index: int
-    text: str
-    voice: str
-    variant: str
-    rate_wpm: int
-    pitch: int
-    word_gap: int
-    breaks_ms: tuple[int, ...]  # pause after each of the first five words, 0 = none
-    seed: int  # for noise, gain and padding
-    noise: str  # "clean" or one of NOISE_TYPES
-    snr_db: float | None  # None when clean
-    babble_clips: tuple[int, ...]  # which of the split's BABBLE_BANK sentences make its babble
-    # drawn from a separate stream (plan_extras), so that espeak-only plans stay as they were
-    engine: str = "espeak"
-    stretch: float = 1.0  # duration factor (flite, festival)
-    f0_factor: float = 1.0  # times the voice's mean F0 (flite, festival)
-    pads_s: tuple[float, float] | None = None  # s, leading/trailing silence; None: PAD_S
-    floor_dbfs: float | None = None  # dBFS, RMS of a white noise floor added after the gain
-    gain_db: float | None = None  # dB; None: GAIN_DB
-
-    @property
-    def speaker(self) -> str:
-        return speaker_name(self.voice, self.variant)
-
-    @property
-    def relpath(self) -> str:
-        return f"audio/{self.split}/{self.index:05d}.flac"
-
-
-def speaker_name(voice: str, variant: str) -> str:
-    return f"{voice}+{variant}" if variant else voice
-
-
-def split_speaker(speaker: str) -> tuple[str, str]:
-    voice, _, variant = speaker.partition("+")
-    return voice, variant
-
-
-# --- espeak-ng -----------------------------------------------------------------------------
-def espeak_data_dir() -> Path:
-    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True)
-    match = re.search(r"Data at:\s*(\S+)", out.stdout)
-    if not match:
-        raise RuntimeError(f"cannot find espeak-ng's data folder in {out.stdout!r}")
-    return Path(match.group(1))
-
-
-def installed_voices() -> set[str]:
-    """Languages of the installed espeak-ng English voices, mbrola ones left out."""
-    out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True)
-    rows = [line.split() for line in out.stdout.splitlines()[1:]]
-    return {row[1] for row in rows if len(row) > 4 and not row[4].startswith("mb/")}
-
-
-def installed_variants() -> set[str]:
-    return {p.name for p in (espeak_data_dir() / "voices" / "!v").iterdir()} | {DEFAULT_VARIANT}
-
-
-def espeak_phonemes(voice: str, text: str, ssml: bool = False) -> str:
-    cmd = ["espeak-ng", "-q", "-x", "-v", voice, *(["-m"] if ssml else []), text]
-    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-
-def check_letter_names(voice: str) -> list[str]:
-    """Letters that ``voice`` does not say as their names in "at <letter> five" (should be none).
-
-    The reference is espeak's own name of each letter, spelled alone (SSML say-as characters);
-    paragraphs (blank lines) come back as separate lines of phonemes."""
-    spelled = "\n\n".join(f'<say-as interpret-as="characters">{c}</say-as>.' for c in LETTERS)
-    names = [re.sub(r"[',]|_!", "", n) for n in espeak_phonemes(voice, spelled, ssml=True).split()]
-    sentences = "\n\n".join(f"at {ESPEAK_SPELLING.get(c, c)} five." for c in LETTERS)
-    lines = [line.split() for line in espeak_phonemes(voice, sentences).splitlines() if line.strip()]
-    said = [re.sub(r"[',]", "", words[1]) if len(words) == 3 else "?" for words in lines]
-    if len(names) != len(LETTERS) or len(said) != len(LETTERS):
-        return list(LETTERS)
-    return [c for c, name, got in zip(LETTERS, names, said) if name != got]
-
-
-def espeak_text(words: list[str], breaks_ms: tuple[int, ...]) -> str:
-    """SSML input for espeak-ng: letters spelled as names, optional pauses between words."""
-    parts = []
-    for i, word in enumerate(words):
-        parts.append(ESPEAK_SPELLING.get(word, word))
-        if i < len(breaks_ms) and breaks_ms[i]:
-            parts.append(f'<break time="{breaks_ms[i]}ms"/>')
-    return " ".join(parts)
-
-
-def synthesize(text: str, voice: str, variant: str, rate: int, pitch: int, gap: int) -> np.ndarray:
-    """Speak SSML ``text``; returns float32 mono at SAMPLE_RATE. Raises RuntimeError on failure."""
-    cmd = ["espeak-ng", "-m", "--stdout", "-v", speaker_name(voice, variant)]
-    cmd += ["-s", str(rate), "-p", str(pitch), "-g", str(gap), "-a", str(AMPLITUDE), text]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=SYNTH_TIMEOUT_S)
-    except subprocess.TimeoutExpired as err:
-        raise RuntimeError(f"espeak-ng timed out after {SYNTH_TIMEOUT_S} s") from err
-    if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"espeak-ng exit {proc.returncode}: {proc.stderr.decode(errors='replace')[:200]}")
-    audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
-    if sr != ESPEAK_RATE_SR:
-        raise RuntimeError(f"espeak-ng gave {sr} Hz, expected {ESPEAK_RATE_SR}")
-    return resample_poly(audio, 320, 441).astype(np.float32)  # 22050 Hz -> 16000 Hz
-
-
-# --- flite and Festival --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Voice:
-    """A flite or Festival voice: the person whose recordings it was built from, and its own
-    mean F0 (Hz, measured on a GRID sentence; None where the engine ignores an F0 target)."""
-
-    engine: str
-    name: str
-    person: str
-    f0_hz: float | None
-    stretch: bool = True  # whether the engine honours a duration stretch for this voice
-
-
-# flite's "kal" is the 8 kHz build of kal16; "awb_time" (a clock-time limited-domain voice) is left
-# out. rms ignores int_f0_target_mean and Festival's HTS voice ignores both Duration_Stretch and
-# F0 targets (measured): their pitch changes by resampling (RESAMPLE_RANGE).
-OTHER_VOICES = (
-    Voice("flite", "kal", "kal", 96.0),
-    Voice("flite", "kal16", "kal", 96.0),
-    Voice("flite", "awb", "awb", 136.0),
-    Voice("flite", "rms", "rms", None),
-    Voice("flite", "slt", "slt", 178.0),
-    Voice("festival", "kal_diphone", "kal", 105.0),
-    Voice("festival", "ked_diphone", "ked", 105.0),
-    Voice("festival", "cmu_us_slt_arctic_hts", "slt", None, stretch=False),
-)
-# Split by the recorded person, across engines (flite slt and Festival's slt HTS are one woman).
-HELD_OUT_PEOPLE = {"dev": ("rms",), "test": ("slt",)}
-ENGINES = ("espeak", "flite", "festival")
-F0_VARIANTS = {"low": 0.85, "mid": 1.0, "high": 1.2}  # × the voice's mean F0: the speaker's variant
-F0_JITTER = (0.93, 1.07)  # × per utterance
-STRETCH = (0.8, 1.25)  # duration factor per utterance (flite duration_stretch, Festival Duration_Stretch)
-RESAMPLE_RANGE = (0.9, 1.12)  # pitch (and tempo) factor by resampling, for voices without an F0 target
-SPELLING = {"a": "eigh"}  # flite and Festival read a lone "a" as the article (phones "ax")
-
-
-def voice_of(speaker: str) -> Voice:
-    """The flite/Festival voice of a speaker named ``engine:voice+variant``."""
-    engine, _, rest = speaker.partition(":")
-    name = rest.partition("+")[0]
-    return next(v for v in OTHER_VOICES if (v.engine, v.name) == (engine, name))
-
-
-def engine_of(speaker: str) -> str:
-    return speaker.partition(":")[0] if ":" in speaker else "espeak"
-
-
-def other_speakers(engine: str) -> dict[str, list[str]]:
-    """Speakers ``engine:voice+variant`` of each split, voices held out by person."""
-    held_out = {person: split for split, people in HELD_OUT_PEOPLE.items() for person in people}
-    speakers: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for v in (v for v in OTHER_VOICES if v.engine == engine):
-        speakers[held_out.get(v.person, "train")] += [f"{engine}:{v.name}+{var}" for var in F0_VARIANTS]
-    return speakers
-
-
-def engine_text(words: list[str]) -> str:
-    return " ".join(SPELLING.get(w, w) for w in words)
-
-
-def run_synth(cmd: list[str], name: str, stdin: str | None = None) -> None:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=SYNTH_TIMEOUT_S, input=stdin, text=True)
-    except subprocess.TimeoutExpired as err:
-        raise RuntimeError(f"{name} timed out after {SYNTH_TIMEOUT_S} s") from err
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} exit {proc.returncode}: {proc.stderr[:200]}")
-
-
-def synthesize_other(utt: Utterance) -> np.ndarray:
-    """Speak ``utt`` with flite or Festival; float32 mono at SAMPLE_RATE. Raises RuntimeError."""
-    voice = voice_of(utt.speaker)
-    f0 = voice.f0_hz * utt.f0_factor if voice.f0_hz else None
-    resample = 1.0 if f0 else float(np.clip(utt.f0_factor, *RESAMPLE_RANGE))
-    stretch = utt.stretch * resample if voice.stretch else 1.0  # resampling shortens by 1/resample
-    text = engine_text(utt.text.split())
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "out.wav"
-        if voice.engine == "flite":
-            cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch:.3f}"]
-            cmd += ["--setf", f"int_f0_target_mean={f0:.1f}"] if f0 else []
-            run_synth([*cmd, "-t", text, "-o", str(wav)], "flite")
-        else:
-            evals = [f"(voice_{voice.name})", f"(Parameter.set 'Duration_Stretch {stretch:.3f})"]
-            if f0:  # the diphone voices' intonation model reads its target mean from int_lr_params
-                evals.append(f"(set! int_lr_params (cons (list 'target_f0_mean {f0:.1f}) int_lr_params))")
-            cmd = ["text2wave", *(a for e in evals for a in ("-eval", e)), "-o", str(wav)]
-            run_synth(cmd, "festival", stdin=text + "\n")
-        audio, sr = sf.read(wav, dtype="float32")
-    if audio.ndim > 1:
-        audio = audio.mean(axis=1)
-    target = round(sr / resample)  # resample: played at sr, read as if recorded at sr / resample
-    audio = resample_poly(audio, SAMPLE_RATE, target) if target != SAMPLE_RATE else audio
-    return audio.astype(np.float32)
-
-
-def engine_phones(voice: Voice, texts: list[str]) -> list[list[str]]:
-    """The phones each engine says for each of ``texts`` (its own analysis, not the audio)."""
-    if voice.engine == "flite":
-        cmd = ["flite", "-voice", voice.name, "-ps", "-o", "none", "-t"]
-        return [run_text(cmd + [t]).split() for t in texts]
-    body = " ".join(f'(phones "{t}")' for t in texts)
-    script = (
-        f"(voice_{voice.name})(define (phones text) (format t \"%l\\n\" (mapcar (lambda (s) (item.name s))"
-        f" (utt.relation.items (utt.synth (eval (list 'Utterance 'Text text))) 'Segment)))) {body}"
-    )
-    lines = run_text(["festival", "--pipe"], script).splitlines()
-    return [re.findall(r'"([^"]*)"', line) for line in lines if line.startswith("(")]
-
-
-def run_text(cmd: list[str], stdin: str | None = None) -> str:
-    return subprocess.run(cmd, capture_output=True, text=True, input=stdin, check=True).stdout
-
-
-# Letter names in the CMU/radio phone set that flite and these Festival voices share (written out
-# here, not taken from either engine; flite's phones of each letter spoken alone agree).
-LETTER_PHONES = {
-    "a": "ey", "b": "b iy", "c": "s iy", "d": "d iy", "e": "iy", "f": "eh f", "g": "jh iy",
-    "h": "ey ch", "i": "ay", "j": "jh ey", "k": "k ey", "l": "eh l", "m": "eh m", "n": "eh n",
-    "o": "ow", "p": "p iy", "q": "k y uw", "r": "aa r", "s": "eh s", "t": "t iy", "u": "y uw",
-    "v": "v iy", "x": "eh k s", "y": "w ay", "z": "z iy",
-}  # fmt: skip
-
-
-def check_other_letters(voice: Voice) -> list[str]:
-    """Letters that ``voice`` does not say as LETTER_PHONES inside "at <letter> five" (should be
-    none), by the engine's own phone output: a round trip through its text analysis."""
-    said = engine_phones(voice, [f"at {engine_text([c])} five" for c in LETTERS])
-    if len(said) != len(LETTERS):
-        return list(LETTERS)
-    bad = []
-    for c, phones in zip(LETTERS, said):
-        core = [p for p in phones if p != "pau"]
-        if core != ["ae", "t", *LETTER_PHONES[c].split(), "f", "ay", "v"]:
-            bad.append(c)
-    return bad
-
-
-def festival_voices() -> set[str]:
-    out = run_text(["festival", "--pipe"], '(format t "%l\\n" (voice.list))')
-    return set(re.findall(r"[\w-]+", out))
-
-
-def check_engines(engines: set[str]) -> None:
-    """Fail early if an engine or voice is missing or says a letter as anything but its name."""
-    binary = {"flite": "flite", "festival": "text2wave"}
-    for engine in sorted(engines - {"espeak"}):
-        if shutil.which(binary[engine]) is None:
-            raise SystemExit(f"--engines names {engine}, but {binary[engine]} is not installed "
-                             "(apt-get install flite festival festvox-kallpc16k ...)")  # fmt: skip
-    if engines <= {"espeak"}:
-        return
-    have = {"flite": set(), "festival": set()}
-    if "flite" in engines:
-        have["flite"] = set(run_text(["flite", "-lv"]).split()[2:])
-    if "festival" in engines:
-        have["festival"] = festival_voices()
-    for voice in (v for v in OTHER_VOICES if v.engine in engines):
-        if voice.name not in have[voice.engine]:
-            raise SystemExit(
-                f"{voice.engine} lacks voice {voice.name} (has {sorted(have[voice.engine])}): install "
-                "flite, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts"
-            )
-        if bad := check_other_letters(voice):
-            raise SystemExit(f"{voice.engine} voice {voice.name} does not say letters {bad} as their names")
-
-
-# --- signal processing ---------------------------------------------------------------------
-def trim_silence(x: np.ndarray, rel_threshold: float = 1e-3) -> np.ndarray:
-    active = np.flatnonzero(np.abs(x) > rel_threshold * np.abs(x).max())
-    if active.size == 0:
-        raise RuntimeError("espeak-ng produced silence")
-    return x[active[0] : active[-1] + 1]
-
-
-def colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
-    """Noise with power spectrum ~ 1/f**exponent (0 white, 1 pink, 2 brown), unit RMS."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n)
-    freqs[0] = freqs[1] if n > 1 else 1.0
-    noise = np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
-    return (noise / (np.sqrt(np.mean(noise**2)) + 1e-12)).astype(np.float32)
-
-
-def babble_clip(speakers: list[str], rng: np.random.Generator) -> np.ndarray:
-    """A random grammar sentence by a random one of ``speakers``, trimmed, unit RMS."""
-    speaker, words = speakers[rng.integers(len(speakers))], random_sentence(rng)
-    rate, pitch = int(rng.integers(*RATE_WPM)), int(rng.integers(*PITCH))
-    try:
-        talk = trim_silence(synthesize(espeak_text(words, ()), *split_speaker(speaker), rate, pitch, 0))
-    except RuntimeError as err:
-        raise SystemExit(f"babble noise: speaker {speaker} failed on {' '.join(words)!r}: {err}") from err
-    return talk / (np.sqrt(np.mean(talk**2)) + 1e-12)
-
-
-_BABBLE_BANK: dict[int, np.ndarray] = {}  # the current split's babble clips, set in every worker
-
-
-def set_babble_bank(bank: dict[int, np.ndarray]) -> None:
-    _BABBLE_BANK.clear()
-    _BABBLE_BANK.update(bank)
-
-
-def babble_noise(rng: np.random.Generator, n: int, clips: tuple[int, ...]) -> np.ndarray:
-    """Sum of sentences from the babble bank, each looped to length ``n`` and shifted, unit RMS."""
-    noise = np.zeros(n, np.float32)
-    for clip in clips:
-        noise += np.roll(np.resize(_BABBLE_BANK[clip], n), int(rng.integers(n)))
-    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
-
-
-def make_noise(utt: Utterance, rng: np.random.Generator, n: int) -> np.ndarray:
-    if utt.noise == "babble":
-        return babble_noise(rng, n, utt.babble_clips)
-    exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0}[utt.noise]
-    return colored_noise(rng, n, exponent)
-
-
-def render(utt: Utterance) -> np.ndarray:
-    """Synthesise, pad, add noise and gain: the final 16 kHz waveform of ``utt``."""
-    rng = np.random.default_rng(utt.seed)
-    if utt.engine == "espeak":
-        speech = synthesize(
-            espeak_text(utt.text.split(), utt.breaks_ms),
-            utt.voice,
-            utt.variant,
-            utt.rate_wpm,
-            utt.pitch,
-            utt.word_gap,
-        )
-    else:
-        speech = synthesize_other(utt)
-    speech = trim_silence(speech)
-    speech *= 10 ** (LEVEL_DBFS / 20) / (np.sqrt(np.mean(speech**2)) + 1e-12)
-    pads = (rng.uniform(*PAD_S, size=2) * SAMPLE_RATE).astype(int)
-    if utt.pads_s is not None:
-        pads = (np.array(utt.pads_s) * SAMPLE_RATE).astype(int)
-    audio = np.concatenate([np.zeros(pads[0], np.float32), speech, np.zeros(pads[1], np.float32)])
-    if utt.snr_db is not None:
-        noise_rms = np.sqrt(np.mean(speech**2)) * 10 ** (-utt.snr_db / 20)
-        audio += noise_rms * make_noise(utt, rng, audio.size)
-    gain_db = rng.uniform(*GAIN_DB)
-    audio *= 10 ** ((gain_db if utt.gain_db is None else utt.gain_db) / 20)
-    if utt.floor_dbfs is not None:  # a recording's noise floor: a level, not a ratio to the speech
-        audio += 10 ** (utt.floor_dbfs / 20) * colored_noise(rng, audio.size, 0.0)
-    peak = np.abs(audio).max()
-    return audio * (PEAK / peak) if peak > PEAK else audio
-
-
-def quantize(audio: np.ndarray, bits: int) -> np.ndarray:
-    """int16 samples with only the top ``bits`` bits used (quantisation SNR ~ 6 dB per bit)."""
-    step = 2 ** (FILE_BITS - bits)
-    return (np.round(audio * 2 ** (FILE_BITS - 1) / step) * step).clip(-(2**15), 2**15 - 1).astype(np.int16)
-
-
-# --- corpus plan ---------------------------------------------------------------------------
 def make_rng(seed: int, *purpose: str) -> np.random.Generator:
     """An independent random stream per (seed, purpose), e.g. ("plan", "train")."""
     return np.random.default_rng([seed, *(int.from_bytes(p.encode(), "little") for p in purpose)])
-
-
-def variant_family(variant: str) -> str:
-    return next((fam for fam, members in VARIANT_FAMILIES.items() if variant in members), variant)
-
-
-def split_speakers(variants: set[str]) -> dict[str, list[str]]:
-    """Speakers of each split: every voice with the variants whose family is in that split."""
-    held_out = {fam: split for split, fams in HELD_OUT_FAMILIES.items() for fam in fams}
-    speakers: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for variant in sorted(variants - set(EXCLUDED_VARIANTS), key=str.lower):
-        split = held_out.get(variant_family(variant), "train")
-        speakers[split] += [speaker_name(voice, variant) for voice in VOICES]
-    return speakers
 
 
 def limit_speakers(speakers: list[str], max_speakers: int | None, rng: np.random.Generator) -> list[str]:
@@ -596,7 +180,11 @@ def plan_extras(
 
 
 def plan_split(
-    split: str, num: int, speakers: list[str], args: argparse.Namespace, pools: dict[str, list[str]] | None = None
+    split: str,
+    num: int,
+    speakers: list[str],
+    args: argparse.Namespace,
+    pools: dict[str, list[str]] | None = None,
 ) -> list[Utterance]:
     """The split's utterances; ``pools``: its speakers of each engine (None: espeak's ``speakers``)."""
     rng = make_rng(args.seed, "plan", split)
@@ -656,20 +244,6 @@ def write_text_files(out: Path, lm_sentences: int, seed: int) -> None:
     rng = make_rng(seed, "lm")
     lines = (" ".join(random_sentence(rng)) + "\n" for _ in range(lm_sentences))
     (out / "lm_train.txt").write_text("".join(lines))
-
-
-def check_espeak(variants_needed: set[str]) -> None:
-    """Fail early if a voice or variant is missing (espeak-ng silently falls back) or if a
-    voice does not say the letters as their names."""
-    missing_voices = set(VOICES) - installed_voices()
-    missing_variants = variants_needed - installed_variants()
-    if missing_voices or missing_variants:
-        raise SystemExit(
-            f"espeak-ng lacks voices {sorted(missing_voices)} variants {sorted(missing_variants)}"
-        )
-    for voice in VOICES:
-        if bad := check_letter_names(voice):
-            raise SystemExit(f"espeak-ng voice {voice} does not say letters {bad} as their names")
 
 
 def summarize(

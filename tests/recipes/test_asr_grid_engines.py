@@ -29,7 +29,9 @@ GRAMMAR = [
 MIXED_FLAGS = ("--num-train=6", "--num-dev=2", "--num-test=3", f"--engines={','.join(PRESENT)}",
                "--fragment-prob=0.5", "--level-prob=0.5")  # fmt: skip
 
-pytestmark = pytest.mark.skipif("espeak" not in PRESENT, reason="espeak-ng is not installed (babble, espeak voices)")
+pytestmark = pytest.mark.skipif(
+    "espeak" not in PRESENT, reason="espeak-ng is not installed (babble, espeak voices)"
+)
 
 
 def load_prepare():
@@ -38,6 +40,12 @@ def load_prepare():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_engines():
+    """recipes/asr_grid/engines.py (the synthesisers and their voices), as prepare.py imports it."""
+    load_prepare()
+    return sys.modules["engines"]
 
 
 def run(out: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -97,7 +105,11 @@ def test_planned_silences_floors_and_gains_lie_in_their_ranges() -> None:
     prepare = load_prepare()
     args = prepare.parse_args(["--out", "/nonexistent", "--fragment-prob=0.5", "--level-prob=0.5",
                                f"--engines={','.join(PRESENT)}"])  # fmt: skip
-    pools = {"espeak": ["en-us", "en-gb+f3"], "flite": ["flite:awb+low"], "festival": ["festival:kal_diphone+high"]}
+    pools = {
+        "espeak": ["en-us", "en-gb+f3"],
+        "flite": ["flite:awb+low"],
+        "festival": ["festival:kal_diphone+high"],
+    }
     utts = prepare.plan_split("train", 400, pools["espeak"], args, pools)
     uneven = [u for u in utts if u.gain_db is not None]
     assert 150 < len(uneven) < 250
@@ -115,7 +127,7 @@ def test_rendered_silence_and_level_follow_the_plan(mixed: Path) -> None:
                                "--level-prob=0.5", f"--engines={','.join(PRESENT)}"])  # fmt: skip
     pools = {"espeak": json.loads((mixed / "speakers.json").read_text())["train"]}
     for engine in set(PRESENT) - {"espeak"}:
-        pools[engine] = prepare.other_speakers(engine)["train"]
+        pools[engine] = load_engines().other_speakers(engine)["train"]
     pools["espeak"] = [s for s in pools["espeak"] if ":" not in s]
     checked = 0
     for u in prepare.plan_split("train", 6, pools["espeak"], args, pools):
@@ -133,8 +145,8 @@ def test_rendered_silence_and_level_follow_the_plan(mixed: Path) -> None:
 
 def test_held_out_voices_are_unseen_in_training_across_engines(mixed: Path) -> None:
     pools = json.loads((mixed / "speakers.json").read_text())
-    prepare = load_prepare()
-    person = {(v.engine, v.name): v.person for v in prepare.OTHER_VOICES}
+    engines = load_engines()
+    person = {(v.engine, v.name): v.person for v in engines.OTHER_VOICES}
 
     def people(split: str) -> set[str]:
         out = set()
@@ -148,6 +160,8 @@ def test_held_out_voices_are_unseen_in_training_across_engines(mixed: Path) -> N
     assert not people("train") & (people("dev") | people("test"))
     if "flite" in PRESENT:
         assert "slt" in people("test") and "rms" in people("dev")
-    used = {split: {r["speaker"] for r in rows(mixed / f"{split}.jsonl")} for split in ("train", "dev", "test")}
+    used = {
+        split: {r["speaker"] for r in rows(mixed / f"{split}.jsonl")} for split in ("train", "dev", "test")
+    }
     for split, speakers in used.items():
         assert speakers <= set(pools[split])
