@@ -16,7 +16,8 @@ from speechkit.augment.chain import AugmentChain
 from speechkit.data.dataset import ManifestDataset, Skipped, collate
 from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
-from speechkit.decoders.base import Hypothesis
+from speechkit.decoders.base import Hypothesis, WordTiming
+from speechkit.decoders.confidence import ConfidenceConfig
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,12 @@ class Pipeline:
     file, an array (numpy or torch) in the layout the frontend's ``load`` returns — audio: 1-D samples,
     with ``sample_rate=`` —, or a manifest :class:`Example`; a path ending in ``.jsonl`` is a manifest
     whose lines are the inputs. One input gives one result; a list (or any iterable) of inputs a list.
+    ``word_timing`` and ``confidence`` say how word times and confidences are read off the posteriors
+    (assign others to change them).
     """
+
+    word_timing: WordTiming = WordTiming()
+    confidence: ConfidenceConfig = ConfidenceConfig()
 
     def __init__(
         self,
@@ -132,12 +138,13 @@ class Pipeline:
         """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
         the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
 
-        Each hypothesis is aligned to its utterance's frames (``decoders.base.align_tokens``, blank-aware:
-        a word runs from its first token's first frame to its last token's last frame, whatever the
-        search's history), its words end no later than ``durations[b]`` seconds (the input's length;
-        None: as the frames say), and it gets ``confidence`` and ``word_confidences``
-        (decoders/confidence.py). ``decode`` and ``transcribe`` call it; call it on n-best lists you
-        decode yourself from log-probs (a cache, a sweep of decoders).
+        Each hypothesis is aligned to its utterance's frames (``decoders.base.align_tokens``, blank-aware,
+        whatever the search's history); its word times are read off its tokens' frames by
+        ``decoders.base.word_spans`` with :attr:`word_timing` (stray spikes left out, offsets measured
+        against true word boundaries), no later than ``durations[b]`` seconds (the input's length;
+        None: as the frames say); and it gets ``confidence`` and ``word_confidences``
+        (decoders/confidence.py, with :attr:`confidence`). ``decode`` and ``transcribe`` call it; call
+        it on n-best lists you decode yourself from log-probs (a cache, a sweep of decoders).
         """
         from speechkit.decoders import confidence
         from speechkit.decoders.base import align_tokens, word_groups, word_spans
@@ -157,15 +164,13 @@ class Pipeline:
                 if spans is None and len(h.token_frames) != len(h.tokens):
                     continue  # no alignment, and no frames from the decoder: left as it came
                 starts, ends = spans if spans is not None else (list(h.token_frames), list(h.token_frames))
-                words = word_spans(h.tokens, starts, symbols, shift, ends, space)
-                if end_s is not None:  # the last frame can reach past the input's last sample
-                    words = [(w, min(s, end_s), min(e, end_s)) for w, s, e in words]
-                token_conf = confidence.token_confidences(lp, h.tokens, starts, ends)
+                words = word_spans(h.tokens, starts, symbols, shift, ends, space, end_s, self.word_timing)
+                cc = self.confidence
+                token_conf = confidence.token_confidences(lp, h.tokens, starts, ends, cc)
                 h.token_frames, h.words = list(starts), words
-                h.word_confidences = confidence.word_confidences(
-                    token_conf, word_groups(h.tokens, symbols, space)
-                )
-                h.confidence = confidence.utterance_confidence(h.word_confidences, lp)
+                groups = word_groups(h.tokens, symbols, space)
+                h.word_confidences = confidence.word_confidences(token_conf, groups, cc.word)
+                h.confidence = confidence.utterance_confidence(h.word_confidences, lp, cc.utterance)
         return nbests
 
     def durations(self, raw_lengths: Tensor) -> list[float | None]:

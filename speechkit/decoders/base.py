@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,7 +25,9 @@ class Hypothesis:
     ``score`` is the log-probability the search assigns (for ``greedy`` the best path's,
     for ``beam`` without an LM the CTC log-probability of the label sequence).
     ``token_frames[i]`` is the frame where token ``i`` is first emitted.
-    ``words`` holds ``(word, start_s, end_s)``; with no frame rate known, times are in frames.
+    ``words`` holds ``(word, start_s, end_s)``; with no frame rate known, times are in frames. A
+    decoder gives its tokens' frames as they are; ``Pipeline.annotate`` replaces them with times read
+    by :class:`WordTiming` (stray spikes left out, offsets measured against true word boundaries).
     ``confidence`` (utterance) and ``word_confidences`` (one per word) are in ``[0, 1]``, from the
     posteriors (decoders/confidence.py); a decoder leaves them empty and ``Pipeline`` fills them.
     """
@@ -96,6 +99,27 @@ def word_groups(tokens: Sequence[int], symbols: Sequence[str], space: str = " ")
     return groups
 
 
+@dataclass(frozen=True)
+class WordTiming:
+    """How :func:`word_spans` turns token frames into word times (seconds; unused without a frame rate).
+
+    CTC puts a token's frames anywhere the model is sure of it, not where its sound is: the
+    bidirectional asr_grid model emits a sentence's first letter on the file's first frames and its
+    last letters on the last ones, whatever silence lies between, and the last letter of a word well
+    before the word's sound ends. So a word's span is the largest cluster of its tokens' frames (split
+    where more than ``max_gap_s`` of blank separates two of its tokens; a stray spike is left out),
+    shifted by ``start_offset_s`` and ``end_offset_s`` (an end never past the next word's start or the
+    input's end). The defaults minimise the mean absolute boundary error of the asr_grid mix model on
+    the asr_grid dev set (benchmarks/timestamps.py; frames of 30 ms, receptive centre 22.5 ms in)."""
+
+    max_gap_s: float | None = 0.06  # s of blank inside a word that splits it into clusters (None: never)
+    start_offset_s: float = 0.015  # s added to the first frame's start
+    end_offset_s: float = 0.12  # s added to the last frame's end
+
+
+RAW_FRAMES = WordTiming(max_gap_s=None, start_offset_s=0.0, end_offset_s=0.0)  # frames as they are
+
+
 def word_spans(
     tokens: list[int],
     frames: list[int],
@@ -103,24 +127,56 @@ def word_spans(
     frame_shift_s: float | None,
     end_frames: list[int] | None = None,
     space: str = " ",
+    duration_s: float | None = None,
+    timing: WordTiming = RAW_FRAMES,
 ) -> list[tuple[str, float, float]]:
     """Group tokens into words at ``space`` tokens: ``(word, start, end)`` in seconds (or frames).
 
-    A word starts at the first frame of its first token (``frames[i]``, where token ``i`` is
-    emitted) and ends after the last frame of its last token (``end_frames[i]`` when given: the
-    last frame token ``i`` holds; else its first frame). Frame ``t`` spans ``[t, t + 1) · frame_shift_s``,
-    so blank frames before and after a word are never part of it.
+    Token ``i`` holds frames ``frames[i] … end_frames[i]`` (default: its first frame only); frame
+    ``t`` spans ``[t, t + 1) · frame_shift_s``. A word runs from the first frame of the largest
+    cluster of its tokens to the end of that cluster's last frame, moved by ``timing``'s offsets
+    (:class:`WordTiming`); its end is never past the next word's start nor ``duration_s`` (the
+    input's length), nor is its start. Seconds are rounded to milliseconds; without a frame rate
+    times are frames, neither clustered nor moved. Starts never decrease and every end ≥ its start.
+    The default ``RAW_FRAMES`` (what decoders report: where the tokens are) keeps every token and
+    moves nothing; ``Pipeline`` reads word times with ``WordTiming()``, measured against true ones.
     """
-    scale = frame_shift_s if frame_shift_s else 1.0
     ends = end_frames if end_frames is not None else frames
-    return [
-        (
-            "".join(symbols[t] for t in tokens[a : b + 1]).removeprefix(space),
-            frames[a] * scale,
-            (ends[b] + 1) * scale,
-        )
-        for a, b in word_groups(tokens, symbols, space)
-    ]
+    groups = word_groups(tokens, symbols, space)
+    if not frame_shift_s:
+        timing, shift = RAW_FRAMES, 1.0
+    else:
+        shift = frame_shift_s
+    max_gap = None if timing.max_gap_s is None else timing.max_gap_s / shift  # frames
+    spans = [_main_cluster(frames[a : b + 1], ends[a : b + 1], max_gap) for a, b in groups]
+    starts = [first * shift + timing.start_offset_s for first, _ in spans]
+    stops = [(last + 1) * shift + timing.end_offset_s for _, last in spans]
+    limit = float("inf") if duration_s is None else duration_s
+    if frame_shift_s and duration_s is not None:
+        limit = math.floor(duration_s * 1000 + 1e-6) / 1000  # whole ms, so rounding cannot pass it
+    out = []
+    for k, (a, b) in enumerate(groups):
+        nxt = starts[k + 1] if k + 1 < len(groups) else limit
+        start = max(0.0, min(starts[k], limit))
+        end = max(start, min(stops[k], nxt, limit))
+        if frame_shift_s:
+            start, end = round(start, 3), round(end, 3)
+        out.append(("".join(symbols[t] for t in tokens[a : b + 1]).removeprefix(space), start, end))
+    return out
+
+
+def _main_cluster(firsts: Sequence[int], lasts: Sequence[int], max_gap: float | None) -> tuple[int, int]:
+    """First and last frame of the cluster of tokens (frames ``firsts[i] … lasts[i]``, in time order)
+    that holds the most frames, clusters split where more than ``max_gap`` frames lie between tokens."""
+    best, best_size = (firsts[0], lasts[0]), -1
+    lo, size = firsts[0], 0
+    for i, (a, b) in enumerate(zip(firsts, lasts)):
+        if i and max_gap is not None and a - lasts[i - 1] - 1 > max_gap:
+            lo, size = a, 0
+        size += b - a + 1
+        if size > best_size:  # ties: the earlier cluster
+            best, best_size = (lo, b), size
+    return best
 
 
 def align_tokens(log_probs: np.ndarray, tokens: Sequence[int]) -> tuple[list[int], list[int]] | None:
