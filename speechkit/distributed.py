@@ -89,10 +89,12 @@ def cpu_has_bf16() -> bool:
 CPU_PRECISION_ENV = "SPEECHKIT_CPU_PRECISION"  # fp32 | bf16: what trainer.precision=auto picks on a CPU
 
 
-def auto_precision(device: torch.device) -> str:
-    """``trainer.precision=auto``: on a GPU bf16 where supported, else fp16; on a CPU bf16 where it has bf16
-    instructions (about twice the steps per second at the same accuracy: benchmarks/README.md, "Mixed
-    precision on the CPU"), else fp32; ``$SPEECHKIT_CPU_PRECISION`` (fp32 or bf16) overrides the CPU's choice."""
+def auto_precision(device: torch.device, model: torch.nn.Module | None = None) -> str:
+    """``trainer.precision=auto``: on a GPU bf16 where supported, else fp16. On a CPU bf16 where it pays:
+    the CPU has bf16 instructions and ``model`` holds an LSTM (oneDNN's bf16 LSTM trained asr_grid about
+    twice as fast at the same accuracy; a GRU or a convolutional stem ran no faster: benchmarks/README.md,
+    "Mixed precision on the CPU"), else fp32. ``$SPEECHKIT_CPU_PRECISION`` (fp32 or bf16) overrides the
+    CPU's choice."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type != "cpu":
@@ -102,7 +104,8 @@ def auto_precision(device: torch.device) -> str:
         if forced not in ("fp32", "bf16"):
             raise ValueError(f"${CPU_PRECISION_ENV}={forced!r}: use fp32 or bf16 (or unset it)")
         return forced
-    return "bf16" if cpu_has_bf16() else "fp32"
+    has_lstm = model is None or any(isinstance(m, torch.nn.LSTM) for m in model.modules())
+    return "bf16" if has_lstm and cpu_has_bf16() else "fp32"
 
 
 @dataclass

@@ -194,7 +194,7 @@ class Trainer:
         if kind == "cpu" and p == "fp16":
             raise ValueError("trainer.precision=fp16 needs a GPU: use bf16 (CPUs with AMX or AVX-512 BF16) or fp32")
         if p == "auto":
-            p = distributed.auto_precision(self.device)
+            p = distributed.auto_precision(self.device, self.model)
         if kind not in ("cuda", "cpu"):
             p = "fp32"
         self.precision = p

@@ -169,9 +169,10 @@ def test_auto_precision_is_bf16_on_gpus_that_support_it_and_on_cpus_with_bf16_in
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
         assert distributed.auto_precision(torch.device("cuda", 0)) == expected
     monkeypatch.delenv("SPEECHKIT_CPU_PRECISION", raising=False)
-    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
+    lstm, gru = torch.nn.Sequential(torch.nn.LSTM(4, 4)), torch.nn.Sequential(torch.nn.GRU(4, 4))
+    for has_bf16, model, expected in ((True, lstm, "bf16"), (True, gru, "fp32"), (False, lstm, "fp32")):
         monkeypatch.setattr(distributed, "cpu_has_bf16", lambda h=has_bf16: h)
-        assert distributed.auto_precision(torch.device("cpu")) == expected
+        assert distributed.auto_precision(torch.device("cpu"), model) == expected
     monkeypatch.setenv("SPEECHKIT_CPU_PRECISION", "fp32")  # as the test suite runs (conftest.py)
     assert distributed.auto_precision(torch.device("cpu")) == "fp32"
     monkeypatch.setenv("SPEECHKIT_CPU_PRECISION", "fp8")
