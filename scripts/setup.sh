@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-DEBS="espeak-ng ffmpeg fonts-dejavu-core flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts asterisk-core-sounds-en-wav"
+DEBS="espeak-ng ffmpeg fonts-dejavu-core imagemagick pango1.0-tools flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts asterisk-core-sounds-en-wav"
 # espeak-ng, flite, Festival + voices: speech synthesis (recipes, tests); ffmpeg: video I/O; a font;
 # asterisk-core-sounds-en-wav: a real person's letters and digits, for benchmarks/real_voices.py only (never training)
 missing=""

@@ -1,19 +1,25 @@
-"""Render a printed text-line corpus offline from the fonts of Debian's font packages.
+"""Render a printed text-line corpus offline from the fonts of Debian's font packages, by several renderers.
 
 Every line is one to eight tokens — dictionary words (``wamerican``), a few random letter
-strings, numbers, prices, times, dates, and common punctuation — set in one font at a random
-size, with random stroke (emboldening), letter and word spacing, margins, paper, ink, noise and
-compression, and saved as a PNG or JPEG (grayscale or colour) with its transcript.
+strings, numbers, prices, times, dates, and common punctuation — set in one font by one of the
+training renderers (``--renderers``: Pillow, ImageMagick; ``rasterizers.py``) at a random size, with
+random stroke weight, letter and word spacing and hinting, then cropped (line box or tight to the
+ink) with random margins, stretched, sometimes shrunk to low resolution or seen in slight
+perspective, blurred, and printed on varied paper (colour, texture, uneven lighting), with noise,
+specks, binarisation or JPEG compression; saved as a PNG or JPEG (grayscale or colour) with its
+transcript.
 
 Fonts are split by *design group*: a family together with its clones and derivatives (e.g.
 Helvetica's: Nimbus Sans, TeX Gyre Heros, FreeSans, Liberation Sans, Arimo; Vera's: DejaVu,
 Hack, Verana), so no design of the dev or test fonts is seen in training. Design groups not
-listed in ``CLONE_GROUPS`` are the Debian package their font comes from.
+listed in ``CLONE_GROUPS`` are the Debian package their font comes from. A renderer held out of
+training (``--test-renderer``, default Pango) draws the test lines once more, the same text, font
+and conditions line by line, so a model is also measured on a rasteriser it never saw.
 
 Output (paths in the manifests are relative to ``--out``)::
 
-    <out>/images/{train,dev,test}/000001.png|.jpg
-    <out>/{train,dev,test}.jsonl   {"image_filepath", "text", "font", "group"}
+    <out>/images/{train,dev,test,test_pango}/000001.png|.jpg
+    <out>/{train,dev,test,test_pango}.jsonl   {"image_filepath", "text", "font", "group", "renderer"}
     <out>/fonts.json               the design groups and font files of each split
     <out>/charset.txt              every character a transcript may use
 
@@ -21,7 +27,7 @@ Example::
 
     python recipes/ocr_lines/prepare.py --out data/ocr_lines --jobs 2
 
-The output depends only on the arguments and the installed font packages, not on ``--jobs``.
+The output depends only on the arguments and the installed Debian packages, not on ``--jobs``.
 """
 
 from __future__ import annotations
@@ -35,15 +41,20 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageFont
 
 from speechkit.data.manifest import write_manifest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # rasterizers.py beside this script
+from conditions import compose_line, draw_style  # noqa: E402
+from rasterizers import DEBIAN_PACKAGES, RENDERERS, rasterize  # noqa: E402
 
 # --- characters ------------------------------------------------------------------------------
 PUNCTUATION = ".,;:!?'\"()[]-/&%$#@+*="
@@ -90,9 +101,10 @@ CLONE_GROUPS = {
     "open-sans-noto": ("Open Sans", "Noto"),
     "gentium": ("Gentium",),
 }
-# Not text faces, or faces whose lowercase is not lowercase (small capitals, key caps).
+# Not text faces, faces whose lowercase is not lowercase (small capitals, key caps), or inverted
+# faces (light letters cut out of dark boxes, OCR B's "Inverted"); matched on family and style.
 EXCLUDED_FAMILIES = re.compile(
-    r"Symbol|Dingbat|D050000L|Math|Z003|Chorus|Keyboard|Keyfont|Small ?caps|\bCaps\b|Dunhill|Monoisome",
+    r"Symbol|Dingbat|D050000L|Math|Z003|Chorus|Keyboard|Keyfont|Small ?caps|\bCaps\b|Dunhill|Monoisome|Inverted",
     re.IGNORECASE,
 )
 # Design groups held out of training. Test: serif, sans and monospaced designs of several kinds.
@@ -155,7 +167,7 @@ def ensure_packages(packages: list[str], install: bool) -> None:
             stdout=subprocess.DEVNULL,
         )
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        sys.exit(f"error: installing the font packages failed ({e}); run:\n  {cmd}")
+        sys.exit(f"error: installing the Debian packages failed ({e}); run:\n  {cmd}")
 
 
 def design_group(family: str, package: str) -> str:
@@ -204,7 +216,11 @@ def discover_fonts(packages: list[str]) -> list[Font]:
             if not Path(path).is_file():
                 continue
             names = font_names(path)
-            if names is None or EXCLUDED_FAMILIES.search(names[0]) or not renders_every_character(path):
+            if (
+                names is None
+                or EXCLUDED_FAMILIES.search(" ".join(names))
+                or not renders_every_character(path)
+            ):
                 continue
             fonts.append(Font(path, names[0], names[1], package, design_group(names[0], package)))
     return sorted(set(fonts), key=lambda f: f.path)
@@ -317,116 +333,65 @@ def make_text(rng: np.random.Generator, words: list[str], max_chars: int = 48) -
 
 
 # --- rendering ---------------------------------------------------------------------------------
-_font_cache: dict[tuple[str, int], ImageFont.FreeTypeFont] = {}
-LAYOUT_FEATURES = ["-liga", "-clig", "-dlig", "-calt"]  # no ligatures: œ for "oe", -> or != in coding fonts
-
-
-def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
-    key = (path, size)
-    if key not in _font_cache:
-        if len(_font_cache) > 512:
-            _font_cache.clear()
-        _font_cache[key] = ImageFont.truetype(path, size)
-    return _font_cache[key]
-
-
-def render_line(text: str, font_path: str, rng: np.random.Generator, size: int | None = None) -> Image.Image:
-    """``text`` set in one font on varied paper: an "L" or "RGB" image a little taller than the font."""
-    size = int(size or rng.integers(16, 49))  # px per em
-    font = _font(font_path, size)
-    ascent, descent = font.getmetrics()
-    stroke = int(rng.random() < 0.15) * (1 + int(size >= 36 and rng.random() < 0.5))
-    spaced = rng.random() < 0.35
-    tracking = rng.uniform(-0.03, 0.15) * size if spaced else 0.0  # px between letters
-    word_gap = rng.uniform(0.7, 2.0) if spaced else 1.0  # × the font's space
-    # x positions: natural layout (kerning, ligatures), or letter by letter with extra spacing
-    if spaced:
-        xs, x = [], 0.0
-        for c in text:
-            xs.append(x)
-            x += font.getlength(c) * (word_gap if c == " " else 1.0) + tracking
-        width = x - tracking
-    else:
-        width = font.getlength(text, features=LAYOUT_FEATURES)
-    box = font.getbbox(text, stroke_width=stroke, features=LAYOUT_FEATURES)
-    left, right = rng.uniform(0.05, 0.7, 2) * size
-    top, bottom = rng.uniform(0.0, 0.35, 2) * size
-    ink_left = min(0, box[0])  # some italics reach left of the origin
-    W = int(np.ceil(left - ink_left + max(width, box[2]) + right + 2 * stroke))
-    H = int(np.ceil(top + ascent + descent + bottom + 2 * stroke))
-    origin = (left - ink_left + stroke, top + stroke)
-
-    dark = rng.random() < 0.1  # light ink on dark paper
-    paper = rng.uniform(0, 90) if dark else rng.uniform(170, 255)
-    ink = rng.uniform(min(255, paper + 110), 255) if dark else rng.uniform(0, max(0, paper - 110))
-    colour = rng.random() < 0.3
-    if colour:
-        tint = rng.uniform(-25, 25, 3)
-        paper_rgb = tuple(int(np.clip(paper + t, 0, 255)) for t in tint)
-        ink_rgb = tuple(int(np.clip(ink + t, 0, 255)) for t in rng.uniform(-60, 60, 3))
-        img = Image.new("RGB", (W, H), paper_rgb)
-        fill: int | tuple[int, ...] = ink_rgb
-    else:
-        img = Image.new("L", (W, H), int(paper))
-        fill = int(ink)
-    draw = ImageDraw.Draw(img)
-    if spaced:
-        for c, x in zip(text, xs):
-            if c != " ":
-                draw.text(
-                    (origin[0] + x, origin[1]), c, font=font, fill=fill, stroke_width=stroke, stroke_fill=fill
-                )
-    else:
-        draw.text(
-            origin,
-            text,
-            font=font,
-            fill=fill,
-            stroke_width=stroke,
-            stroke_fill=fill,
-            features=LAYOUT_FEATURES,
-        )
-
-    a = np.asarray(img, dtype=np.float32)
-    if rng.random() < 0.3:  # uneven lighting: a gradient across the line
-        ramp = np.linspace(-1, 1, W, dtype=np.float32) * rng.uniform(-30, 30)
-        a = a + (ramp[None, :, None] if a.ndim == 3 else ramp[None, :])
-    if rng.random() < 0.5:  # sensor or paper noise
-        a = a + rng.normal(0, rng.uniform(2, 14), a.shape).astype(np.float32)
-    if rng.random() < 0.05:  # specks
-        mask = rng.random(a.shape[:2]) < rng.uniform(0.001, 0.01)
-        a[mask] = ink
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB" if colour else "L")
+def render_line(
+    text: str,
+    font_path: str,
+    rng: np.random.Generator,
+    renderer: str = "pillow",
+    workdir: Path | None = None,
+    size: int | None = None,
+) -> Image.Image:
+    """``text`` set in one font by ``renderer`` on varied paper: an "L" or "RGB" image a little taller than the font."""
+    style = draw_style(rng, size)
+    cov = rasterize(
+        renderer, text, font_path, style, workdir or Path(tempfile.gettempdir()) / "ocr_lines_fontconfig"
+    )
+    return compose_line(cov, style, rng)
 
 
 def _render_task(task: tuple) -> dict:
-    """Render and save one line; the seed fixes text, font, style and format."""
-    index, split, seed, out, fonts, words = task
-    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    """Render and save one line. The seed and the split's *kind* (train, dev, test) fix text, font, style and
+    conditions; a test set of another renderer (``test_pango``) has the same lines as ``test``, drawn by that one."""
+    index, split, seed, out, fonts, words, renderers = task
+    kind, _, forced = split.partition("_")
+    rng = np.random.default_rng([seed, SPLITS.index(kind), index])
     text = make_text(rng, words)
     group = fonts[int(rng.integers(len(fonts)))]
     family = group[int(rng.integers(len(group)))]
     font: Font = family[int(rng.integers(len(family)))]
-    img = render_line(text, font.path, rng)
+    if forced:
+        renderer = forced
+    else:  # its own generator, so that the line is the same whichever renderers are in use
+        renderer = renderers[
+            int(np.random.default_rng([seed, SPLITS.index(kind), index, 1]).integers(len(renderers)))
+        ]
+    img = render_line(text, font.path, rng, renderer, out / "fontconfig")
     jpeg = rng.random() < 0.3
     rel = Path("images") / split / f"{index + 1:06d}.{'jpg' if jpeg else 'png'}"
     if jpeg:
-        img.save(out / rel, quality=int(rng.integers(40, 96)))
+        img.save(out / rel, quality=int(rng.integers(15, 96)))
     else:
         img.save(out / rel, optimize=False, compress_level=6)
-    return {"image_filepath": str(rel), "text": text, "font": font.name, "group": font.group}
+    return {
+        "image_filepath": str(rel),
+        "text": text,
+        "font": font.name,
+        "group": font.group,
+        "renderer": renderer,
+    }
 
 
 _shared: dict = {}
 
 
-def _init_worker(fonts: dict, words: list[str]) -> None:
-    _shared["fonts"], _shared["words"] = fonts, words
+def _init_worker(fonts: dict, words: list[str], renderers: tuple[str, ...]) -> None:
+    _shared["fonts"], _shared["words"], _shared["renderers"] = fonts, words, renderers
 
 
 def _task_in_worker(args: tuple) -> dict:
     index, split, seed, out = args
-    return _render_task((index, split, seed, out, _shared["fonts"][split], _shared["words"]))
+    fonts = _shared["fonts"][split.partition("_")[0]]
+    return _render_task((index, split, seed, out, fonts, _shared["words"], _shared["renderers"]))
 
 
 def font_pool(fonts: list[Font]) -> list[list[list[Font]]]:
@@ -437,6 +402,52 @@ def font_pool(fonts: list[Font]) -> list[list[list[Font]]]:
     for f in fonts:
         tree[f.group][f.family].append(f)
     return [[sorted(tree[g][fam], key=lambda f: f.path) for fam in sorted(tree[g])] for g in sorted(tree)]
+
+
+def parse_renderers(renderers: str, test_renderer: str) -> tuple[tuple[str, ...], str | None]:
+    """``"pillow,imagemagick"``, ``"pango"`` → the training renderers and the held-out one (``"none"``: None)."""
+    train = tuple(r.strip() for r in renderers.split(",") if r.strip())
+    held = None if test_renderer in ("", "none") else test_renderer
+    unknown = sorted(set(train) - set(RENDERERS)) + ([held] if held and held not in RENDERERS else [])
+    if unknown or not train:
+        raise ValueError(f"unknown renderer(s) {unknown or [renderers]}; choose from {', '.join(RENDERERS)}")
+    if held in train:
+        raise ValueError(
+            f"--test-renderer {held} is also in --renderers {','.join(train)}: a held-out renderer must not train"
+        )
+    return train, held
+
+
+def render_corpus(
+    out: Path,
+    pools: dict[str, list],
+    words: list[str],
+    sizes: dict[str, int],
+    renderers: tuple[str, ...],
+    seed: int,
+    jobs: int,
+) -> dict[str, list[dict]]:
+    """Render ``sizes[split]`` lines of each split into ``out/images/<split>/`` and return their manifest rows.
+
+    ``pools`` are the font pools of train, dev and test (:func:`font_pool`). A split ``test_<renderer>`` draws
+    the lines of ``test`` by that renderer alone; every other split draws each line by one of ``renderers``.
+    """
+    from tqdm import tqdm
+
+    for split in sizes:
+        if (out / "images" / split).exists():
+            shutil.rmtree(out / "images" / split)
+        (out / "images" / split).mkdir(parents=True)
+    tasks = [(i, s, seed, out) for s in sizes for i in range(sizes[s])]
+    rows: dict[str, list[dict]] = {s: [] for s in sizes}
+    with multiprocessing.Pool(jobs, initializer=_init_worker, initargs=(pools, words, renderers)) as pool:
+        results = pool.imap(_task_in_worker, tasks, chunksize=32)
+        for (_, split, _, _), row in tqdm(
+            zip(tasks, results), total=len(tasks), desc="render", unit="line", mininterval=2.0
+        ):
+            rows[split].append(row)
+    shutil.rmtree(out / "fontconfig", ignore_errors=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,12 +461,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     ap.add_argument(
+        "--renderers",
+        default="pillow,imagemagick",
+        help=f"renderers of train, dev and test, each line one of them (from {', '.join(RENDERERS)})",
+    )
+    ap.add_argument(
+        "--test-renderer",
+        default="pango",
+        help="a renderer never used in training: it draws test_<renderer>.jsonl, the lines of test.jsonl "
+        "(same text, font and conditions); 'none' for no such set",
+    )
+    ap.add_argument(
         "--no-install", action="store_true", help="print the apt-get command instead of running it"
     )
     ap.add_argument("--list-fonts", action="store_true", help="print the fonts of each split and stop")
     args = ap.parse_args(argv)
+    try:
+        renderers, held = parse_renderers(args.renderers, args.test_renderer)
+    except ValueError as e:
+        ap.error(str(e))
 
-    ensure_packages([*FONT_PACKAGES, WORDS_PACKAGE], install=not args.no_install)
+    programs = [p for r in (*renderers, held) if r for p in DEBIAN_PACKAGES[r]]
+    ensure_packages([*FONT_PACKAGES, WORDS_PACKAGE, *programs], install=not args.no_install)
     fonts = discover_fonts(list(FONT_PACKAGES))
     splits = assign_splits(fonts)
     for split in SPLITS:
@@ -479,23 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     words = load_words()
     out: Path = args.out
     sizes = {"train": args.num_train, "dev": args.num_dev, "test": args.num_test}
+    if held:
+        sizes[f"test_{held}"] = args.num_test
     pools = {s: font_pool(splits[s]) for s in SPLITS}
-    for split in SPLITS:
-        if (out / "images" / split).exists():
-            shutil.rmtree(out / "images" / split)
-        (out / "images" / split).mkdir(parents=True)
-    from tqdm import tqdm
-
     t0 = time.time()
-    tasks = [(i, s, args.seed, out) for s in SPLITS for i in range(sizes[s])]
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    with multiprocessing.Pool(args.jobs, initializer=_init_worker, initargs=(pools, words)) as pool:
-        results = pool.imap(_task_in_worker, tasks, chunksize=32)
-        for (_, split, _, _), row in tqdm(
-            zip(tasks, results), total=len(tasks), desc="render", unit="line", mininterval=2.0
-        ):
-            rows[split].append(row)
-    for split in SPLITS:
+    rows = render_corpus(out, pools, words, sizes, renderers, args.seed, args.jobs)
+    trained_on = {r["renderer"] for s in ("train", "dev") for r in rows[s]}
+    assert held not in trained_on, f"the held-out renderer {held} drew training lines"
+    for split in sizes:
         bad = [r["text"] for r in rows[split] if set(r["text"]) - set(CHARSET)]
         assert not bad, f"characters outside CHARSET in {bad[:3]}"
         write_manifest(out / f"{split}.jsonl", rows[split])
@@ -513,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(sizes.values())
     print(
         f"wrote {n} lines to {out} in {time.time() - t0:.0f} s "
-        f"({', '.join(f'{s} {sizes[s]}' for s in SPLITS)})"
+        f"({', '.join(f'{s} {sizes[s]}' for s in sizes)}; renderers {', '.join(renderers)}"
+        f"{f', held out: {held}' if held else ''})"
     )
     return 0
 

@@ -24,6 +24,7 @@ from speechkit.registry import build
 from tests.conftest import REPO, run_cli, write_manifest
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # fonts-dejavu-core (scripts/setup.sh)
+MONO = FONT.with_name("DejaVuSansMono.ttf")  # fonts-dejavu-core too
 SCRIPT = REPO / "recipes" / "ocr_lines" / "prepare.py"
 
 needs_font = pytest.mark.skipif(not FONT.exists(), reason="fonts-dejavu-core is not installed")
@@ -38,6 +39,10 @@ def load_prepare():
 
 
 prepare = load_prepare()
+rasterizers = sys.modules[
+    "rasterizers"
+]  # recipes/ocr_lines/rasterizers.py and conditions.py, imported by prepare.py
+conditions = sys.modules["conditions"]
 
 
 def render(text: str, path: Path, size: int = 28) -> Path:
@@ -98,12 +103,137 @@ def test_clones_share_a_design_group_and_splits_never_share_one():
 
 
 @needs_font
-def test_render_line_gives_a_loadable_line_with_the_text_on_it(tmp_path):
-    img = prepare.render_line("Hello (World) 42!", str(FONT), np.random.default_rng(1), size=30)
-    assert img.mode in ("L", "RGB") and img.height >= 30 and img.width > 8 * 17
+@pytest.mark.parametrize("renderer", ["pillow", "imagemagick", "pango"])
+def test_render_line_gives_a_loadable_line_with_the_text_on_it(tmp_path, renderer):
+    img = prepare.render_line(
+        "Hello (World) 42!", str(FONT), np.random.default_rng(1), renderer, tmp_path / "fc", size=30
+    )
+    assert img.mode in ("L", "RGB") and img.height >= 20 and img.width > 6 * 17
     img.save(tmp_path / "x.png")
     x = build("frontend", "ocr_line").load(tmp_path / "x.png")
     assert x.shape[1] == 32 and x.shape[0] > 100
+
+
+LINE = "Hello (World) 42!"
+
+
+def ink_box(cov: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels at least half covered."""
+    rows, cols = np.flatnonzero(cov.max(axis=1) >= 0.5), np.flatnonzero(cov.max(axis=0) >= 0.5)
+    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+
+
+@needs_font
+@pytest.mark.parametrize("renderer", rasterizers.RENDERERS)
+@pytest.mark.parametrize("font_file", [FONT, MONO], ids=["sans", "mono"])
+def test_each_renderer_sets_the_line_as_wide_and_as_high_as_the_font_says(
+    tmp_path, monkeypatch, renderer, font_file
+):
+    """Every renderer (installed by scripts/setup.sh, never skipped) draws the whole line in the line box of
+    the font file it is given: ink as wide as Pillow's advance width, capitals as tall as the cap height.
+    DejaVu Sans Mono is not fontconfig's default sans, so a renderer falling back to the system's fonts
+    fails here; the work folder is relative, as prepare.py's is (a relative fontconfig file did fall back)."""
+    size = 40
+    monkeypatch.chdir(tmp_path)
+    cov = rasterizers.rasterize(renderer, LINE, str(font_file), rasterizers.Style(size), Path("fc"))
+    assert cov.dtype == np.float32 and 0 <= cov.min() and cov.max() <= 1
+    font = ImageFont.truetype(str(font_file), size)
+    ascent, descent = font.getmetrics()
+    assert abs(cov.shape[0] - (ascent + descent)) <= 2  # the line box, not the ink box
+    top, bottom, left, right = ink_box(cov)
+    assert abs((right - left) - font.getlength(LINE)) <= 0.04 * font.getlength(LINE)
+    cap = font.getbbox("H")  # (left, top, right, bottom) below the ascent line
+    assert abs(top - cap[1]) <= 2 and bottom - top >= cap[3] - cap[1]  # "(" reaches above the H and below
+    assert 0.05 < float((cov > 0.5).mean()) < 0.4  # ink, not a blank or a filled box
+
+
+@needs_font
+@pytest.mark.parametrize("renderer", rasterizers.RENDERERS)
+def test_each_renderer_applies_letter_spacing_word_spacing_and_weight(tmp_path, renderer):
+    base = rasterizers.rasterize(renderer, LINE, str(FONT), rasterizers.Style(30), tmp_path)
+    spaced = rasterizers.rasterize(renderer, LINE, str(FONT), rasterizers.Style(30, tracking=3.0), tmp_path)
+    words = rasterizers.rasterize(renderer, LINE, str(FONT), rasterizers.Style(30, word_gap=3.0), tmp_path)
+    bold = rasterizers.rasterize(renderer, LINE, str(FONT), rasterizers.Style(30, bold=1), tmp_path)
+    width = [ink_box(c)[3] - ink_box(c)[2] for c in (base, spaced, words)]
+    gaps = len(LINE) - 1
+    assert abs(width[1] - width[0] - 3 * gaps) <= 0.25 * 3 * gaps  # 3 px between each pair of letters
+    space = ImageFont.truetype(str(FONT), 30).getlength(" ")
+    assert abs(width[2] - width[0] - 2 * 2 * space) <= 0.25 * 4 * space  # two spaces, each 2 spaces wider
+    assert bold.sum() > 1.15 * base.sum()  # heavier strokes
+
+
+@needs_font
+def test_renderers_draw_differently_and_imagemagick_escapes_are_literal(tmp_path):
+    text = "@home 50% off"
+    covs = {
+        r: rasterizers.rasterize(r, text, str(FONT), rasterizers.Style(32), tmp_path)
+        for r in rasterizers.RENDERERS
+    }
+    crops = {r: c[:, ink_box(c)[2] : ink_box(c)[3]] for r, c in covs.items()}
+    widths = {r: c.shape[1] for r, c in crops.items()}
+    assert max(widths.values()) - min(widths.values()) <= 4, widths  # "%" and "@" drawn, not interpreted
+    h, w = min(c.shape[0] for c in crops.values()), min(widths.values())
+    a, b, c = (crops[r][:h, :w] for r in rasterizers.RENDERERS)
+    assert np.abs(a - b).mean() > 0.005 and np.abs(a - c).mean() > 0.005  # three rasterisations, not one
+
+
+def test_perspective_pulls_the_corners_outwards_and_cuts_no_ink_off():
+    cov = np.zeros((40, 300), np.float32)
+    cov[:, :3] = cov[:, -3:] = 1  # ink along both ends, where a crop would bite first
+    cov[:3, :] = cov[-3:, :] = 1
+    for seed in range(20):
+        out = conditions._perspective(cov, np.random.default_rng(seed), strength=0.06)
+        assert out.shape == cov.shape
+        assert (
+            out[:, :12].max() > 0.5
+            and out[:, -12:].max() > 0.5
+            and out[:8].max() > 0.5
+            and out[-8:].max() > 0.5
+        )
+        assert 0.8 * cov.sum() < out.sum() <= 1.01 * cov.sum()  # shrinks a little, loses nothing
+
+
+@needs_font
+def test_composed_lines_keep_the_text_legible_whatever_the_conditions(tmp_path):
+    """Forty draws of every condition (crop, weight, perspective, paper, lighting, binarisation…) on one line:
+    the image stays about the line's size and the text always stands out from the paper."""
+    cov = rasterizers.rasterize("pillow", LINE, str(FONT), rasterizers.Style(30), tmp_path)
+    width = ink_box(cov)[3] - ink_box(cov)[2]
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        img = conditions.compose_line(cov, rasterizers.Style(30), rng)
+        lum = np.asarray(img.convert("L"), dtype=np.float32)
+        # height: the line box, tight crops, margins, low resolution (× ≥ 0.45); width: stretch 0.8–1.25,
+        # low resolution, margins ≤ 0.7 em at each end
+        assert 0.45 * 0.5 * cov.shape[0] <= img.height <= 2 * cov.shape[0], seed
+        assert 0.8 * 0.45 * width <= img.width <= 1.25 * (width + 1.4 * 30) + 2, seed
+        assert np.percentile(lum, 99) - np.percentile(lum, 1) > 60, seed
+
+
+def test_a_held_out_renderer_may_not_also_train():
+    assert prepare.parse_renderers("pillow,imagemagick", "pango") == (("pillow", "imagemagick"), "pango")
+    assert prepare.parse_renderers("pillow", "none") == (("pillow",), None)
+    with pytest.raises(ValueError, match="must not train"):
+        prepare.parse_renderers("pillow,pango", "pango")
+    with pytest.raises(ValueError, match="unknown renderer"):
+        prepare.parse_renderers("pillow,cairo", "pango")
+
+
+@needs_font
+def test_the_held_out_renderer_draws_the_test_lines_only_and_never_a_training_line(tmp_path):
+    font = prepare.Font(str(FONT), "DejaVu Sans", "", "fonts-dejavu-core", "vera")
+    pools = {s: prepare.font_pool([font]) for s in prepare.SPLITS}
+    sizes = {"train": 24, "dev": 4, "test": 6, "test_pango": 6}
+    words = ["apple", "Boston", "echo", "dog"]
+    rows = prepare.render_corpus(tmp_path, pools, words, sizes, ("pillow", "imagemagick"), seed=3, jobs=1)
+    assert {r["renderer"] for s in ("train", "dev", "test") for r in rows[s]} == {"pillow", "imagemagick"}
+    assert {r["renderer"] for r in rows["test_pango"]} == {"pango"}
+    assert [r["text"] for r in rows["test_pango"]] == [r["text"] for r in rows["test"]]  # the same lines
+    for split, rs in rows.items():
+        assert len(rs) == sizes[split]
+        assert all(r["image_filepath"].startswith(f"images/{split}/") for r in rs)
+        assert all((tmp_path / r["image_filepath"]).stat().st_size > 100 for r in rs)
+    assert not (tmp_path / "fontconfig").exists()  # Pango's per-font configurations are cleaned up
 
 
 # ----------------------------------------------------------------------------- training
@@ -184,9 +314,10 @@ SMALL = [
 ]
 
 
-
 def run(*args, check=True):
-    return run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=check)  # one thread, as in one_thread
+    return run_cli(
+        *args, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=check
+    )  # one thread, as in one_thread
 
 
 @pytest.fixture(scope="module")
