@@ -23,7 +23,7 @@ from speechkit.decoders.base import Decoder, Hypothesis, SearchResult, paths, to
 from speechkit.decoders.beam_torch import prefix_beam_search
 from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
 from speechkit.decoders.hotwords import HotwordTrie
-from speechkit.decoders.lexicon import LexiconTrie
+from speechkit.decoders.lexicon import LexiconTrie, Spelling
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
 
@@ -132,38 +132,61 @@ class BeamDecoder(Decoder):
                 f"beam decoder: tokens must hold the blank and at least one symbol, got {tokens!r}"
             )
         self.cfg = cfg
-        self.space_id = self.tokens.index(cfg.space) if cfg.space in self.tokens[1:] else -1
-        units = sorted((t for t in self.tokens[1:] if len(t) != 1), key=len)  # subwords (" the"), phones
-        if units and (cfg.lm not in (None, "", "none") or cfg.lexicon or cfg.beta):
-            raise ValueError(
-                "decoder.lm, decoder.lexicon and decoder.beta spell words one character a token, but this "
-                f"model's tokens are subwords or phones (e.g. {units[-1]!r}); decode it without them "
-                "(decoder.lm=null decoder.lexicon=null decoder.beta=0), or train with tokenizer=char"
-            )
+        self.spelling = Spelling(self.tokens, cfg.space)  # which tokens start a word; words' letters
+        self._check_words(cfg)
         self.lm = build_lm(cfg.lm)
-        self.lexicon = LexiconTrie.from_file(cfg.lexicon, self.tokens, cfg.space) if cfg.lexicon else None
+        self.lexicon = LexiconTrie.from_file(cfg.lexicon, self.spelling) if cfg.lexicon else None
         self.hotwords = (
             HotwordTrie.from_spec(cfg.hotwords, self.tokens, cfg.hotword_boost, cfg.space)
             if cfg.hotwords not in (None, "", [], ())
             else None
         )
         if self.lm is None:
-            self.fusion = Fusion(cfg.beta, self.space_id)
+            self.fusion = Fusion(cfg.beta)
         elif self.lm.unit == "char":
-            self.fusion = CharFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
+            multi = self.spelling.multi_char
+            if multi:
+                raise ValueError(
+                    "decoder.lm: a char LM scores one character a token, but this model's tokens are "
+                    f"subwords that write several (e.g. {multi[-1]!r}), which the search would have to "
+                    "score character by character; use a word LM (speechkit-ngram … unit=word, then "
+                    "decoder.lm=ngram decoder.lm.path=word.arpa decoder.lm.unit=word), or a char model"
+                )
+            self.fusion = CharFusion(self.lm, self.tokens, cfg.alpha, cfg.beta)
         elif self.lm.unit == "word":
-            self.fusion = WordFusion(self.lm, self.tokens, cfg.alpha, cfg.beta, self.space_id)
+            self.fusion = WordFusion(self.lm, self.spelling, cfg.alpha, cfg.beta)
         else:
             raise ValueError(f"decoder.lm: unit must be 'char' or 'word', not {self.lm.unit!r}")
         # the fusion, lexicon and hotwords as the compiled engine reads them (native_fusion None: it
         # cannot run this)
         self.native_fusion = self.fusion.to_native() if cfg.engine != "torch" else None
+        self.native_spelling = self.spelling.to_native()
         self.native_lexicon = self.lexicon.to_native() if self.lexicon is not None else None
         self.native_hotwords = self.hotwords.to_native() if self.hotwords is not None else None
         if self.native_fusion is None and cfg.engine == "native":
             raise ValueError(
                 "decoder.engine=native takes no LM or the ngram LM; use decoder.engine=auto "
                 "(the torch search for other LMs)"
+            )
+
+    def _check_words(self, cfg: BeamConfig) -> None:
+        """Refuse an LM, lexicon or word bonus that the tokens cannot serve, saying what to do instead."""
+        wants_lm = cfg.lm not in (None, "", "none")
+        straddling = self.spelling.straddling
+        if straddling and (wants_lm or cfg.lexicon or cfg.beta):
+            raise ValueError(
+                f"decoder.lm, decoder.lexicon and decoder.beta find words where a token starts with the "
+                f"separator {cfg.space!r}, but this model's token {straddling[0]!r} writes one after its "
+                "start (it ends one word and begins the next); decode without them (decoder.lm=null "
+                "decoder.lexicon=null decoder.beta=0), or train subwords that do not cross words"
+            )
+        if not self.spelling.writes_words and (wants_lm or cfg.lexicon):
+            example = next((t for t in self.tokens[1:] if len(t) > 1), self.tokens[-1])
+            raise ValueError(
+                "decoder.lm and decoder.lexicon take words spelt by the model's tokens, but every token "
+                f"of this model is a whole word of its text (phones such as {example!r}), which spell no "
+                "words; decode it without them (decoder.lm=null decoder.lexicon=null; decoder.beta "
+                "still rewards each token), or train with tokenizer=char or tokenizer=bpe"
             )
 
     def engines(self, device: torch.device) -> Engines:
@@ -263,6 +286,7 @@ class BeamDecoder(Decoder):
                 fusion=self.native_fusion,
                 lexicon=self.native_lexicon,
                 hotwords=self.native_hotwords,
+                spelling=self.native_spelling,
             )
             res = SearchResult(res.scores.to(dev), res.ctc.to(dev), res.emitted.to(dev), res.nonblank.to(dev))
         else:
@@ -273,7 +297,7 @@ class BeamDecoder(Decoder):
                 fusion=self.fusion,
                 lexicon=self.lexicon,
                 hotwords=self.hotwords,
-                space_id=self.space_id,
+                spelling=self.spelling,
                 compile=c.compile,
             )
         return uncollapse(res, src, T) if src is not None else res

@@ -6,8 +6,9 @@ hypotheses in flat arrays, equal prefixes found through a hash table of prefix h
 beam chosen by a K-entry min-heap offered each hypothesis' extensions best first (best_first.py)
 until one cannot beat the heap's worst (``ptot + bonus + max gain + y`` bounds all the rest).
 It returns what the torch search returns (tests/decoders/test_beam_compiled.py checks the two
-against each other) for no LM or an ``ngram`` one, a lexicon, a bonus, hotwords and any pruning; the
-fusion, lexicon and hotwords arrive as the NamedTuples their ``to_native()`` builds. Compiled code reads a
+against each other) for no LM or an ``ngram`` one, a lexicon, a bonus, hotwords and any pruning, over
+characters or subwords; the fusion, the tokens' spelling (which start a word), the lexicon and the
+hotwords arrive as the NamedTuples their ``to_native()`` builds. Compiled code reads a
 NamedTuple's array fields into locals once per function: read in a loop they halved the speed.
 Hotwords arrive as ``None`` when there are none: numba then compiles a version of the search with
 every ``if hot is not None`` branch removed (its dead-branch pruning on argument types), so the
@@ -37,7 +38,7 @@ from speechkit.decoders.best_first import Heap, offer, sort_more
 from speechkit.decoders.ctc_score import log_add
 from speechkit.decoders.fusion import CHAR_LM, NO_LM, WORD_LM, Fusion, NativeFusion, NativeNgram
 from speechkit.decoders.hotwords import ROOT, NativeHotwords
-from speechkit.decoders.lexicon import HASH_MUL, NO_LEXICON, NativeLexicon
+from speechkit.decoders.lexicon import HASH_MUL, NO_LEXICON, NativeLexicon, NativeSpelling, Spelling
 from speechkit.lm.ngram import UNK_FLOOR
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,21 @@ def _word_id(fu: NativeFusion, word_hash: int) -> int:
     return ids[pos] if hashes[pos] == word_hash else fu.unk
 
 
+@cached_njit(inline="always")
+def _next_node(ptr: np.ndarray, cont_tok: np.ndarray, cont_next: np.ndarray, node: int, c: int) -> int:
+    """The lexicon node token ``c`` leads to from ``node`` (where the search allowed it), by bisection
+    in the node's continuing tokens."""
+    lo, hi = ptr[node], ptr[node + 1]
+    return cont_next[lo + np.searchsorted(cont_tok[lo:hi], c)]
+
+
 @cached_njit()
 def _search_one(
     lp: np.ndarray,  # (T, V) float32 log-probabilities of one utterance
     n_frames: int,
     opt: SearchOptions,
     fu: NativeFusion,
+    sp: NativeSpelling,  # how tokens write words: which start one, what they add to its hash
     lex: NativeLexicon,  # empty arrays: no lexicon
     hot: NativeHotwords | None,  # None: no hotwords
     out: Trace,
@@ -121,15 +131,26 @@ def _search_one(
         pnb'(l+c) = (pb(l) if c == last(l) else logaddexp(pb, pnb)(l)) + y[c]   # extend
 
     ranked by CTC + ``bonus`` (α · log P_lm + β · units + hotword boosts) + what the step adds to it.
+    A word is complete when a token that starts a new one is appended (``sp.starts``) or at the end.
     """
     # the NamedTuples' fields as locals, read once (see the module's docstring)
     K, topk, min_logp, threshold = opt.beam_size, opt.token_topk, opt.token_min_logp, opt.beam_threshold
-    kind, alpha, beta, space, lm, tok_unit = fu.kind, fu.alpha, fu.beta, fu.space, fu.lm, fu.tok_unit
+    kind, alpha, beta, lm, tok_unit = fu.kind, fu.alpha, fu.beta, fu.lm, fu.tok_unit
+    starts, grows, hash_mul, hash_add = sp.starts, sp.grows, sp.hash_mul, sp.hash_add
     heap = Heap(np.empty(K), np.empty(K), np.empty(K), np.empty(K, np.int64), np.empty(K, np.int64))
     cand_score, cand_ctc, cand_gain = heap.score, heap.ctc, heap.gain  # the frame's chosen candidates
     cand_parent, cand_token = heap.parent, heap.token
-    trie, is_word, ptr, allowed = lex.child, lex.is_word, lex.allowed_ptr, lex.allowed_tok
-    has_lex = trie.shape[0] > 0  # the tokens trie node i allows: allowed[ptr[i]:ptr[i + 1]]
+    # with a lexicon, the tokens trie node i allows: those continuing its word, cont_tok[ptr[i]:ptr[i + 1]]
+    # (leading to cont_next[…]), then, after a complete word, those starting one (start_tok; the ones
+    # writing letters, start_tok[n_empty:], at the root too), leading to first[token]
+    ptr, cont_tok, cont_next, first = lex.cont_ptr, lex.cont_tok, lex.cont_next, lex.first
+    is_word, start_tok, n_empty = lex.is_word, lex.start_tok, lex.n_empty
+    has_lex = is_word.shape[0] > 0
+    n_start = start_tok.shape[0]
+    n_edges = cont_tok.shape[0]
+    trie = lex.trie  # the next nodes as a dense table, where it is small
+    dense_trie = trie.shape[0] > 0
+    lex_tok = np.concatenate((cont_tok, start_tok))  # one list: a candidate is one load
     if hot is not None:  # (every `hot is not None` is decided at compile time: see the module's docstring)
         hot_next, hot_gain, hot_finish, hot_best = hot.next, hot.gain, hot.finish, hot.best
     hist_parent, hist_tok, nonblank, ptot, total = out.parent, out.token, out.nonblank, out.ctc, out.total
@@ -233,10 +254,17 @@ def _search_one(
                 gk += hot_best[hs[k]]
             # candidate tokens: with a lexicon the few the trie allows here (in trie order), else the
             # frame's tokens most likely first, where the first that cannot enter ends the list
-            lo, count = (ptr[node[k]], ptr[node[k] + 1] - ptr[node[k]]) if has_lex else (0, n_tok)
+            lo, n_cont, lo_start, count, n_s = 0, 0, 0, n_tok, 0
+            if has_lex:
+                nk = node[k]
+                lo, n_cont = ptr[nk], ptr[nk + 1] - ptr[nk]
+                s0 = 0 if is_word[nk] else n_empty if nk == 0 else n_start  # the starting tokens allowed
+                n_s = n_start - s0  # the starting tokens first: after a word, often the likeliest
+                count = n_cont + n_s
+                lo_start, lo = n_edges + s0, lo - n_s
             for m in range(count):
                 if has_lex:
-                    c = allowed[lo + m]
+                    c = lex_tok[(lo_start if m < n_s else lo) + m]
                     if (
                         y[c] < min_logp
                         or (topk > 0 and not taken[c])
@@ -251,7 +279,7 @@ def _search_one(
                         break  # no later token can do better
                 if child[k, c]:
                     continue  # merged into that hypothesis' stay above
-                d = wsc[k] if c == space and inw[k] else 0.0
+                d = wsc[k] if starts[c] and inw[k] else 0.0
                 if kind == CHAR_LM:
                     d = alpha * _lm_step(lm, lms[k], tok_unit[c])[0] + beta
                 if hot is not None:
@@ -280,23 +308,29 @@ def _search_one(
                 n_ph[j] = h[p]
                 n_last[j] = c
                 hist_parent[t, j], hist_tok[t, j] = p, c
-                is_space = c == space
+                new_word = starts[c]  # c ends the current word (if any) and starts the next
                 if kind == CHAR_LM:
                     n_lms[j] = _lm_step(lm, lms[p], tok_unit[c])[1]
-                elif kind == WORD_LM and is_space and inw[p]:
+                elif kind == WORD_LM and new_word and inw[p]:
                     n_lms[j] = _lm_step(lm, lms[p], wid[p])[1]
                 else:
                     n_lms[j] = lms[p]
-                n_inw[j] = not is_space
-                n_wh[j] = 0 if is_space else wh[p] * HASH_MUL + (c + 1)
-                n_node[j] = 0 if is_space or not has_lex else trie[node[p], c]
+                n_inw[j] = (inw[p] and not new_word) or grows[c]
+                n_wh[j] = (0 if new_word else wh[p]) * hash_mul[c] + hash_add[c]
+                if has_lex:
+                    if new_word:
+                        n_node[j] = first[c]
+                    elif dense_trie:
+                        n_node[j] = trie[node[p], c]
+                    else:
+                        n_node[j] = _next_node(ptr, cont_tok, cont_next, node[p], c)
                 if hot is not None:
                     n_hs[j] = hot_next[hs[p], c]
                 n_wsc[j], n_wid[j] = 0.0, 0
-                if not is_space and kind == WORD_LM:  # what ending this word will add
+                if n_inw[j] and kind == WORD_LM:  # what ending this word will add
                     n_wid[j] = _word_id(fu, n_wh[j])
                     n_wsc[j] = alpha * _lm_step(lm, n_lms[j], n_wid[j])[0] + beta
-                elif not is_space and kind == NO_LM:
+                elif n_inw[j] and kind == NO_LM:
                     n_wsc[j] = beta
             else:
                 n_pb[j], n_pnb[j] = stay_pb[p], stay_pnb[p]
@@ -359,6 +393,7 @@ def _search_batch(
     lengths: np.ndarray,  # (B,) int64
     opt: SearchOptions,
     fu: NativeFusion,
+    sp: NativeSpelling,
     lex: NativeLexicon,
     hot: NativeHotwords | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -382,7 +417,7 @@ def _search_batch(
     hist_parent, hist_tok, nb, ctc_k, total = out.parent, out.token, out.nonblank, out.ctc, out.total
     for b in range(B):
         n_frames = lengths[b]
-        hopeless += _search_one(lp[b], n_frames, opt, fu, lex, hot, out)
+        hopeless += _search_one(lp[b], n_frames, opt, fu, sp, lex, hot, out)
         rank = np.argsort(-total, kind="mergesort")[:N]
         for i in range(N):
             cur = rank[i]
@@ -407,12 +442,14 @@ def search(
     fusion: NativeFusion | None = None,
     lexicon: NativeLexicon | None = None,
     hotwords: NativeHotwords | None = None,
+    spelling: NativeSpelling | None = None,
 ) -> SearchResult:
     """CTC prefix beam search of a batch ``(B, T, V)`` on the CPU; hypotheses best first, -inf for an
     empty slot; CPU tensors.
 
-    ``fusion``, ``lexicon`` and ``hotwords``: from ``to_native()`` of a fusion, a lexicon trie and a
-    hotword trie (default: no LM, no bonus, no lexicon, no hotwords). The arguments are taken as
+    ``fusion``, ``lexicon``, ``hotwords`` and ``spelling``: from ``to_native()`` of a fusion, a lexicon
+    trie, a hotword trie and the tokens' :class:`~speechkit.decoders.lexicon.Spelling` (default: no LM,
+    no bonus, no lexicon, no hotwords; one character a token, no separator). The arguments are taken as
     ``BeamDecoder`` passes them (checked by ``Decoder.check_inputs`` and the decoder's config),
     except what keeps the compiled loops' unchecked memory accesses in bounds.
     """
@@ -421,10 +458,14 @@ def search(
         raise ValueError(
             f"beam search: beam_size, nbest ≥ 1 and lengths in [0, {T}] (the frames log_probs holds)"
         )
-    if hotwords is not None and hotwords.next.shape[1] != log_probs.shape[2]:
-        raise ValueError(
-            f"beam search: hotwords built for {hotwords.next.shape[1]} tokens, log_probs has {log_probs.shape[2]}"
-        )
+    V = log_probs.shape[2]
+    for what, size in (
+        ("hotwords", None if hotwords is None else hotwords.next.shape[1]),
+        ("spelling", None if spelling is None else spelling.starts.shape[0]),
+        ("lexicon", None if lexicon is None or not lexicon.is_word.shape[0] else lexicon.first.shape[0]),
+    ):
+        if size is not None and size != V:
+            raise ValueError(f"beam search: {what} built for {size} tokens, log_probs has {V}")
     min_logp = NEG_INF if token_min_logp is None else float(token_min_logp)
     threshold = math.inf if beam_threshold is None else float(beam_threshold)
     opt = SearchOptions(beam_size, nbest, token_topk, min_logp, threshold)
@@ -432,7 +473,8 @@ def search(
         np.ascontiguousarray(log_probs.detach().to("cpu", torch.float32).numpy()),
         lengths.detach().to("cpu", torch.int64).numpy(),
         opt,
-        fusion if fusion is not None else Fusion(0.0, -1).to_native(),
+        fusion if fusion is not None else Fusion(0.0).to_native(),
+        spelling if spelling is not None else Spelling.letters(V).to_native(),
         lexicon if lexicon is not None else NO_LEXICON,
         hotwords,
     )

@@ -34,7 +34,7 @@ from torch import Tensor
 from speechkit.decoders.base import SearchResult
 from speechkit.decoders.fusion import Fusion
 from speechkit.decoders.hotwords import ROOT, HotwordTrie
-from speechkit.decoders.lexicon import LexiconTrie, extend_hash
+from speechkit.decoders.lexicon import LexiconTrie, Spelling, extend_hash
 from speechkit.functional import lengths_mask
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ def prefix_beam_search(
     fusion: Fusion | None = None,
     lexicon: LexiconTrie | None = None,
     hotwords: HotwordTrie | None = None,
+    spelling: Spelling | None = None,
     space_id: int = -1,
     token_topk: int = 0,
     token_min_logp: float | None = None,
@@ -176,14 +177,16 @@ def prefix_beam_search(
 ) -> SearchResult:
     """CTC prefix beam search over a batch: ``log_probs`` ``(B, T, V)`` (log-softmax), ``lengths`` ``(B,)``.
 
-    ``compile``: :func:`expand` and :func:`select` compiled by ``torch.compile`` (fused kernels).
+    ``spelling``: how the tokens write words (default: one character a token, ``space_id`` the
+    separator); ``compile``: :func:`expand` and :func:`select` compiled by ``torch.compile`` (fused kernels).
     Arguments are taken as ``BeamDecoder`` passes them (checked by ``Decoder.check_inputs`` and the
     decoder's config).
     """
     dev = log_probs.device
     B, T, V = log_probs.shape
     K = beam_size
-    fusion = fusion or Fusion(0.0, space_id)
+    fusion = fusion or Fusion(0.0)
+    spelling = (spelling or Spelling.letters(V, space_id)).to(dev)
     lengths = lengths.to(dev)
     if lexicon is not None:
         lexicon.to(dev)
@@ -231,7 +234,9 @@ def prefix_beam_search(
         cand, stays = expand_(beams, frame)
         delta = None
         if not plain:
-            delta = fusion.extend(state, in_word, word_hash, frame.tok)  # (B, K, M) or None
+            # (B, K, M): extending (b, k) by tok[b, m] completes its current word (tok starts the next)
+            ends = in_word[:, :, None] & torch.take(spelling.starts, frame.tok)[:, None, :]
+            delta = fusion.extend(state, in_word, word_hash, frame.tok, ends)  # (B, K, M) or None
             if hotwords is not None:
                 gains = hotwords.gains(hot, frame.tok)
                 delta = gains if delta is None else delta + gains
@@ -251,13 +256,13 @@ def prefix_beam_search(
         if track_words:
             parent, c, is_ext = step.parent, step.c, step.is_ext
             inw, wh = in_word.gather(1, parent), word_hash.gather(1, parent)
-            state = fusion.advance(state, (parent + flat).view(-1), c, is_ext, inw, wh)
-            is_space = c == space_id
-            in_word = torch.where(is_ext, ~is_space, inw)
-            word_hash = torch.where(is_ext, torch.where(is_space, 0, extend_hash(wh, c)), wh)
+            ends, new_in_word, new_hash = spelling.step(inw, wh, c)
+            state = fusion.advance(state, (parent + flat).view(-1), c, is_ext, inw, wh, ends)
+            in_word = torch.where(is_ext, new_in_word, inw)
+            word_hash = torch.where(is_ext, new_hash, wh)
             if lexicon is not None:
                 np_ = node.gather(1, parent)
-                node = torch.where(is_ext, lexicon.step(np_, c, is_space), np_)
+                node = torch.where(is_ext, lexicon.step(np_, c), np_)
         bps.append(step.hist_parent)
         ems.append(step.hist_tok)
         nbs.append(step.nonblank)

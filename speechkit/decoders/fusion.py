@@ -1,4 +1,9 @@
-"""Score fusion for the beam search: LM log-probabilities and insertion bonuses per character or word."""
+"""Score fusion for the beam search: LM log-probabilities and insertion bonuses per character or word.
+
+The search tracks words (lexicon.py's :class:`~speechkit.decoders.lexicon.Spelling`: a word is complete
+when the next token starts a new one, a separator for characters, ``" the"`` for subwords, or when
+the utterance ends) and tells a fusion where they end; a fusion scores them.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import BLANK
-from speechkit.decoders.lexicon import hash_sequences
+from speechkit.decoders.lexicon import Spelling, hash_sequences
 from speechkit.lm.base import LanguageModel
 from speechkit.lm.ngram import EOS, NgramLM
 from speechkit.registry import as_params, build
@@ -59,7 +63,6 @@ class NativeFusion(NamedTuple):
 
     kind: int  # NO_LM (beta per completed word), CHAR_LM or WORD_LM
     beta: float
-    space: int  # the word separator token (-1: none)
     alpha: float = 0.0
     lm: NativeNgram = _NO_NGRAM
     lm_max: float = 0.0  # the LM's largest log-probability: bounds what fusion adds to an extension
@@ -98,9 +101,16 @@ def _native_lm_fusion(fusion: Any, kind: int, **extra: Any) -> NativeFusion | No
     lm = _native_ngram(fusion.lm)
     if lm is None:
         return None
-    return NativeFusion(kind, float(fusion.beta), int(fusion.space_id), alpha=float(fusion.alpha), lm=lm,
-                        lm_max=fusion.lm.max_logprob, bos=int(fusion.lm.bos_state), eos=fusion.lm.stoi[EOS],
-                        **extra)
+    return NativeFusion(
+        kind,
+        float(fusion.beta),
+        alpha=float(fusion.alpha),
+        lm=lm,
+        lm_max=fusion.lm.max_logprob,
+        bos=int(fusion.lm.bos_state),
+        eos=fusion.lm.stoi[EOS],
+        **extra,
+    )
 
 
 class Fusion:
@@ -109,28 +119,38 @@ class Fusion:
     A fusion keeps per-hypothesis state (flattened to ``N = batch × beam``) and answers three
     questions, all batched: what extending each hypothesis by each candidate token adds
     (:meth:`extend`), how the state follows the chosen extensions (:meth:`advance`), and
-    what finishing each hypothesis adds (:meth:`finish`).
+    what finishing each hypothesis adds (:meth:`finish`). The search says where words end.
+
+    ``space_id`` is accepted for callers written when the separator token alone ended a word; the
+    search's :class:`~speechkit.decoders.lexicon.Spelling` says that now.
     """
 
-    def __init__(self, beta: float, space_id: int) -> None:
-        self.beta, self.space_id = beta, space_id
+    def __init__(self, beta: float, space_id: int = -1) -> None:
+        self.beta = beta
 
     def start(self, n: int, device: torch.device) -> Any:
         return None
 
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor | None:
-        """``(B, K, M)`` score added by extending hypothesis ``(b, k)`` with token ``tok[b, m]`` (None: nothing)."""
+    def extend(
+        self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor, ends: Tensor
+    ) -> Tensor | None:
+        """``(B, K, M)`` score added by extending hypothesis ``(b, k)`` with token ``tok[b, m]`` (None: nothing).
+
+        ``in_word``, ``word_hash`` ``(B, K)``: each hypothesis' current word (non-empty; hash of its
+        spelling); ``ends`` ``(B, K, M)``: the extension completes that word.
+        """
         if self.beta == 0.0:
             return None
-        ends_word = (tok[:, None, :] == self.space_id) & in_word[:, :, None]
-        return ends_word * self.beta
+        return ends * self.beta
 
     def advance(
-        self, state: Any, parent: Tensor, tok: Tensor, is_ext: Tensor, in_word: Tensor, word_hash: Tensor
-    ) -> Any:
+        self, state: Any, parent: Tensor, tok: Tensor, is_ext: Tensor, in_word: Tensor, word_hash: Tensor,
+        ends: Tensor,
+    ) -> Any:  # fmt: skip
         """State of the new hypotheses: parent ``parent`` (flat ``(N,)``) extended by ``tok`` where ``is_ext``.
 
-        ``in_word`` and ``word_hash`` are the *parent's* current-word flags and hashes.
+        ``in_word`` and ``word_hash`` are the *parent's* current-word flags and hashes; ``ends``: the
+        extension completed that word.
         """
         return state
 
@@ -142,16 +162,15 @@ class Fusion:
         """This fusion as the compiled search takes it; None where the search cannot run it (a subclass)."""
         if type(self) is not Fusion:  # a subclass may score differently
             return None
-        return NativeFusion(NO_LM, float(self.beta), int(self.space_id))
+        return NativeFusion(NO_LM, float(self.beta))
 
 
 class CharFusion(Fusion):
-    """A character LM: ``alpha · log P_lm(c | history) + beta`` for every token ``c`` emitted."""
+    """A character LM: ``alpha · log P_lm(c | history) + beta`` for every token ``c`` emitted (one
+    character each: ``BeamDecoder`` refuses it for subwords)."""
 
-    def __init__(
-        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
-    ) -> None:
-        super().__init__(beta, space_id)
+    def __init__(self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float) -> None:
+        super().__init__(beta)
         self.lm, self.alpha = lm, alpha
         self.lm_ids = lm.index(tokens)  # (V,) LM unit of each decoder token
 
@@ -159,12 +178,12 @@ class CharFusion(Fusion):
         self.lm_ids = self.lm_ids.to(device)
         return self.lm.start(n, device)
 
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
+    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor, ends: Tensor) -> Tensor:
         B, K = in_word.shape
         ids = torch.take(self.lm_ids, tok)[:, None, :].expand(B, K, -1).reshape(B * K, -1)
         return self.alpha * self.lm.logprobs(state, ids).view(B, K, -1) + self.beta
 
-    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
+    def advance(self, state, parent, tok, is_ext, in_word, word_hash, ends):
         state = self.lm.select(state, parent)
         return self.lm.advance(state, torch.take(self.lm_ids, tok.reshape(-1)), is_ext.reshape(-1))
 
@@ -180,18 +199,16 @@ class CharFusion(Fusion):
 class WordFusion(Fusion):
     """A word LM: ``alpha · log P_lm(word | history) + beta`` each time a word is completed.
 
-    Words are recognised by the hash of their spelling (see :func:`hash_sequences`); a word
-    the LM does not know scores as the LM's ``<unk>``.
+    Words are recognised by the hash of their letters (:class:`~speechkit.decoders.lexicon.Spelling`),
+    whichever tokens wrote them (``"cat"`` from ``" cat"`` or ``" ca"`` + ``"t"``); a word the LM
+    does not know scores as the LM's ``<unk>``.
     """
 
-    def __init__(
-        self, lm: LanguageModel, tokens: list[str], alpha: float, beta: float, space_id: int
-    ) -> None:
-        super().__init__(beta, space_id)
+    def __init__(self, lm: LanguageModel, spelling: Spelling, alpha: float, beta: float) -> None:
+        super().__init__(beta)
         self.lm, self.alpha = lm, alpha
-        stoi = {t: i for i, t in enumerate(tokens) if i != BLANK and i != space_id}
-        spelt = [(w, [stoi.get(ch, -1) for ch in w]) for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
-        spelt = [(w, s) for w, s in spelt if s and -1 not in s]
+        spelt = [(w, spelling.spell(w)) for w in lm.vocab if w not in ("<s>", "</s>", "<unk>")]
+        spelt = [(w, s) for w, s in spelt if s is not None]
         if not spelt:  # every word is <unk> (the LM and the decoder share no spelling)
             log.warning("word LM: none of its %d words can be spelt with the decoder's tokens", len(lm.vocab))
             spelt = [("<unk>", [])]  # hash 0, the empty word, which no completed word has
@@ -217,15 +234,14 @@ class WordFusion(Fusion):
     def _word_score(self, state: Any, ids: Tensor) -> Tensor:
         return self.lm.logprobs(state, ids[:, None])[:, 0]
 
-    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor) -> Tensor:
+    def extend(self, state: Any, in_word: Tensor, word_hash: Tensor, tok: Tensor, ends: Tensor) -> Tensor:
         self._ids = self.word_ids(word_hash.reshape(-1))  # (N,) kept for advance() of this frame
         score = self.alpha * self._word_score(state, self._ids).view(in_word.shape) + self.beta
-        return (tok[:, None, :] == self.space_id) * torch.where(in_word, score, 0.0)[:, :, None]
+        return torch.where(ends, score[:, :, None], 0.0)
 
-    def advance(self, state, parent, tok, is_ext, in_word, word_hash):
+    def advance(self, state, parent, tok, is_ext, in_word, word_hash, ends):
         state = self.lm.select(state, parent)
-        ends = is_ext & (tok == self.space_id) & in_word
-        return self.lm.advance(state, self._ids.index_select(0, parent), ends.reshape(-1))
+        return self.lm.advance(state, self._ids.index_select(0, parent), (is_ext & ends).reshape(-1))
 
     def finish(self, state: Any, in_word: Tensor, word_hash: Tensor) -> Tensor:
         ids = self.word_ids(word_hash.reshape(-1))
@@ -237,8 +253,13 @@ class WordFusion(Fusion):
     def to_native(self) -> NativeFusion | None:
         if type(self) is not WordFusion:
             return None
-        return _native_lm_fusion(self, WORD_LM, word_hashes=self.hashes.cpu().numpy(),
-                                 word_ids=self.ids.cpu().numpy(), unk=int(self.unk_id))
+        return _native_lm_fusion(
+            self,
+            WORD_LM,
+            word_hashes=self.hashes.cpu().numpy(),
+            word_ids=self.ids.cpu().numpy(),
+            unk=int(self.unk_id),
+        )
 
 
 # --------------------------------------------------------------------------- the LM of a decoder config

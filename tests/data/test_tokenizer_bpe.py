@@ -166,14 +166,28 @@ def test_word_spans_split_at_word_initial_pieces_and_keep_characters_as_they_wer
     assert word_spans([2, 1, 3, 3], [0, 1, 2, 3], chars, None) == [("a", 0, 1), ("bb", 2, 4)]
 
 
-def test_lm_lexicon_and_word_bonus_are_refused_with_the_setting_named(grid_bpe, tmp_path):
+def test_a_bpe_model_decodes_with_a_lexicon_and_word_bonus_but_refuses_a_char_lm(grid_bpe, tmp_path):
+    import torch
+
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("place\nblue\n")
-    for setting in ({"lexicon": str(lexicon)}, {"beta": 1.0}, {"lm": "char_rnn"}):
-        with pytest.raises(
-            ValueError, match="decoder.lm, decoder.lexicon and decoder.beta spell words one character a token"
-        ):
-            build("decoder", "beam", tokens=grid_bpe.tokens, **setting)
+    # a word is complete where the next token starts one: the lexicon allows only its words
+    target = grid_bpe.encode("place blue")
+    V, T = len(grid_bpe.tokens), 2 * len(target) + 1
+    log_probs = torch.full((1, T, V), -8.0)
+    for t in range(T):  # blank, token, blank, token, …: the two words spelled by the tokenizer
+        log_probs[0, t, target[t // 2] if t % 2 else 0] = 0.0
+    log_probs = log_probs.log_softmax(-1)
+    for setting in ({"lexicon": str(lexicon)}, {"beta": 1.0}):
+        decoder = build("decoder", "beam", tokens=grid_bpe.tokens, **setting)
+        assert decoder(log_probs, torch.tensor([T]))[0][0].text == "place blue"
+    from speechkit.lm.ngram import sentence_units, train_kneser_ney, write_arpa
+
+    arpa = tmp_path / "char3.arpa"
+    write_arpa(train_kneser_ney([sentence_units(line, "char") for line in GRID], 3), arpa)
+    char_lm = {"name": "ngram", "path": str(arpa), "unit": "char"}
+    with pytest.raises(ValueError, match="a char LM scores one character a token"):
+        build("decoder", "beam", tokens=grid_bpe.tokens, lm=char_lm)
 
 
 def test_three_training_steps_with_bpe_save_a_checkpoint_that_rebuilds_it(tmp_path, monkeypatch):
