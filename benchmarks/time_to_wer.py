@@ -1,0 +1,72 @@
+"""Time to accuracy: dev WER after 2, 5, 10 and 20 minutes of training, for several runs.
+
+    python benchmarks/time_to_wer.py --out runs/lev \\
+        "fp32=runs/asr_grid/steps" "bf16=runs/lev/bf16_a@3.9" "bf16 + 4x stacking=runs/lev/bf16_sub4@5.1"
+
+Each ``NAME=RUN_DIR`` reads the per-epoch dev evaluations (step, minutes, dev WER) the trainer keeps in
+``RUN_DIR/checkpoints/last.pt``. The minutes are the run's own wall clock, unless ``@RATE`` gives a
+steps-per-second rate measured apart (``benchmarks/train_throughput.py`` on an idle machine): then a
+step count is turned into minutes at that rate, so runs that shared a busy machine are compared as
+they would run alone. WER at a time between two evaluations is interpolated linearly in steps; a
+run's LR schedule follows its own step count, so a run cut at 10 minutes would end a little better
+than its curve at 10 minutes shows (the schedule had not decayed yet). Prints a Markdown table and
+writes ``time_to_wer.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MINUTES = (2, 5, 10, 20)
+
+
+def curve(run_dir: Path, rate: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(minutes, dev WER)`` of a run's evaluations, starting at (0, 1)."""
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    history = ckpt["trainer"]["state"]["history"]
+    minutes = [h["step"] / rate / 60 if rate else h["minutes"] for h in history]
+    return np.array([0.0, *minutes]), np.array([1.0, *(h["dev_wer"] for h in history)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="NAME=RUN_DIR[@STEPS_PER_SECOND]")
+    p.add_argument("--out", type=Path, default=Path("."))
+    a = p.parse_args()
+    curves = {}
+    for spec in a.runs:
+        name, _, rest = spec.partition("=")
+        where, _, rate = rest.partition("@")
+        curves[name] = (*curve(Path(where), float(rate) if rate else None), bool(rate))
+    print("| run | minutes from | " + " | ".join(f"{m} min" for m in MINUTES) + " | at the end |")
+    print("| --- | --- | " + " | ".join("---:" for _ in MINUTES) + " | ---: |")
+    for name, (t, wer, rated) in curves.items():
+        cells = [f"{100 * np.interp(m, t, wer):.1f} %" if m <= t[-1] else "—" for m in MINUTES]
+        source = "steps ÷ idle rate" if rated else "its wall clock"
+        print(f"| {name} | {source} | " + " | ".join(cells) + f" | {100 * wer[-1]:.2f} % ({t[-1]:.1f} min) |")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, (t, wer, _) in curves.items():
+        ax.plot(t, 100 * wer, marker="o", markersize=3, label=name)
+    ax.set(xlabel="training minutes", ylabel="dev WER (%)", yscale="log", title="time to accuracy")
+    for m in MINUTES:
+        ax.axvline(m, color="0.85", lw=0.8, zorder=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    a.out.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(a.out / "time_to_wer.png", dpi=120)
+    print(f"plot: {a.out / 'time_to_wer.png'}")
+
+
+if __name__ == "__main__":
+    main()
