@@ -108,7 +108,7 @@ def test_plugin_descriptions_are_whole_first_sentences_not_first_lines():
     # Jordan's docstring breaks its first sentence over two lines
     assert descriptions["jordan"].endswith("h_t = act(W_x x_t + U y_{t-1} + b); the layer passes y_t on.")
     # the first sentence only, not the paragraph after it
-    assert descriptions["beam"] == "CTC prefix beam search, batched on CPU or GPU, with optional LM fusion and lexicon."
+    assert descriptions["beam"] == "CTC prefix beam search, batched on CPU or GPU, with optional LM fusion, lexicon and hotwords."
 
 
 @dataclass
