@@ -119,13 +119,11 @@ class Fusion:
     A fusion keeps per-hypothesis state (flattened to ``N = batch × beam``) and answers three
     questions, all batched: what extending each hypothesis by each candidate token adds
     (:meth:`extend`), how the state follows the chosen extensions (:meth:`advance`), and
-    what finishing each hypothesis adds (:meth:`finish`). The search says where words end.
-
-    ``space_id`` is accepted for callers written when the separator token alone ended a word; the
-    search's :class:`~speechkit.decoders.lexicon.Spelling` says that now.
+    what finishing each hypothesis adds (:meth:`finish`). The search says where words end (its
+    :class:`~speechkit.decoders.lexicon.Spelling`).
     """
 
-    def __init__(self, beta: float, space_id: int = -1) -> None:
+    def __init__(self, beta: float) -> None:
         self.beta = beta
 
     def start(self, n: int, device: torch.device) -> Any:
