@@ -43,7 +43,7 @@ def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:
         batch = next(batches_iter)
         trainer.train_step(batch)
         utts += len(batch)
-        audio += sum(trainer.durations[i] for i in batch.indices)
+        audio += sum(trainer.durations[i] or 0.0 for i in batch.indices)  # images: no duration
     return time.perf_counter() - t0, utts, audio
 
 
@@ -86,8 +86,8 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     for setting, r in results.items():
         sec = r["seconds"]
-        print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} "
-              f"| {r['audio'] / sec:.1f} |")
+        audio = f"{r['audio'] / sec:.1f}" if r["audio"] else "—"
+        print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} | {audio} |")
 
 
 if __name__ == "__main__":
