@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,39 +55,46 @@ def grid_sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(slot) for slot in GRID)
 
 
+def peaky(labels: list[int], V: int, frames: int, rng: random.Random, g: torch.Generator,
+          never_confused: frozenset[int] = frozenset()) -> tuple[Tensor, int]:
+    """One utterance's peaky CTC log-probs ``(frames, V)`` for the label ids ``labels`` and its length
+    ``T`` (padding after it): a random alignment, noise, 6 % unsure labels, 4 % confusions with another
+    symbol (not for the labels in ``never_confused``). Id 0 is the blank, id 1 never replaces a label."""
+    T = rng.randint(int(frames * 0.8), frames)
+    # alignment: label starts spread over the utterance, 1-4 frames each, blanks between
+    while True:
+        starts = sorted(rng.sample(range(2, T - 2), len(labels)))
+        if all(b - a >= 2 for a, b in zip(starts, starts[1:])):
+            break
+    target = torch.zeros(frames, dtype=torch.long)  # blank
+    which = torch.full((frames,), -1)  # index of the label a frame belongs to
+    for i, (s, lab) in enumerate(zip(starts, labels)):
+        end = min(s + rng.randint(1, 4), starts[i + 1] - 1 if i + 1 < len(starts) else T)
+        target[s:end] = lab
+        which[s:end] = i
+    logits = 0.5 * torch.randn(frames, V, generator=g)
+    logits[torch.arange(frames), target] += 5.0 + 5.0 * torch.rand(frames, generator=g)
+    for i, lab in enumerate(labels):
+        at = (which == i).nonzero().squeeze(1)
+        r = rng.random()
+        if r < 0.06:  # unsure: the label barely beats blank (or loses to it) on its frames
+            logits[at, lab] = logits[at, 0] + rng.uniform(-1.0, 1.5)
+        elif r < 0.10 and lab not in never_confused:  # confusion: another symbol narrowly wins
+            logits[at, rng.randrange(2, V)] = logits[at, lab] + rng.uniform(0.1, 1.5)
+    logits[T:] = 0.0
+    return logits.log_softmax(-1), T
+
+
 def synthetic(batch: int, frames: int, seed: int = 0) -> dict:
     """Peaky CTC posteriors for GRID sentences: random alignment, noise, confusions, unsure frames."""
     rng = random.Random(seed)
     g = torch.Generator().manual_seed(seed)
-    V = len(TOKENS)
     ix = {t: i for i, t in enumerate(TOKENS)}
     refs, rows, lengths = [], [], []
     for _ in range(batch):
         ref = grid_sentence(rng)
-        labels = [ix[c] for c in ref]
-        T = rng.randint(int(frames * 0.8), frames)
-        # alignment: label starts spread over the utterance, 1-4 frames each, blanks between
-        while True:
-            starts = sorted(rng.sample(range(2, T - 2), len(labels)))
-            if all(b - a >= 2 for a, b in zip(starts, starts[1:])):
-                break
-        target = torch.zeros(frames, dtype=torch.long)  # blank
-        which = torch.full((frames,), -1)  # index of the label a frame belongs to
-        for i, (s, lab) in enumerate(zip(starts, labels)):
-            end = min(s + rng.randint(1, 4), starts[i + 1] - 1 if i + 1 < len(starts) else T)
-            target[s:end] = lab
-            which[s:end] = i
-        logits = 0.5 * torch.randn(frames, V, generator=g)
-        logits[torch.arange(frames), target] += 5.0 + 5.0 * torch.rand(frames, generator=g)
-        for i, lab in enumerate(labels):
-            at = (which == i).nonzero().squeeze(1)
-            r = rng.random()
-            if r < 0.06:  # unsure: the label barely beats blank (or loses to it) on its frames
-                logits[at, lab] = logits[at, 0] + rng.uniform(-1.0, 1.5)
-            elif r < 0.10 and lab != ix[" "]:  # confusion: another letter narrowly wins
-                logits[at, rng.randrange(2, V)] = logits[at, lab] + rng.uniform(0.1, 1.5)
-        logits[T:] = 0.0
-        rows.append(logits.log_softmax(-1))
+        row, T = peaky([ix[c] for c in ref], len(TOKENS), frames, rng, g, frozenset({ix[" "]}))
+        rows.append(row)
         refs.append(ref)
         lengths.append(T)
     lm_rng = random.Random(seed + 1)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from decode_bench import GRID, grid_sentence, wer  # noqa: E402
+from decode_bench import GRID, grid_sentence, peaky, wer  # noqa: E402
 
 from speechkit.decoders.beam import BeamConfig, BeamDecoder  # noqa: E402
 from speechkit.lm.ngram import NgramConfig, NgramLM  # noqa: E402
@@ -37,33 +37,11 @@ def synthetic_bpe(tok, batch: int, frames: int, seed: int = 0) -> dict:
     """decode_bench.synthetic's posteriors, over ``tok``'s pieces instead of characters."""
     rng = random.Random(seed)
     g = torch.Generator().manual_seed(seed)
-    V = len(tok.tokens)
     refs, rows, lengths = [], [], []
     for _ in range(batch):
         ref = grid_sentence(rng)
-        labels = tok.encode(ref)
-        T = rng.randint(int(frames * 0.8), frames)
-        while True:
-            starts = sorted(rng.sample(range(2, T - 2), len(labels)))
-            if all(b - a >= 2 for a, b in zip(starts, starts[1:])):
-                break
-        target = torch.zeros(frames, dtype=torch.long)
-        which = torch.full((frames,), -1)
-        for i, (s, lab) in enumerate(zip(starts, labels)):
-            end = min(s + rng.randint(1, 4), starts[i + 1] - 1 if i + 1 < len(starts) else T)
-            target[s:end] = lab
-            which[s:end] = i
-        logits = 0.5 * torch.randn(frames, V, generator=g)
-        logits[torch.arange(frames), target] += 5.0 + 5.0 * torch.rand(frames, generator=g)
-        for i, lab in enumerate(labels):
-            at = (which == i).nonzero().squeeze(1)
-            r = rng.random()
-            if r < 0.06:  # unsure: the label barely beats blank (or loses to it)
-                logits[at, lab] = logits[at, 0] + rng.uniform(-1.0, 1.5)
-            elif r < 0.10:  # confusion: another piece narrowly wins
-                logits[at, rng.randrange(2, V)] = logits[at, lab] + rng.uniform(0.1, 1.5)
-        logits[T:] = 0.0
-        rows.append(logits.log_softmax(-1))
+        row, T = peaky(tok.encode(ref), len(tok.tokens), frames, rng, g)
+        rows.append(row)
         refs.append(ref)
         lengths.append(T)
     return {"log_probs": torch.stack(rows), "lengths": torch.tensor(lengths), "refs": refs}
