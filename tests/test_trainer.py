@@ -121,27 +121,13 @@ def test_bf16_autocast_on_the_cpu_trains_with_fp32_features_weights_and_log_prob
     cfg = _cfg(tmp_path, 4, "encoder.hidden_size=16", "data.batch_size=2", "trainer.max_steps=3",
                "trainer.precision=bf16", "trainer.eval_every_epochs=100")
     trainer = Trainer(cfg, tmp_path / "run")
-    seen = {}
-    frontend = trainer.model.frontend.forward
-
-    def spy(x, lengths):
-        feats, out_lengths = frontend(x, lengths)
-        seen["feats"] = feats.dtype
-        return feats, out_lengths
-
-    trainer.model.frontend.forward = spy
-    encoder = trainer.model.encoder.forward
-
-    def encoder_spy(x, lengths):
-        hidden, out_lengths = encoder(x, lengths)
-        seen["hidden"] = hidden.dtype
-        return hidden, out_lengths
-
-    trainer.model.encoder.forward = encoder_spy
+    seen = {}  # the dtype each stage's output had
+    for name in ("frontend", "encoder"):
+        getattr(trainer.model, name).register_forward_hook(lambda m, i, out, name=name: seen.update({name: out[0].dtype}))
     trainer.fit()
     assert trainer.state.step == 3 and all(math.isfinite(loss) for _, loss in trainer.state.losses)
-    assert seen["feats"] == torch.float32  # the frontend ran outside the autocast …
-    assert seen["hidden"] == torch.bfloat16  # … the encoder inside it
+    assert seen["frontend"] == torch.float32  # the frontend ran outside the autocast …
+    assert seen["encoder"] == torch.bfloat16  # … the encoder inside it
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     batch = next(iter(trainer._loader(trainer.dev_set, EpochBatches([[0, 1]]))))
     with trainer.autocast():
