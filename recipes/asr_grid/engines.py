@@ -210,10 +210,17 @@ OTHER_VOICES = (
     Voice("festival", "kal_diphone", "kal", 105.0),
     Voice("festival", "ked_diphone", "ked", 105.0),
     Voice("festival", "cmu_us_slt_arctic_hts", "slt", None, stretch=False),
+    # MBROLA diphone databases spoken through Festival (engine "mbrola"), each cut from one person's
+    # recordings: us1 a woman, us2 and us3 men. Debian has them in its non-free component only, so
+    # they are an engine of their own that a corpus can leave out. Mean F0 measured on a GRID sentence.
+    Voice("mbrola", "us1_mbrola", "us1", 163.0),
+    Voice("mbrola", "us2_mbrola", "us2", 92.0),
+    Voice("mbrola", "us3_mbrola", "us3", 107.0),
 )
 # Split by the recorded person, across engines (flite slt and Festival's slt HTS are one woman).
 HELD_OUT_PEOPLE = {"dev": ("rms",), "test": ("slt",)}
-ENGINES = ("espeak", "flite", "festival")
+ENGINES = ("espeak", "flite", "festival", "mbrola")
+FESTIVAL = ("festival", "mbrola")  # the engines Festival speaks for
 F0_VARIANTS = {"low": 0.85, "mid": 1.0, "high": 1.2}  # × the voice's mean F0: the speaker's variant
 F0_JITTER = (0.93, 1.07)  # × per utterance
 STRETCH = (0.8, 1.25)  # duration factor per utterance (flite duration_stretch, Festival Duration_Stretch)
@@ -328,25 +335,33 @@ def festival_voices() -> set[str]:
     return set(re.findall(r"[\w-]+", out))
 
 
+BINARIES = {"flite": "flite", "festival": "text2wave", "mbrola": "mbrola"}
+PACKAGES = {  # what to install for each engine's voices
+    "flite": "flite",
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
+    "mbrola": "festival mbrola mbrola-us1 mbrola-us2 mbrola-us3 festvox-us1 festvox-us2 festvox-us3 "
+    "(Debian's non-free component: add 'contrib non-free' to the apt sources first)",
+}
+
+
 def check_engines(engines: set[str]) -> None:
     """Fail early if an engine or voice is missing or says a letter as anything but its name."""
-    binary = {"flite": "flite", "festival": "text2wave"}
     for engine in sorted(engines - {"espeak"}):
-        if shutil.which(binary[engine]) is None:
-            raise SystemExit(f"--engines names {engine}, but {binary[engine]} is not installed "
-                             "(apt-get install flite festival festvox-kallpc16k ...)")  # fmt: skip
+        if shutil.which(BINARIES[engine]) is None:
+            raise SystemExit(f"--engines names {engine}, but {BINARIES[engine]} is not installed: "
+                             f"apt-get install {PACKAGES[engine]}")  # fmt: skip
     if engines <= {"espeak"}:
         return
-    have = {"flite": set(), "festival": set()}
+    have = {"flite": set(), "festival": set(), "mbrola": set()}
     if "flite" in engines:
         have["flite"] = set(run_text(["flite", "-lv"]).split()[2:])
-    if "festival" in engines:
-        have["festival"] = festival_voices()
+    if engines & set(FESTIVAL):
+        have["festival"] = have["mbrola"] = festival_voices()
     for voice in (v for v in OTHER_VOICES if v.engine in engines):
         if voice.name not in have[voice.engine]:
             raise SystemExit(
-                f"{voice.engine} lacks voice {voice.name} (has {sorted(have[voice.engine])}): install "
-                "flite, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts"
+                f"{voice.engine} lacks voice {voice.name} (has {sorted(have[voice.engine])}): "
+                f"apt-get install {PACKAGES[voice.engine]}"
             )
         if bad := check_other_letters(voice):
             raise SystemExit(f"{voice.engine} voice {voice.name} does not say letters {bad} as their names")

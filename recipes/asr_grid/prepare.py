@@ -10,9 +10,9 @@ Speakers are split by *variant family*: the variants of the dev and test splits 
 their near-copies, e.g. ``iven`` .. ``iven4``) never occur in train, so dev and test
 voices are unseen in training. Every split uses all English accents.
 
-``--preset mix`` (or ``--engines``, ``--fragment-prob``, ``--level-prob``) adds flite and Festival
-voices built from recordings of real people (speakers ``flite:awb+low``; the split holds out whole
-people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
+``--preset mix`` (or ``--engines``, ``--fragment-prob``, ``--level-prob``) adds flite, Festival and
+MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``; the
+split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
 noise floors and levels; see README.md. ``<out>/summary.json`` counts utterances per engine.
 
 Output (paths in the manifests are relative to ``--out``)::
@@ -101,9 +101,9 @@ PRESETS = {  # defaults that the command-line flags override
         snr_db=(20.0, 35.0), clean_prob=0.5, max_speakers=24, bits=10,
     ),
     "mix": dict(  # full, spoken by three synthesisers, with fragments and uneven levels
-        num_train=6000, num_dev=300, num_test=500, lm_sentences=20000,
+        num_train=10000, num_dev=300, num_test=500, lm_sentences=20000,
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
-        engines="espeak:0.4,flite:0.35,festival:0.25", fragment_prob=0.2, level_prob=0.3,
+        engines="espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2", fragment_prob=0.2, level_prob=0.3,
     ),
 }  # fmt: skip
 for _preset in ("full", "sample"):  # the espeak-only corpora, as before
@@ -277,8 +277,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample", action="store_true", help="defaults of the small committed sample set")
     p.add_argument(
         "--preset", choices=sorted(PRESETS),
-        help="defaults: full (espeak only; the default), sample (= --sample), mix (three engines,\n"
-        "fragments, uneven levels: --engines espeak:0.4,flite:0.35,festival:0.25 --fragment-prob 0.2\n"
+        help="defaults: full (espeak only; the default), sample (= --sample), mix (four engines,\n"
+        "fragments, uneven levels: --engines espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2 --fragment-prob 0.2\n"
         "--level-prob 0.3)",
     )  # fmt: skip
     p.add_argument(
