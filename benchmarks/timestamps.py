@@ -12,14 +12,18 @@ espeak-ng command line's (prepare.synthesize) for every utterance. Caveats: a bo
 pause between them is where espeak-ng switches phonemes (coarticulation puts some of each word on
 both sides); the noise added afterwards hides quiet word edges from any model (5–30 dB SNR).
 
-The model's word times come from ``Pipeline.annotate`` (what ``transcribe`` returns), for greedy and
-beam (with GRID's 51-word lexicon) decoding. Only words decoded correctly (matched to the reference by
-edit distance) are scored: mean absolute error of their start and end times, in ms.
+The model's word times come from ``Pipeline.annotate`` given the files' samples (what ``transcribe``
+returns), for greedy and beam (with GRID's 51-word lexicon) decoding. Only words decoded correctly
+(matched to the reference by edit distance) are scored: mean absolute error of their start and end
+times, in ms.
 
     python benchmarks/timestamps.py --checkpoint runs/asr_grid/mix/checkpoints/best.pt \\
-        --manifest data/asr_grid/test.jsonl [--pad-s 1.0] [--word-timing raw]
+        --manifest data/asr_grid/test.jsonl [--pad-s 1.0] [--word-timing frames|raw] \\
+        [--timing snap_s=0.1 ...]
 
-``--word-timing raw``: word times as speechkit gave them before ``WordTiming`` (its tokens' frames).
+``--word-timing frames``: ``WordTiming`` read off the frames alone, not snapped to the audio's pauses
+(``snap_s=None``); ``raw``: word times as speechkit gave them before ``WordTiming`` (its tokens' frames).
+``--timing FIELD=VALUE ...``: other ``WordTiming`` settings (to fit them on dev).
 ``--pad-s``: seconds of digital silence added before and after every file (the references move
 with it), the case of a recording with long silences at its ends.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -242,14 +247,14 @@ def reference_words(manifest: Path, out: Path) -> list[dict]:
 
 # --- the model's word times -------------------------------------------------------------------
 def posteriors(pipe, manifest: Path, pad_s: float = 0.0, limit: int | None = None):
-    """Log-probs ``[(T, V)]`` and durations (s) of the manifest's files, ``pad_s`` of silence added to
-    both ends of each; rows as read."""
+    """Log-probs ``[(T, V)]``, durations (s) and samples ``[(n,)]`` of the manifest's files, ``pad_s`` of
+    silence added to both ends of each; rows as read."""
     import soundfile as sf
     import torch
 
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][:limit]
     sr = pipe.model.frontend.cfg.sample_rate
-    lps, durations = [], []
+    lps, durations, audio = [], [], []
     for i in range(0, len(rows), pipe.batch_size):
         waves = []
         for row in rows[i : i + pipe.batch_size]:
@@ -263,10 +268,11 @@ def posteriors(pipe, manifest: Path, pad_s: float = 0.0, limit: int | None = Non
         lp, frames = pipe.log_probs(x, lengths)
         lps += [lp[b, : frames[b]].float() for b in range(len(waves))]
         durations += [len(w) / sr for w in waves]
-    return rows, lps, durations
+        audio += waves
+    return rows, lps, durations, audio
 
 
-def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float]):
+def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float], audio: list[torch.Tensor]):
     """The best hypothesis of each utterance, annotated by ``Pipeline.annotate`` (word times, confidence)."""
     import torch
 
@@ -275,7 +281,8 @@ def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float]):
         chunk = lps[i : i + pipe.batch_size]
         lengths = torch.tensor([len(lp) for lp in chunk])
         lp = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
-        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[i : i + pipe.batch_size])
+        span = slice(i, i + pipe.batch_size)
+        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[span], audio[span])
         best += [nbest[0] for nbest in nbests]
     return best
 
@@ -325,7 +332,7 @@ def main() -> None:
     import torch
 
     from speechkit import load_checkpoint
-    from speechkit.decoders.base import RAW_FRAMES
+    from speechkit.decoders.base import RAW_FRAMES, WordTiming
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="runs/asr_grid/mix/checkpoints/best.pt")
@@ -338,9 +345,17 @@ def main() -> None:
     ap.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=list(DECODERS))
     ap.add_argument(
         "--word-timing",
-        choices=["default", "raw"],
+        choices=["default", "frames", "raw"],
         default="default",
-        help="default: Pipeline's WordTiming(); raw: the tokens' frames as they are (speechkit before it)",
+        help="default: Pipeline's WordTiming(); frames: it without snapping to the audio (snap_s=None); "
+        "raw: the tokens' frames as they are (speechkit before WordTiming)",
+    )
+    ap.add_argument(
+        "--timing",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="other WordTiming settings (none: None)",
     )
     ap.add_argument("--json", type=Path, help="write the figures here too")
     a = ap.parse_args()
@@ -359,10 +374,22 @@ def main() -> None:
             time.perf_counter() - t0,
         )
     pipe = load_checkpoint(a.checkpoint)
-    if a.word_timing == "raw":
-        pipe.word_timing = RAW_FRAMES
+    timing = {"default": WordTiming(), "frames": WordTiming(snap_s=None), "raw": RAW_FRAMES}[a.word_timing]
+    fields = {f.name for f in dataclasses.fields(WordTiming)}
+    for item in a.timing:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(
+                f"--timing {item}: WordTiming has no {key!r}; it has {', '.join(sorted(fields))}"
+            )
+        try:
+            timing = dataclasses.replace(timing, **{key: None if value == "none" else float(value)})
+        except ValueError:
+            raise SystemExit(f"--timing {item}: {value!r} is not a number (or none)") from None
+    pipe.word_timing = timing
+    log.info("%s", timing)
     t0 = time.perf_counter()
-    rows, lps, durations = posteriors(pipe, a.manifest, a.pad_s, a.limit)
+    rows, lps, durations, audio = posteriors(pipe, a.manifest, a.pad_s, a.limit)
     log.info("log-probs of %d utterances in %.0f s", len(rows), time.perf_counter() - t0)
     refs = refs[: len(rows)]
     figures = {}
@@ -371,7 +398,7 @@ def main() -> None:
             k: v.format(root=a.manifest.parent) if isinstance(v, str) else v
             for k, v in DECODERS[name].items()
         }
-        hyps = decode(pipe, pipe.build_decoder(node), lps, durations)
+        hyps = decode(pipe, pipe.build_decoder(node), lps, durations, audio)
         figures[name] = boundary_errors(hyps, refs, a.pad_s)
         f = figures[name]
         print(

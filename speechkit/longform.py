@@ -280,9 +280,11 @@ def transcribe_long(
         def run(batch: list[Segment]) -> None:
             if not batch:
                 return
-            x, lengths = pad_time_first([s.audio for s in batch])
+            audio = [s.audio for s in batch]  # also what word times snap to (WordTiming.snap_s)
+            x, lengths = pad_time_first(audio)
             lp, frames = pipe.log_probs(x, lengths)
-            nbests = pipe.annotate(pipe.decoder(lp.float(), frames), lp, frames, pipe.durations(lengths))
+            hyps = pipe.decoder(lp.float(), frames)
+            nbests = pipe.annotate(hyps, lp, frames, pipe.durations(lengths), audio)
             for seg, nbest in zip(batch, nbests):
                 seg.audio = None  # decoded: its samples go
                 decoded.append((seg, nbest[0] if nbest else Hypothesis("", 0.0)))

@@ -86,7 +86,7 @@ class Pipeline:
     with ``sample_rate=`` —, or a manifest :class:`Example`; a path ending in ``.jsonl`` is a manifest
     whose lines are the inputs. One input gives one result; a list (or any iterable) of inputs a list.
     ``word_timing`` and ``confidence`` say how word times and confidences are read off the posteriors
-    (assign others to change them).
+    and the audio (assign others to change them: ``WordTiming(snap_s=None)`` leaves the audio out).
     """
 
     word_timing: WordTiming = WordTiming()
@@ -134,6 +134,7 @@ class Pipeline:
         log_probs: Tensor,
         lengths: Tensor,
         durations: Sequence[float | None] | None = None,
+        audio: Sequence[Tensor | None] | None = None,
     ) -> list[list[Hypothesis]]:
         """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
         the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
@@ -142,12 +143,14 @@ class Pipeline:
         whatever the search's history); its word times are read off its tokens' frames by
         ``decoders.base.word_spans`` with :attr:`word_timing` (stray spikes left out, offsets measured
         against true word boundaries), no later than ``durations[b]`` seconds (the input's length;
-        None: as the frames say); and it gets ``confidence`` and ``word_confidences``
+        None: as the frames say), then moved to the pauses of ``audio[b]`` (its samples ``(n,)`` at the
+        model's rate, for an audio model; ``decoders.base.snap_to_audio``) unless ``audio`` is None or
+        ``word_timing.snap_s`` is; and it gets ``confidence`` and ``word_confidences``
         (decoders/confidence.py, with :attr:`confidence`). ``decode`` and ``transcribe`` call it; call
         it on n-best lists you decode yourself from log-probs (a cache, a sweep of decoders).
         """
         from speechkit.decoders import confidence
-        from speechkit.decoders.base import align_tokens, word_groups, word_spans
+        from speechkit.decoders.base import align_tokens, loudness, snap_to_audio, word_groups, word_spans
 
         if not nbests:
             return nbests
@@ -156,15 +159,23 @@ class Pipeline:
         shift = self.model.frame_shift_s
         symbols = self.tokenizer.tokens
         space = getattr(getattr(self.decoder, "cfg", None), "space", " ")
+        timing = self.word_timing
+        fe = self.model.frontend
+        snap = audio is not None and shift and timing.snap_s is not None and fe.modality == "audio"
         for b, nbest in enumerate(nbests):
             lp = lp_all[b, : frames[b]]  # (T, V)
             end_s = durations[b] if durations is not None and shift else None
+            loud = None
+            if snap and audio[b] is not None:
+                loud = loudness(audio[b], fe.cfg.sample_rate, timing.silence_level)
             for h in nbest:
                 spans = align_tokens(lp, h.tokens)
                 if spans is None and len(h.token_frames) != len(h.tokens):
                     continue  # no alignment, and no frames from the decoder: left as it came
                 starts, ends = spans if spans is not None else (list(h.token_frames), list(h.token_frames))
-                words = word_spans(h.tokens, starts, symbols, shift, ends, space, end_s, self.word_timing)
+                words = word_spans(h.tokens, starts, symbols, shift, ends, space, end_s, timing)
+                if loud is not None:
+                    words = snap_to_audio(words, loud, timing)
                 cc = self.confidence
                 token_conf = confidence.token_confidences(lp, h.tokens, starts, ends, cc)
                 h.token_frames, h.words = list(starts), words
@@ -197,8 +208,9 @@ class Pipeline:
                     yield batch, []
                     continue
                 lp, lengths = self.log_probs(batch.x, batch.lengths)
+                audio = [x[:n] for x, n in zip(batch.x, batch.lengths.tolist())]  # each input's samples
                 nbests = self.annotate(
-                    self.decoder(lp.float(), lengths), lp, lengths, self.durations(batch.lengths)
+                    self.decoder(lp.float(), lengths), lp, lengths, self.durations(batch.lengths), audio
                 )
                 bar.update(len(batch) + len(batch.skipped))
                 yield batch, nbests

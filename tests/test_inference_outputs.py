@@ -1,7 +1,7 @@
 """What inference gives back: word times from the blank-aware alignment (a synthetic posterior with
-1 s of leading blanks), confidences by their formula, NeMo-style rows (manifest in, manifest out,
-``pred_text`` beside the reference ``text``) from the Python API, speechkit-eval and a folder run of
-speechkit-transcribe holding an .m4a."""
+1 s of leading blanks), snapped to the pauses of the audio, confidences by their formula, NeMo-style
+rows (manifest in, manifest out, ``pred_text`` beside the reference ``text``) from the Python API,
+speechkit-eval and a folder run of speechkit-transcribe holding an .m4a."""
 
 from __future__ import annotations
 
@@ -96,6 +96,44 @@ def test_words_span_their_tokens_frames_not_the_silence_before_or_after(pipe):
     end = (lead + 30.5) * shift
     (clamped,) = pipe.annotate([[h]], lp[None], torch.tensor([T]), [end])[0]
     assert clamped.words[-1] == pytest.approx(("c", min(expected[1][1], end), end), abs=5e-4)
+
+
+def test_transcribe_snaps_word_times_to_the_pauses_of_its_audio_unless_turned_off(pipe, monkeypatch):
+    """Audio of 2 s, noise bursts for "ab" at 1.00–1.35 s and "c" at 1.60–1.90 s over a faint floor;
+    the posteriors (in place of the model's) put the words' times 55–130 ms off. ``transcribe`` reads
+    the word times off the frames, then moves them to the bursts' edges; with ``snap_s=None`` they stay
+    where the frames put them, and so does ``annotate`` without the audio."""
+    sr, shift = pipe.model.frontend.cfg.sample_rate, pipe.model.frame_shift_s
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, 2 * sr).astype(np.float32)
+    for a, b in ((1.0, 1.35), (1.6, 1.9)):
+        x[round(a * sr) : round(b * sr)] = rng.normal(0, 0.3, round(b * sr) - round(a * sr))
+    ids = {s: i for i, s in enumerate(pipe.tokenizer.tokens)}
+    T = int(pipe.model.output_lengths(torch.tensor([len(x)]))[0])
+    at = {round(1.04 / shift): ids["a"], round(1.09 / shift): ids["b"], round(1.45 / shift): ids[" "]}
+    at[round(1.64 / shift)] = ids["c"]
+    lp = posterior(T, len(ids), {t: (tok, 0.9) for t, tok in at.items()})
+    monkeypatch.setattr(
+        pipe, "log_probs", lambda x_, lengths: (lp[None].expand(len(x_), -1, -1), torch.full((len(x_),), T))
+    )
+
+    snapped = [(w.word, w.start, w.end) for w in pipe.transcribe(x, sample_rate=sr).words]
+    assert [w for w, _, _ in snapped] == ["ab", "c"]
+    truth = [1.0, 1.35, 1.6, 1.9]
+    assert [v for _, s, e in snapped for v in (s, e)] == pytest.approx(truth, abs=0.01)
+
+    greedy = build("decoder", "greedy", tokens=pipe.tokenizer.tokens, frame_shift_s=shift)
+    (h,) = greedy(lp[None], torch.tensor([T]))[0]
+    starts, ends = align_tokens(lp.numpy(), h.tokens)
+    frames_only = word_spans(
+        h.tokens, starts, pipe.tokenizer.tokens, shift, ends, " ", len(x) / sr, WordTiming()
+    )
+    off = np.abs(np.array([v for _, s, e in frames_only for v in (s, e)]) - truth)
+    assert off.min() > 0.05, frames_only  # the frames alone: every time off by more than 50 ms
+    (unsnapped,) = pipe.annotate([[h]], lp[None], torch.tensor([T]), [len(x) / sr])[0]  # no audio given
+    assert unsnapped.words == frames_only
+    monkeypatch.setattr(pipe, "word_timing", WordTiming(snap_s=None))
+    assert [(w.word, w.start, w.end) for w in pipe.transcribe(x, sample_rate=sr).words] == frames_only
 
 
 def test_the_alignment_is_the_best_path_spelling_the_tokens_by_brute_force():

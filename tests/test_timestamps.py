@@ -1,5 +1,6 @@
-"""Word times and confidences read off a posteriorgram (decoders/base.py word_spans with WordTiming,
-decoders/confidence.py), and the helpers that judge them (word_matches, roc_auc)."""
+"""Word times and confidences read off a posteriorgram (decoders/base.py word_spans with WordTiming),
+moved to the pauses of the waveform (snap_to_audio), confidences (decoders/confidence.py), and the
+helpers that judge them (word_matches, roc_auc)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from speechkit.decoders.base import RAW_FRAMES, WordTiming, align_tokens, word_spans
+from speechkit.decoders.base import (
+    ENERGY_WINDOW_S,
+    RAW_FRAMES,
+    WordTiming,
+    align_tokens,
+    loudness,
+    snap_to_audio,
+    word_spans,
+)
 from speechkit.decoders.confidence import (
     ConfidenceConfig,
     frame_entropy_confidence,
@@ -103,6 +112,119 @@ def test_without_a_frame_rate_word_times_are_the_tokens_frames():
         ("aa", 0, 10),
         ("b", 12, 13),
     ]
+
+
+# ----------------------------------------------------------------------------- snapping to the audio
+SR = 16000  # Hz
+
+
+def bursts(spans_s: list[tuple[float, float]], duration_s: float, seed: int = 0) -> np.ndarray:
+    """Samples ``(n,)``: white noise at -60 dBFS, with loud noise bursts (-10 dBFS) over ``spans_s``."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1e-3, round(duration_s * SR))
+    for a, b in spans_s:
+        x[round(a * SR) : round(b * SR)] = rng.normal(0.0, 0.3, round(b * SR) - round(a * SR))
+    return x.astype(np.float32)
+
+
+def test_boundaries_50_ms_off_snap_into_the_pause_between_two_words():
+    # "ab" sounds 0.30–0.80 s, "cd" 1.00–1.50 s; the frames put each boundary 50 ms off, either way
+    x = bursts([(0.3, 0.8), (1.0, 1.5)], 1.8)
+    words = [("ab", 0.35, 0.85), ("cd", 0.95, 1.45)]
+    snapped = snap_to_audio(words, loudness(x, SR, WordTiming().silence_level), WordTiming())
+    truth = [("ab", 0.3, 0.8), ("cd", 1.0, 1.5)]
+    assert [w for w, _, _ in snapped] == ["ab", "cd"]
+    # within a window of the edges (a 10-ms window is louder than the floor once it reaches the burst)
+    assert (
+        np.abs(np.array([t[1:] for t in snapped]) - np.array([t[1:] for t in truth])).max() <= ENERGY_WINDOW_S
+    )
+    early = [("ab", 0.25, 0.75), ("cd", 1.05, 1.55)]  # the other way: starts early, ends late … ends early
+    snapped_early = snap_to_audio(early, loudness(x, SR, 0.15), WordTiming())
+    assert np.abs(np.array([t[1:] for t in snapped_early]) - np.array([t[1:] for t in truth])).max() <= 0.01
+
+
+def test_without_a_pause_two_words_meet_at_the_quietest_window_between_them():
+    x = bursts([(0.2, 0.6), (0.6, 1.0)], 1.2)
+    dip = slice(round(0.58 * SR), round(0.62 * SR))
+    x[dip] *= 0.1  # 20 dB quieter for 40 ms: not silent (above the pause level), but the quietest
+    snapped = snap_to_audio([("ab", 0.25, 0.66), ("cd", 0.66, 0.95)], loudness(x, SR, 0.15), WordTiming())
+    assert snapped[0][2] == snapped[1][1] == pytest.approx(0.6, abs=0.02)
+    assert snapped[0][1] == pytest.approx(0.2, abs=0.01) and snapped[1][2] == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_pause_beyond_the_middle_of_a_word_or_out_of_reach_is_not_taken():
+    # one sound 0.1–0.9 s, a pause inside the second word's second half (0.9–0.95), a sound to 1.4
+    x = bursts([(0.1, 0.9), (0.95, 1.4)], 1.6)
+    t = WordTiming(snap_s=0.2)
+    snapped = snap_to_audio([("ab", 0.1, 0.5), ("cd", 0.5, 1.25)], loudness(x, SR, t.silence_level), t)
+    # "ab" | "cd": no pause between their middles 0.3 and 0.875 → the quietest window there, never the
+    # pause at 0.9, past "cd"'s middle
+    assert 0.3 <= snapped[0][2] == snapped[1][1] <= 0.875
+    assert snapped[1][2] == pytest.approx(1.4, abs=0.01)  # "cd" ends where the sound does
+    # the sound ends 0.3 s after the frames' end: out of reach, the end stays
+    far = snap_to_audio([("ab", 0.1, 0.6)], loudness(bursts([(0.1, 0.9)], 1.2), SR, t.silence_level), t)
+    assert far == [("ab", pytest.approx(0.1, abs=0.01), 0.6)]
+
+
+def test_a_word_the_frames_put_in_a_pause_shrinks_to_its_middle_without_moving_its_neighbours_past_it():
+    x = bursts([(0.2, 0.6), (1.2, 1.6)], 1.8)
+    words = [("ab", 0.2, 0.6), ("x", 0.8, 0.9), ("cd", 1.2, 1.6)]
+    snapped = snap_to_audio(words, loudness(x, SR, 0.15), WordTiming())
+    assert snapped[1] == ("x", 0.85, 0.85)
+    assert snapped[0][2] == pytest.approx(0.6, abs=0.01) and snapped[2][1] == pytest.approx(1.2, abs=0.01)
+
+
+def test_snapped_times_keep_order_stay_in_reach_and_in_the_audio_on_random_sounds():
+    rng = np.random.default_rng(3)
+    t = WordTiming()
+    for trial in range(60):
+        duration = float(rng.uniform(0.5, 3.0))
+        edges = np.sort(rng.uniform(0, duration, size=2 * int(rng.integers(1, 6))))
+        x = bursts(list(zip(edges[::2], edges[1::2])), duration, seed=trial)
+        times = np.round(np.sort(rng.uniform(-0.05, duration + 0.05, size=2 * int(rng.integers(1, 7)))), 3)
+        times = times.clip(0, np.floor(duration * 1000) / 1000)
+        words = [(f"w{k}", float(a), float(b)) for k, (a, b) in enumerate(zip(times[::2], times[1::2]))]
+        snapped = snap_to_audio(words, loudness(x, SR, t.silence_level), t)
+        flat = [v for _, s, e in snapped for v in (s, e)]
+        assert flat == sorted(flat), trial  # starts and ends interleave: no overlap, order kept
+        assert all(0.0 <= v <= duration and v == round(v, 3) for v in flat), trial
+        middles = [(s + e) / 2 for _, s, e in words]
+        for k, ((_, s0, e0), (_, s1, e1)) in enumerate(zip(words, snapped)):
+            # in reach: a boundary moves at most snap_s beyond the stretch the frames put it in
+            before = words[k - 1][2] if k else s0
+            after = words[k + 1][1] if k + 1 < len(words) else e0
+            assert before - t.snap_s - 1e-3 <= s1 <= s0 + t.snap_s + 1e-3, trial
+            assert e0 - t.snap_s - 1e-3 <= e1 <= after + t.snap_s + 1e-3, trial
+            assert s1 <= middles[k] + 1e-3 <= e1 + 2e-3, trial  # a word keeps its middle
+            if k:
+                assert s1 >= middles[k - 1] - 1e-3, trial  # never past the word before's middle
+            if k + 1 < len(words):
+                assert e1 <= middles[k + 1] + 1e-3, trial
+
+
+def test_no_snapping_when_turned_off_or_when_the_audio_has_no_pauses_to_tell():
+    words = [("ab", 0.35, 0.85), ("cd", 0.95, 1.45)]
+    x = bursts([(0.3, 0.8), (1.0, 1.5)], 1.8)
+    assert snap_to_audio(words, loudness(x, SR, 0.15), WordTiming(snap_s=None)) == words
+    assert RAW_FRAMES.snap_s is None  # what decoders report is never snapped
+    steady = np.random.default_rng(0).normal(0, 0.3, 2 * SR).astype(np.float32)  # noise, no pause
+    assert snap_to_audio(words, loudness(steady, SR, 0.15), WordTiming()) == words
+    assert (
+        snap_to_audio(words, loudness(np.zeros(2 * SR), SR, 0.15), WordTiming()) == words
+    )  # digital silence
+    assert snap_to_audio(words, loudness(x[:100], SR, 0.15), WordTiming()) == words  # under one window
+
+
+def test_pauses_do_not_depend_on_the_gain_or_on_padding_with_digital_silence():
+    x = bursts([(0.3, 0.8), (1.0, 1.5)], 1.8)
+    pad = np.zeros(SR // 2, np.float32)
+    words = [("ab", 0.35, 0.85), ("cd", 0.95, 1.45)]
+    base = snap_to_audio(words, loudness(x, SR, 0.15), WordTiming())
+    assert snap_to_audio(words, loudness(0.01 * x, SR, 0.15), WordTiming()) == base
+    padded = [(w, s + 0.5, e + 0.5) for w, s, e in words]
+    moved = snap_to_audio(padded, loudness(np.concatenate([pad, x, pad]), SR, 0.15), WordTiming())
+    shifted = [v - 0.5 for _, s, e in moved for v in (s, e)]
+    assert shifted == pytest.approx([v for _, s, e in base for v in (s, e)], abs=1.5e-3)
 
 
 # ----------------------------------------------------------------------------- confidence
