@@ -332,7 +332,7 @@ def main() -> None:
     import torch
 
     from speechkit import load_checkpoint
-    from speechkit.decoders.base import RAW_FRAMES, WordTiming
+    from speechkit.decoders.timing import RAW_FRAMES, WordTiming
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="runs/asr_grid/mix/checkpoints/best.pt")

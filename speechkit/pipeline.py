@@ -16,8 +16,9 @@ from speechkit.augment.chain import AugmentChain
 from speechkit.data.dataset import ManifestDataset, Skipped, collate
 from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
-from speechkit.decoders.base import Hypothesis, WordTiming
+from speechkit.decoders.base import Hypothesis
 from speechkit.decoders.confidence import ConfidenceConfig
+from speechkit.decoders.timing import WordTiming
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
@@ -139,18 +140,19 @@ class Pipeline:
         """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
         the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
 
-        Each hypothesis is aligned to its utterance's frames (``decoders.base.align_tokens``, blank-aware,
+        Each hypothesis is aligned to its utterance's frames (``decoders.timing.align_tokens``, blank-aware,
         whatever the search's history); its word times are read off its tokens' frames by
-        ``decoders.base.word_spans`` with :attr:`word_timing` (stray spikes left out, offsets measured
+        ``decoders.timing.word_spans`` with :attr:`word_timing` (stray spikes left out, offsets measured
         against true word boundaries), no later than ``durations[b]`` seconds (the input's length;
         None: as the frames say), then moved to the pauses of ``audio[b]`` (its samples ``(n,)`` at the
-        model's rate, for an audio model; ``decoders.base.snap_to_audio``) unless ``audio`` is None or
+        model's rate, for an audio model; ``decoders.timing.snap_to_audio``) unless ``audio`` is None or
         ``word_timing.snap_s`` is; and it gets ``confidence`` and ``word_confidences``
         (decoders/confidence.py, with :attr:`confidence`). ``decode`` and ``transcribe`` call it; call
         it on n-best lists you decode yourself from log-probs (a cache, a sweep of decoders).
         """
         from speechkit.decoders import confidence
-        from speechkit.decoders.base import align_tokens, loudness, snap_to_audio, word_groups, word_spans
+        from speechkit.decoders.base import word_groups
+        from speechkit.decoders.timing import align_tokens, loudness, snap_to_audio, word_spans
 
         if not nbests:
             return nbests

@@ -19,7 +19,7 @@ import torch
 from speechkit import build
 from speechkit.checkpoint import load_checkpoint
 from speechkit.decoders import confidence
-from speechkit.decoders.base import WordTiming, align_tokens, word_spans
+from speechkit.decoders.timing import WordTiming, align_tokens, word_spans
 from speechkit.eval import evaluate
 from tests.conftest import MODULES, REPO, sample_rows
 from tests.test_inference_inputs import encode_audio

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechkit.decoders.base import (
+from speechkit.decoders.timing import (
     ENERGY_WINDOW_S,
     RAW_FRAMES,
     WordTiming,

@@ -19,11 +19,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import Decoder, Hypothesis, SearchResult, paths, tokens_to_text, word_spans
+from speechkit.decoders.base import Decoder, Hypothesis, SearchResult, paths, tokens_to_text
 from speechkit.decoders.beam_torch import prefix_beam_search
 from speechkit.decoders.fusion import CharFusion, Fusion, WordFusion, build_lm
 from speechkit.decoders.hotwords import HotwordTrie
 from speechkit.decoders.lexicon import LexiconTrie, Spelling
+from speechkit.decoders.timing import word_spans
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
 

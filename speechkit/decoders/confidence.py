@@ -17,7 +17,7 @@ over the ``V`` tokens (NeMo's entropy-based confidence; Gibbs/Shannon entropy at
     exp:  m = (exp(-H_α) - exp(-H_max)) / (1 - exp(-H_max))
 
 Both are 1 for a one-hot frame; the entropy ones are 0 for a uniform frame. ``F_i`` comes from the
-blank-aware alignment (:func:`speechkit.decoders.base.align_tokens`), so blank frames between words
+blank-aware alignment (:func:`speechkit.decoders.timing.align_tokens`), so blank frames between words
 never dilute a word. The defaults (posterior, word mean, utterance mean) separate right words and
 utterances from wrong ones best on the asr_grid dev set, or within 0.005 of the best word AUC
 (benchmarks/confidence.py; figures in benchmarks/README.md). An empty transcript's confidence is how sure the model is that nothing was said. All values

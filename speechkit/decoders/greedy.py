@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from speechkit.decoders.base import BLANK, Decoder, Hypothesis, paths, tokens_to_text, word_spans
+from speechkit.decoders.base import BLANK, Decoder, Hypothesis, paths, tokens_to_text
+from speechkit.decoders.timing import word_spans
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
 

@@ -26,17 +26,21 @@ __all__ = [
     "DELTA_WIDTH",
     "deltas",
     "dft_matrix",
+    "frame_energy_db",
     "frame_signal",
     "lengths_mask",
     "log_floored",
     "mask_padding",
     "masked_mean_std",
+    "mean_std_where",
     "normalize",
     "num_frames",
     "power_spectrogram",
+    "speech_frames",
 ]
 
 DELTA_WIDTH = 2  # frames on each side of the delta regression window (5 frames in all)
+ENERGY_FLOOR_DB = -100.0  # dB re full scale: the level of a frame of digital silence
 
 
 def num_frames(lengths: Tensor, win_length: int, hop_length: int) -> Tensor:
@@ -136,3 +140,47 @@ def normalize(x: Tensor, lengths: Tensor, mean: Tensor, std: Tensor, eps: float 
         mean, std = mean[None], std[None]
     y = (x - mean[:, None]) / std.clamp_min(eps)[:, None]
     return mask_padding(y, lengths)
+
+
+def frame_energy_db(x: Tensor, win_length: int, hop_length: int) -> Tensor:
+    """Level of each snip-edges frame of waveforms ``(B, N)`` (full scale 1) → ``(B, T)`` dB re full
+    scale: ``10 log10(mean x²)`` over the frame's ``win`` samples (unwindowed), at least
+    ``ENERGY_FLOOR_DB``. A full-scale square wave is 0 dB, a full-scale sine −3 dB. Frames past a row's
+    length read its zero padding (the floor); mask them with the lengths. An average pool rather than
+    :func:`frame_signal`, so that it exports to ONNX with a dynamic length."""
+    if x.shape[-1] < win_length:
+        x = F.pad(x, (0, win_length - x.shape[-1]))
+    mean_square = F.avg_pool1d(x.square()[:, None], win_length, hop_length)[:, 0]
+    return 10 * mean_square.clamp_min(10 ** (ENERGY_FLOOR_DB / 10)).log10()
+
+
+def speech_frames(
+    level_db: Tensor, lengths: Tensor, margin_db: float, ref_rank: int, min_frames: int
+) -> Tensor:
+    """Which frames carry speech, by level alone: ``(B, T)`` bool from frame levels ``level_db``
+    ``(B, T)`` (dB, :func:`frame_energy_db`) and valid frames ``lengths`` ``(B,)``.
+
+    A valid frame is speech when its level is at least ``reference − margin_db``, the reference being
+    the level of the row's ``ref_rank``-th loudest valid frame (its loudest when shorter): a fixed rank,
+    not a quantile, so silence or a quieter floor added anywhere leaves it (and the choice) unchanged,
+    and fewer than ``ref_rank`` frames of clicks cannot move it. A row with fewer than ``min_frames``
+    such frames falls back to all its valid frames. Padding is never speech.
+    """
+    valid = lengths_mask(lengths.to(level_db.device), level_db.shape[1])
+    ranked = level_db.masked_fill(~valid, float("-inf")).sort(dim=1, descending=True).values
+    rank = lengths.to(level_db.device).clamp(min=1, max=ref_rank) - 1  # (B,) index into ranked
+    reference = ranked.gather(1, rank[:, None])  # (B, 1) dB
+    speech = valid & (level_db >= reference - margin_db)
+    too_few = speech.sum(dim=1, keepdim=True) < min_frames
+    return speech | (valid & too_few)  # not torch.where: onnxruntime has no Where on bool
+
+
+def mean_std_where(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population standard deviation ``(B, F)`` of features ``x`` ``(B, T, F)`` over the frames
+    where ``mask`` ``(B, T)`` is true (two passes, as :func:`masked_mean_std`); 0 and 0 for a row with
+    none."""
+    m = mask[..., None].to(x.dtype)
+    count = m.sum(dim=1).clamp_min(1)  # (B, 1)
+    mean = (x * m).sum(dim=1) / count
+    std = ((((x - mean[:, None]) * m) ** 2).sum(dim=1) / count).sqrt()
+    return mean, std

@@ -13,7 +13,7 @@ from speechkit.checkpoint import CheckpointError, model_payload, read_checkpoint
 from speechkit.config import CONF_DIR, store_schemas
 from speechkit.data.bpe import main as bpe_main
 from speechkit.data.tokenizer import BLANK_SYMBOL, UnknownSymbolError, saved_state
-from speechkit.decoders.base import word_spans
+from speechkit.decoders.timing import word_spans
 from speechkit.pipeline import CTCModel
 from tests.conftest import sample_rows, write_manifest
 
