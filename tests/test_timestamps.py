@@ -10,15 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from speechkit.decoders.timing import (
-    ENERGY_WINDOW_S,
-    RAW_FRAMES,
-    WordTiming,
-    align_tokens,
-    loudness,
-    snap_to_audio,
-    word_spans,
-)
 from speechkit.decoders.confidence import (
     ConfidenceConfig,
     frame_entropy_confidence,
@@ -28,6 +19,15 @@ from speechkit.decoders.confidence import (
     word_matches,
 )
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
+from speechkit.decoders.timing import (
+    ENERGY_WINDOW_S,
+    RAW_FRAMES,
+    WordTiming,
+    align_tokens,
+    loudness,
+    snap_to_audio,
+    word_spans,
+)
 
 TOKENS = ["<blank>", " ", "a", "b", "c", "d"]
 SHIFT = 0.03  # s per frame, as the asr_grid model (10 ms hop × 3 stacked)
