@@ -276,13 +276,16 @@ def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float], audio
     """The best hypothesis of each utterance, annotated by ``Pipeline.annotate`` (word times, confidence)."""
     import torch
 
+    from speechkit.decoders.timing import energy_levels
+
     best = []
     for i in range(0, len(lps), pipe.batch_size):
         chunk = lps[i : i + pipe.batch_size]
         lengths = torch.tensor([len(lp) for lp in chunk])
         lp = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
         span = slice(i, i + pipe.batch_size)
-        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[span], audio[span])
+        levels = [energy_levels(a, pipe.model.frontend.cfg.sample_rate) for a in audio[span]]
+        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[span], levels)
         best += [nbest[0] for nbest in nbests]
     return best
 

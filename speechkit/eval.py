@@ -53,7 +53,9 @@ def evaluate(
         check_spellable(tok, examples)
     except DataError as e:
         raise SystemExit(f"error: {e}") from None
-    dataset = ManifestDataset(examples, pipe.model.frontend.load, None, load_source=source_loader(pipe.model.frontend))
+    dataset = ManifestDataset(
+        examples, pipe.model.frontend.load, None, load_source=source_loader(pipe.model.frontend)
+    )
     preds: list[dict] = []
     warm_up = getattr(pipe.decoder, "warm_up", None)  # the beam decoder's; greedy compiles nothing
     if warm_up is not None:
@@ -66,9 +68,10 @@ def evaluate(
     t0 = time.perf_counter()
     batches, cache_state = cached(cache, lambda: _model_batches(pipe, dataset, num_workers), pipe.device)
     for batch, nbests in _decoded(pipe, batches, progress, total=-(-len(dataset) // pipe.batch_size)):
-        # word times from each hypothesis' alignment, ended by the manifest's durations; confidences
+        # word times from each hypothesis' alignment, ended by the manifest's durations and snapped to
+        # the audio's pauses as speechkit-transcribe's are; confidences
         durations = [examples[i].duration for i in batch.indices]
-        pipe.annotate(nbests, batch.log_probs, batch.lengths, durations)
+        pipe.annotate(nbests, batch.log_probs, batch.lengths, durations, batch.levels)
         for i, nbest in zip(batch.indices, nbests):
             ex = examples[i]
             preds.append(_prediction(ex, nbest, tok.clean(ex.text), pipe.model.frontend.modality))
@@ -114,7 +117,7 @@ def _model_batches(pipe, dataset, num_workers: int = 0) -> Iterator[LogProbBatch
             yield LogProbBatch(batch.indices, None, None)
             continue
         lp, lengths = pipe.log_probs(batch.x, batch.lengths)
-        yield LogProbBatch(batch.indices, lp, lengths)
+        yield LogProbBatch(batch.indices, lp, lengths, pipe.energy_levels(batch.x, batch.lengths))
 
 
 def _decoded(
@@ -135,31 +138,50 @@ def task(cfg: DictConfig) -> float:
     from speechkit.hub import is_remote
     from speechkit.sweep import sweep_cache_dir
 
-    resolve_data_root(cfg, uses=("test_manifest",))  # data=folder data.root=…: found from any folder, as for training
+    resolve_data_root(
+        cfg, uses=("test_manifest",)
+    )  # data=folder data.root=…: found from any folder, as for training
     if cfg.update_card and is_remote(cfg.checkpoint):  # refused before the evaluation, not after it
-        raise SystemExit(f"error: update_card=true rewrites the checkpoint file, but {cfg.checkpoint} is a "
-                         "download: update a local copy of it (pass its path)")
+        raise SystemExit(
+            f"error: update_card=true rewrites the checkpoint file, but {cfg.checkpoint} is a "
+            "download: update a local copy of it (pass its path)"
+        )
     try:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.data.batch_size)
-        local = local_file(cfg.checkpoint)  # a URL's cached copy (no second download): the log-prob cache hashes it
+        local = local_file(
+            cfg.checkpoint
+        )  # a URL's cached copy (no second download): the log-prob cache hashes it
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     if not cfg.data.test_manifest:  # the training run's own test set (its config names it absolutely)
         saved = OmegaConf.select(pipe.config, "data.test_manifest")
         if not saved:
-            raise SystemExit("error: data.test_manifest is not set (nor in the checkpoint's config): "
-                             "pass data.test_manifest=PATH")
+            raise SystemExit(
+                "error: data.test_manifest is not set (nor in the checkpoint's config): "
+                "pass data.test_manifest=PATH"
+            )
         cfg.data.test_manifest = saved
         log.info("data.test_manifest: %s (the checkpoint's)", saved)
     try:  # an LM file that is missing or unreadable: one line, not a traceback
         pipe.set_decoder(OmegaConf.to_container(cfg.decoder, resolve=True))
     except (CheckpointError, OSError, ValueError) as e:
         raise SystemExit(f"error: decoder: {e}") from None
-    metrics, preds = evaluate(pipe, cfg.data.test_manifest, progress=cfg.progress, fmt=cfg.data.get("format", "manifest"),
-                              announce=lambda msg: print(msg, file=sys.stderr, flush=True),
-                              cache_dir=sweep_cache_dir() if cfg.cache_logprobs else None, checkpoint=local)
-    metrics.update({"checkpoint": str(cfg.checkpoint), "manifest": str(cfg.data.test_manifest),
-                    "decoder": OmegaConf.to_container(cfg.decoder, resolve=True)})
+    metrics, preds = evaluate(
+        pipe,
+        cfg.data.test_manifest,
+        progress=cfg.progress,
+        fmt=cfg.data.get("format", "manifest"),
+        announce=lambda msg: print(msg, file=sys.stderr, flush=True),
+        cache_dir=sweep_cache_dir() if cfg.cache_logprobs else None,
+        checkpoint=local,
+    )
+    metrics.update(
+        {
+            "checkpoint": str(cfg.checkpoint),
+            "manifest": str(cfg.data.test_manifest),
+            "decoder": OmegaConf.to_container(cfg.decoder, resolve=True),
+        }
+    )
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

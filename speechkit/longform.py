@@ -280,11 +280,10 @@ def transcribe_long(
         def run(batch: list[Segment]) -> None:
             if not batch:
                 return
-            audio = [s.audio for s in batch]  # also what word times snap to (WordTiming.snap_s)
-            x, lengths = pad_time_first(audio)
+            x, lengths = pad_time_first([s.audio for s in batch])
             lp, frames = pipe.log_probs(x, lengths)
             hyps = pipe.decoder(lp.float(), frames)
-            nbests = pipe.annotate(hyps, lp, frames, pipe.durations(lengths), audio)
+            nbests = pipe.annotate(hyps, lp, frames, pipe.durations(lengths), pipe.energy_levels(x, lengths))
             for seg, nbest in zip(batch, nbests):
                 seg.audio = None  # decoded: its samples go
                 decoded.append((seg, nbest[0] if nbest else Hypothesis("", 0.0)))

@@ -18,7 +18,7 @@ from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.base import Hypothesis
 from speechkit.decoders.confidence import ConfidenceConfig
-from speechkit.decoders.timing import WordTiming
+from speechkit.decoders.timing import EnergyLevels, WordTiming
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,9 @@ class CTCModel(nn.Module):
             feats, lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(feats, lengths)
         hidden, lengths = self.encoder(feats, lengths)
-        return self.head(hidden).float().log_softmax(dim=-1), lengths  # log-probs in fp32 whatever the autocast
+        return self.head(hidden).float().log_softmax(
+            dim=-1
+        ), lengths  # log-probs in fp32 whatever the autocast
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,7 +137,7 @@ class Pipeline:
         log_probs: Tensor,
         lengths: Tensor,
         durations: Sequence[float | None] | None = None,
-        audio: Sequence[Tensor | None] | None = None,
+        levels: Sequence[EnergyLevels | None] | None = None,
     ) -> list[list[Hypothesis]]:
         """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
         the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
@@ -144,15 +146,15 @@ class Pipeline:
         whatever the search's history); its word times are read off its tokens' frames by
         ``decoders.timing.word_spans`` with :attr:`word_timing` (stray spikes left out, offsets measured
         against true word boundaries), no later than ``durations[b]`` seconds (the input's length;
-        None: as the frames say), then moved to the pauses of ``audio[b]`` (its samples ``(n,)`` at the
-        model's rate, for an audio model; ``decoders.timing.snap_to_audio``) unless ``audio`` is None or
-        ``word_timing.snap_s`` is; and it gets ``confidence`` and ``word_confidences``
+        None: as the frames say), then moved to the pauses of the audio (``levels[b]``, its
+        ``decoders.timing.energy_levels``, for an audio model; ``decoders.timing.snap_to_audio``) unless
+        ``levels`` is None or ``word_timing.snap_s`` is; and it gets ``confidence`` and ``word_confidences``
         (decoders/confidence.py, with :attr:`confidence`). ``decode`` and ``transcribe`` call it; call
         it on n-best lists you decode yourself from log-probs (a cache, a sweep of decoders).
         """
         from speechkit.decoders import confidence
         from speechkit.decoders.base import word_groups
-        from speechkit.decoders.timing import align_tokens, loudness, snap_to_audio, word_spans
+        from speechkit.decoders.timing import align_tokens, pauses, snap_to_audio, word_spans
 
         if not nbests:
             return nbests
@@ -162,14 +164,13 @@ class Pipeline:
         symbols = self.tokenizer.tokens
         space = getattr(getattr(self.decoder, "cfg", None), "space", " ")
         timing = self.word_timing
-        fe = self.model.frontend
-        snap = audio is not None and shift and timing.snap_s is not None and fe.modality == "audio"
+        snap = levels is not None and shift and timing.snap_s is not None
         for b, nbest in enumerate(nbests):
             lp = lp_all[b, : frames[b]]  # (T, V)
             end_s = durations[b] if durations is not None and shift else None
             loud = None
-            if snap and audio[b] is not None:
-                loud = loudness(audio[b], fe.cfg.sample_rate, timing.silence_level)
+            if snap and levels[b] is not None:
+                loud = pauses(levels[b], timing.silence_level)
             for h in nbest:
                 spans = align_tokens(lp, h.tokens)
                 if spans is None and len(h.token_frames) != len(h.tokens):
@@ -193,6 +194,17 @@ class Pipeline:
         per = _seconds_per_raw_step(fe)
         return [None if per is None else n * per for n in raw_lengths.tolist()]
 
+    def energy_levels(self, x: Tensor, raw_lengths: Tensor) -> list[EnergyLevels] | None:
+        """Each input's short-time energy (``decoders.timing.energy_levels``), which :meth:`annotate` snaps
+        word times to, from a raw batch ``x`` ``(B, N)`` with ``raw_lengths`` ``(B,)``; None unless audio
+        is read and :attr:`word_timing` snaps."""
+        from speechkit.decoders.timing import energy_levels
+
+        fe = self.model.frontend
+        if fe.modality != "audio" or self.word_timing.snap_s is None:
+            return None
+        return [energy_levels(row[:n], fe.cfg.sample_rate) for row, n in zip(x, raw_lengths.tolist())]
+
     def decode_batches(self, dataset: ManifestDataset, num_workers: int = 0, progress: bool = False):
         """Yield ``(batch, n-best lists)`` for every batch of ``dataset``, in order, the hypotheses with
         word times and confidences (:meth:`annotate`). ``progress``: a bar on stderr, in files/s."""
@@ -210,9 +222,12 @@ class Pipeline:
                     yield batch, []
                     continue
                 lp, lengths = self.log_probs(batch.x, batch.lengths)
-                audio = [x[:n] for x, n in zip(batch.x, batch.lengths.tolist())]  # each input's samples
                 nbests = self.annotate(
-                    self.decoder(lp.float(), lengths), lp, lengths, self.durations(batch.lengths), audio
+                    self.decoder(lp.float(), lengths),
+                    lp,
+                    lengths,
+                    self.durations(batch.lengths),
+                    self.energy_levels(batch.x, batch.lengths),
                 )
                 bar.update(len(batch) + len(batch.skipped))
                 yield batch, nbests

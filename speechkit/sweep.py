@@ -193,6 +193,7 @@ class LogProbBatch(NamedTuple):
     indices: list[int]  # dataset index of each row
     log_probs: Tensor | None  # (B, T', V) log-softmax; None for a batch with no usable example
     lengths: Tensor | None  # (B,) valid frames of each row
+    levels: list | None = None  # each row's decoders.timing.EnergyLevels (word times snap to them), or None
 
 
 def sweep_cache_dir() -> Path | None:
@@ -257,11 +258,17 @@ class LogProbCache:
         """The stored batches, in order, their tensors on ``device`` (where the model would have left them)."""
         import torch
 
+        from speechkit.decoders.timing import EnergyLevels
+
         for path in sorted(self.entry.glob("*.pt")):
             b = torch.load(path, map_location="cpu", weights_only=True)
             lp, lengths = b["log_probs"], b["lengths"]
+            levels = None
+            if b.get("levels") is not None:  # entries written before word times snapped have none
+                sr = b["sample_rate"]
+                levels = [EnergyLevels(t.numpy(), sr, n) for t, n in zip(b["levels"], b["num_samples"])]
             yield LogProbBatch(b["indices"], None if lp is None else lp.to(device),
-                               None if lengths is None else lengths.to(device))  # fmt: skip
+                               None if lengths is None else lengths.to(device), levels)  # fmt: skip
 
     def write(self, batches: Iterable[LogProbBatch]) -> Iterator[LogProbBatch]:
         """``batches`` passed through, each stored on the way; the entry appears once all are stored."""
@@ -272,10 +279,14 @@ class LogProbCache:
         tmp.mkdir()
         try:
             for i, b in enumerate(batches):
-                torch.save({"indices": list(b.indices),
-                            "log_probs": None if b.log_probs is None else b.log_probs.detach().cpu(),
-                            "lengths": None if b.lengths is None else b.lengths.detach().cpu()},
-                           tmp / f"{i:06d}.pt")  # fmt: skip
+                entry = {"indices": list(b.indices),
+                         "log_probs": None if b.log_probs is None else b.log_probs.detach().cpu(),
+                         "lengths": None if b.lengths is None else b.lengths.detach().cpu()}  # fmt: skip
+                if b.levels:
+                    entry.update(levels=[torch.from_numpy(lv.level_db) for lv in b.levels],
+                                 num_samples=[lv.num_samples for lv in b.levels],
+                                 sample_rate=b.levels[0].sample_rate)  # fmt: skip
+                torch.save(entry, tmp / f"{i:06d}.pt")
                 yield b
             try:
                 os.rename(tmp, self.entry)

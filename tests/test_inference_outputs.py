@@ -136,6 +136,40 @@ def test_transcribe_snaps_word_times_to_the_pauses_of_its_audio_unless_turned_of
     assert [(w.word, w.start, w.end) for w in pipe.transcribe(x, sample_rate=sr).words] == frames_only
 
 
+def test_eval_snaps_word_times_as_transcribe_does_also_from_the_log_prob_cache(pipe, monkeypatch, tmp_path):
+    """The audio and posteriors of the test above, through ``speechkit.eval.evaluate``: its predictions hold
+    the words ``transcribe`` gives (snapped), whether the log-probs come from the model or from the cache
+    (which keeps each utterance's energy levels beside them)."""
+    import soundfile as sf
+
+    from speechkit.eval import evaluate
+
+    sr, shift = pipe.model.frontend.cfg.sample_rate, pipe.model.frame_shift_s
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e-3, 2 * sr).astype(np.float32)
+    for a, b in ((1.0, 1.35), (1.6, 1.9)):
+        x[round(a * sr) : round(b * sr)] = rng.normal(0, 0.3, round(b * sr) - round(a * sr))
+    sf.write(tmp_path / "u.wav", x, sr, subtype="FLOAT")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"audio_filepath": "u.wav", "text": "ab c", "duration": 2.0}) + "\n"
+    )
+    ids = {s: i for i, s in enumerate(pipe.tokenizer.tokens)}
+    T = int(pipe.model.output_lengths(torch.tensor([len(x)]))[0])
+    at = {round(1.04 / shift): ids["a"], round(1.09 / shift): ids["b"], round(1.45 / shift): ids[" "]}
+    at[round(1.64 / shift)] = ids["c"]
+    lp = posterior(T, len(ids), {t: (tok, 0.9) for t, tok in at.items()})
+    monkeypatch.setattr(
+        pipe, "log_probs", lambda x_, lengths: (lp[None].expand(len(x_), -1, -1), torch.full((len(x_),), T))
+    )
+    want = [w.to_dict() for w in pipe.transcribe(x, sample_rate=sr).words]
+    assert [v for w in want for v in (w["start"], w["end"])] == pytest.approx([1.0, 1.35, 1.6, 1.9], abs=0.01)
+    kwargs = dict(progress=False, cache_dir=tmp_path / "cache", checkpoint=tmp_path / "u.wav")  # any file
+    for expected_cache in ("miss", "hit"):
+        metrics, (row,) = evaluate(pipe, tmp_path / "m.jsonl", **kwargs)
+        assert metrics["logprob_cache"] == expected_cache
+        assert row["words"] == want
+
+
 def test_the_alignment_is_the_best_path_spelling_the_tokens_by_brute_force():
     rng = np.random.default_rng(0)
     for trial in range(60):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from speechkit.decoders.timing import energy_levels
 from speechkit.sweep import (
     JOB_RECORD,
     LOGPROB_DIR,
@@ -156,5 +157,16 @@ def test_the_cache_gives_back_what_was_stored_and_nothing_from_an_unfinished_run
     for got, want in zip(cache.read(), batches, strict=True):
         assert got.indices == want.indices
         assert torch.equal(got.log_probs, want.log_probs) and torch.equal(got.lengths, want.lengths)
+        assert got.levels is None  # none were given
+    levels = [
+        energy_levels(torch.randn(800), 16000),
+        energy_levels(torch.randn(100), 16000),
+    ]  # 2nd: no window
+    with_levels = LogProbBatch([0, 1], torch.randn(2, 5, 3).log_softmax(-1), torch.tensor([5, 4]), levels)
+    (got,) = LogProbCache(tmp_path, "levels").write([with_levels])  # stored, and passed through
+    (got,) = LogProbCache(tmp_path, "levels").read()
+    assert [(lv.sample_rate, lv.num_samples, lv.level_db.tolist()) for lv in got.levels] == [
+        (lv.sample_rate, lv.num_samples, lv.level_db.tolist()) for lv in levels
+    ]
     shutil.rmtree(cache.entry)
     assert not cache.hit

@@ -118,6 +118,15 @@ DIGITAL_SILENCE_DB = -100.0  # dB re full scale (power floored at 1e-10): paddin
 MIN_RANGE_DB = 6.0  # dB: with less between noise floor and peak, pauses cannot be told: no snapping
 
 
+class EnergyLevels(NamedTuple):
+    """What snapping needs of an utterance's audio: its short-time energy (small enough to cache with
+    the log-probs, so that ``speechkit-eval`` snaps as ``speechkit-transcribe`` does)."""
+
+    level_db: np.ndarray  # (F,) dB re full scale, windows of ENERGY_WINDOW_S every ENERGY_HOP_S
+    sample_rate: int  # Hz
+    num_samples: int  # the audio's length
+
+
 class Loudness(NamedTuple):
     """An utterance's short-time energy and its pauses, as :func:`snap_to_audio` reads them."""
 
@@ -127,33 +136,50 @@ class Loudness(NamedTuple):
     duration_s: float  # s of audio
 
 
-def loudness(audio: Tensor | np.ndarray, sample_rate: int, silence_level: float) -> Loudness:
+def _window_hop(sample_rate: int) -> tuple[int, int]:
+    return max(1, round(ENERGY_WINDOW_S * sample_rate)), max(1, round(ENERGY_HOP_S * sample_rate))
+
+
+def energy_levels(audio: Tensor | np.ndarray, sample_rate: int) -> EnergyLevels:
     """Energy of ``audio`` ``(samples,)`` at ``sample_rate`` Hz in windows of ``ENERGY_WINDOW_S`` every
-    ``ENERGY_HOP_S``, and its pauses: runs of windows at most ``silence_level`` of the way from the
-    noise floor to the speech peak (``NOISE_PERCENTILE`` and ``PEAK_PERCENTILE`` of the windows louder
-    than digital silence), in dB, so the same for any gain and any noise level. A window stands for
-    the ``ENERGY_HOP_S`` around its centre; pauses are clipped to ``[0, duration]``. Audio shorter
-    than a window, or flatter than ``MIN_RANGE_DB``, gives no windows: nothing to snap to."""
+    ``ENERGY_HOP_S`` (none for audio shorter than a window)."""
     x = torch.as_tensor(audio, dtype=torch.float32).flatten()
-    win = max(1, round(ENERGY_WINDOW_S * sample_rate))  # samples
-    hop = max(1, round(ENERGY_HOP_S * sample_rate))  # samples
-    duration = x.numel() / sample_rate
-    flat = Loudness(np.zeros(0), np.zeros(0), np.zeros((0, 2)), duration)  # nothing to snap to
+    win, hop = _window_hop(sample_rate)
     if x.numel() < win:
-        return flat
+        return EnergyLevels(np.zeros(0), sample_rate, x.numel())
     power = torch.nn.functional.avg_pool1d(x.square()[None, None], win, hop)[0, 0]  # (F,) mean power
-    level = (10 * power.clamp_min(1e-10).log10()).cpu().numpy()
+    return EnergyLevels((10 * power.clamp_min(1e-10).log10()).cpu().numpy(), sample_rate, x.numel())
+
+
+def pauses(levels: EnergyLevels, silence_level: float) -> Loudness:
+    """The pauses of an utterance from its :func:`energy_levels`: runs of windows at most
+    ``silence_level`` of the way from the noise floor to the speech peak (``NOISE_PERCENTILE`` and
+    ``PEAK_PERCENTILE`` of the windows louder than digital silence), in dB, so the same for any gain
+    and any noise level. A window stands for the ``ENERGY_HOP_S`` around its centre; pauses are
+    clipped to ``[0, duration]``. Audio flatter than ``MIN_RANGE_DB`` (or shorter than a window) has
+    no windows: nothing to snap to."""
+    level, sample_rate = levels.level_db, levels.sample_rate
+    duration = levels.num_samples / sample_rate
+    flat = Loudness(np.zeros(0), np.zeros(0), np.zeros((0, 2)), duration)  # nothing to snap to
     live = level[level > DIGITAL_SILENCE_DB]
-    floor, peak = np.percentile(live, (NOISE_PERCENTILE, PEAK_PERCENTILE)) if live.size else (0.0, 0.0)
+    if not live.size:
+        return flat
+    floor, peak = np.percentile(live, (NOISE_PERCENTILE, PEAK_PERCENTILE))
     if peak - floor < MIN_RANGE_DB:
         return flat
+    win, hop = _window_hop(sample_rate)
     times = (np.arange(level.size) * hop + win / 2) / sample_rate
     silent = level <= floor + silence_level * (peak - floor)
     edges = np.diff(silent.astype(np.int8), prepend=0, append=0)  # +1: a pause starts, -1: it ended
     first, stop = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # windows; stop exclusive
     half = hop / 2 / sample_rate  # s
-    pauses = np.stack([times[first] - half, times[stop - 1] + half], axis=1)
-    return Loudness(level, times, pauses.clip(0.0, duration), duration)
+    spans = np.stack([times[first] - half, times[stop - 1] + half], axis=1)
+    return Loudness(level, times, spans.clip(0.0, duration), duration)
+
+
+def loudness(audio: Tensor | np.ndarray, sample_rate: int, silence_level: float) -> Loudness:
+    """:func:`pauses` of the :func:`energy_levels` of ``audio`` ``(samples,)`` at ``sample_rate`` Hz."""
+    return pauses(energy_levels(audio, sample_rate), silence_level)
 
 
 def snap_to_audio(
