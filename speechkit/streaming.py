@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from speechkit.decoders.base import BLANK, tokens_to_text
+from speechkit.decoders.timing import EnergyMeter
 from speechkit.encoders.rnn import not_streamable
 from speechkit.frontends import functional as FF
 
@@ -162,6 +163,8 @@ class Streamer:
         self.samples = 0  # samples pushed so far
         self.prev = BLANK  # the last frame's most likely token
         self.done = False
+        snap = pipeline.word_timing.snap_s is not None  # the final word times snap to the audio's pauses
+        self.energy = EnergyMeter(self.rate) if snap else None
 
     @torch.no_grad()
     def push(self, samples: Any) -> Partial:
@@ -173,6 +176,8 @@ class Streamer:
         if len(samples):
             wave = to_waveform(samples, self.rate, self.rate, f"<stream chunk at sample {self.samples}>")
             self.samples += wave.shape[0]
+            if self.energy is not None:
+                self.energy.push(wave)
             self._advance(self.features.push(wave.to(self.device)), final=False)
         return self.partial()
 
@@ -191,7 +196,8 @@ class Streamer:
         pipe = self.pipeline
         lp = self.log_probs()[None]
         lengths = torch.tensor([self.frames], device=lp.device)
-        nbests = pipe.annotate(pipe.decoder(lp.float(), lengths), lp, lengths, [seconds])
+        levels = None if self.energy is None else [self.energy.levels()]
+        nbests = pipe.annotate(pipe.decoder(lp.float(), lengths), lp, lengths, [seconds], levels)
         return Transcript.from_nbest(nbests[0], seconds, {})
 
     def partial(self) -> Partial:

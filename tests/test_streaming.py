@@ -100,13 +100,15 @@ def test_streamed_log_probs_and_greedy_text_equal_the_whole_utterances(encoder):
     pipe = pipeline(encoder, **UNIDIRECTIONAL[encoder])
     x = audio()
     expected = whole(pipe, x)
-    text = pipe.transcribe(x.numpy(), sample_rate=RATE).text
+    transcript = pipe.transcribe(x.numpy(), sample_rate=RATE)
+    text, words = transcript.text, [(w.word, w.start, w.end) for w in transcript.words]
     assert expected.shape[0] == pipe.model.output_lengths(torch.tensor([x.shape[0]])).item()
     assert len(text.replace(" ", "")) >= 2  # a text worth comparing
     for chunk in CHUNKS:
         lp, partials, final = streamed(pipe, x, chunk)
         torch.testing.assert_close(lp, expected, atol=ATOL, rtol=0, msg=f"chunks of {chunk} samples")
         assert final.text == partials[-1].text == text, chunk
+        assert [(w.word, w.start, w.end) for w in final.words] == words  # snapped to the same pauses
         # partials only grow: each one's tokens begin the next one's
         for a, b in zip(partials, partials[1:]):
             assert b.tokens[: len(a.tokens)] == a.tokens
@@ -272,3 +274,17 @@ def test_cli_streams_a_wav_on_stdin_printing_partials_then_the_final_text(tmp_pa
     lines = p.stdout.decode().splitlines()
     assert lines == [*shown, expected.text]  # not a terminal: one line per change, then the final text
     assert "streamed 1.00 s in 10 chunk(s) of 100 ms" in p.stderr.decode()
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 160, 4000])
+def test_the_energy_of_a_stream_is_the_energy_of_the_whole(chunk):
+    """What the final word times snap to: the stream's energy windows equal the whole audio's."""
+    from speechkit.decoders.timing import EnergyMeter, energy_levels
+
+    x = audio()[: RATE // 2 + 123]
+    meter = EnergyMeter(RATE)
+    for i in range(0, x.shape[0], chunk):
+        meter.push(x[i : i + chunk])
+    got, want = meter.levels(), energy_levels(x, RATE)
+    assert got.num_samples == want.num_samples == x.shape[0] and got.sample_rate == RATE
+    np.testing.assert_allclose(got.level_db, want.level_db, atol=1e-4)  # dB; float32 sums of a window

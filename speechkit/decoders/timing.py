@@ -151,6 +151,33 @@ def energy_levels(audio: Tensor | np.ndarray, sample_rate: int) -> EnergyLevels:
     return EnergyLevels((10 * power.clamp_min(1e-10).log10()).cpu().numpy(), sample_rate, x.numel())
 
 
+class EnergyMeter:
+    """:func:`energy_levels` of audio that arrives in chunks (a stream): the same windows as of the whole,
+    computed as each is complete; keeps the levels and the few samples of an unfinished window."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.win, self.hop = _window_hop(sample_rate)
+        self.pending = torch.zeros(0)  # samples from the next window's start on
+        self.parts: list[np.ndarray] = []
+        self.num_samples = 0
+
+    def push(self, samples: Tensor) -> None:
+        x = samples.detach().float().flatten().cpu()
+        self.num_samples += x.numel()
+        buf = torch.cat([self.pending, x])
+        if buf.numel() < self.win:
+            self.pending = buf
+            return
+        full = (buf.numel() - self.win) // self.hop + 1  # windows complete in buf
+        self.parts.append(energy_levels(buf[: (full - 1) * self.hop + self.win], self.sample_rate).level_db)
+        self.pending = buf[full * self.hop :]
+
+    def levels(self) -> EnergyLevels:
+        level = np.concatenate(self.parts) if self.parts else np.zeros(0)
+        return EnergyLevels(level, self.sample_rate, self.num_samples)
+
+
 def pauses(levels: EnergyLevels, silence_level: float) -> Loudness:
     """The pauses of an utterance from its :func:`energy_levels`: runs of windows at most
     ``silence_level`` of the way from the noise floor to the speech peak (``NOISE_PERCENTILE`` and
