@@ -12,12 +12,17 @@ The only real English speech with transcripts that Debian packages install here:
   saying the channel's name (48 kHz): no GRID word, so listed in a manifest (``--alsa``) but not
   scored.
 
+- ``pocketsphinx``'s source distribution on PyPI (``--pocketsphinx``; its wheel has no audio): one
+  TIDIGITS utterance (speaker dhd, "two nine three four zero") and four of its "cards" recordings
+  ("five five", "seven of clubs", …) at 16 kHz: 12 digit words of two more people.
+
 Everything is resampled to 16 kHz. Scores, greedy and beam 16 with the 51-word lexicon:
 
 - letters: share of letter files (and of sentences) whose hypothesis has the letter in its letter
   slot (the first one-character word of the hypothesis);
 - digits: the same with the first digit word;
-- WER of the sentences (against the three-word fragment).
+- WER of the sentences (against the three-word fragment);
+- other speakers' digits: the pocketsphinx recordings' digit words found in the hypothesis, in order.
 
     python benchmarks/real_voices.py --checkpoint runs/demo/latest/checkpoints/best.pt \\
         --lexicon data/asr_grid/words.txt [--write /tmp/real_voices] [--alsa]
@@ -113,6 +118,46 @@ def alsa_items(root: Path = ALSA) -> list[Item]:
     ]
 
 
+# pocketsphinx's source distribution (not its wheel) holds a few real recordings with transcripts:
+# `pip download --no-deps --no-binary :all: pocketsphinx==5.1.1`, unpack, pass its test/data folder.
+POCKETSPHINX = {  # file (16 kHz) → what is said; only the digits are GRID words
+    "tidigits/dhd.2934z.raw": "two nine three four zero",  # TIDIGITS, speaker dhd (the name spells it)
+    "cards/002.wav": "four queen of clubs",  # cards/cards.transcription
+    "cards/003.wav": "seven of clubs",
+    "cards/004.wav": "five five",
+    "cards/005.wav": "eight of spades four of clubs seven of hearts",
+}
+
+
+def pocketsphinx_items(root: Path) -> list[Item]:
+    """The recordings of :data:`POCKETSPHINX` under ``root`` (pocketsphinx's test/data)."""
+    items = []
+    for rel, text in POCKETSPHINX.items():
+        path = root / rel
+        if not path.is_file():
+            raise SystemExit(
+                f"{path} is missing: --pocketsphinx takes the test/data folder of pocketsphinx's sdist"
+            )
+        if path.suffix == ".raw":  # 16-bit little-endian mono at 16 kHz
+            audio = np.fromfile(path, dtype="<i2").astype(np.float32) / 32768
+        else:
+            audio = read_16k(path)
+        items.append(Item(f"pocketsphinx-{path.stem}", "digits", text, audio))
+    return items
+
+
+def digits_found(ref: str, hyp: str) -> tuple[int, int]:
+    """Digit words of ``ref`` found in ``hyp`` in the same order (longest common subsequence of the two
+    texts' digit words), and how many ``ref`` has."""
+    r = [w for w in ref.split() if w in DIGITS]
+    h = [w for w in hyp.split() if w in DIGITS]
+    lcs = np.zeros((len(r) + 1, len(h) + 1), dtype=int)
+    for i, a in enumerate(r):
+        for j, b in enumerate(h):
+            lcs[i + 1, j + 1] = lcs[i, j] + 1 if a == b else max(lcs[i, j + 1], lcs[i + 1, j])
+    return int(lcs[-1, -1]), len(r)
+
+
 def write_manifest(items: list[Item], out: Path, name: str) -> Path:
     """16 kHz FLAC files under ``out/audio`` and ``out/<name>.jsonl`` (paths relative to ``out``)."""
     (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -144,9 +189,14 @@ def score(items: list[Item], hyps: list[str]) -> dict[str, float]:
         out[f"{kind}s alone"] = 100 * np.mean([slot(h, vocab, kind == "letter") == ref for ref, h in alone])
         ref_slot = 1 if kind == "letter" else 2
         inside = [(it.text.split()[ref_slot], h) for it, h in zip(items, hyps) if it.kind == "sentence"]
-        out[f"{kind}s in sentences"] = 100 * np.mean([slot(h, vocab, kind == "letter") == r for r, h in inside])
+        out[f"{kind}s in sentences"] = 100 * np.mean(
+            [slot(h, vocab, kind == "letter") == r for r, h in inside]
+        )
     sent = [(it.text, h) for it, h in zip(items, hyps) if it.kind == "sentence"]
     out["sentence WER"] = 100 * wer_cer([r for r, _ in sent], [h for _, h in sent])[0]
+    found = [digits_found(it.text, h) for it, h in zip(items, hyps) if it.kind == "digits"]
+    if found:
+        out["other speakers' digits"] = 100 * sum(f for f, _ in found) / sum(n for _, n in found)
     return out
 
 
@@ -160,11 +210,16 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="also write the audio and manifests here")
     ap.add_argument("--alsa", action="store_true", help="with --write: alsa-utils' voices too")
     ap.add_argument("--predictions", type=Path, help="write every hypothesis here (jsonl)")
+    ap.add_argument(
+        "--pocketsphinx", type=Path, help="test/data of pocketsphinx's sdist: 12 digits of two more people"
+    )
     a = ap.parse_args()
 
     from speechkit import load_checkpoint
 
     items = asterisk_items(a.sentences, a.seed)
+    if a.pocketsphinx:
+        items += pocketsphinx_items(a.pocketsphinx)
     if a.write:
         print("wrote", write_manifest(items, a.write, "asterisk"))
         if a.alsa:
@@ -172,7 +227,11 @@ def main() -> None:
     pipe = load_checkpoint(a.checkpoint, batch_size=32)
     decoders = {
         "greedy": {"name": "greedy"},
-        f"beam {a.beam_size} + lexicon": {"name": "beam", "beam_size": a.beam_size, "lexicon": str(a.lexicon)},
+        f"beam {a.beam_size} + lexicon": {
+            "name": "beam",
+            "beam_size": a.beam_size,
+            "lexicon": str(a.lexicon),
+        },
     }
     results, predictions = {}, []
     for label, node in decoders.items():
@@ -180,7 +239,9 @@ def main() -> None:
         start = time.perf_counter()
         hyps = [t.text for t in pipe.transcribe([it.audio for it in items], sample_rate=SAMPLE_RATE)]
         results[label] = score(items, hyps)
-        predictions += [{"decoder": label, "name": it.name, "ref": it.text, "hyp": h} for it, h in zip(items, hyps)]
+        predictions += [
+            {"decoder": label, "name": it.name, "ref": it.text, "hyp": h} for it, h in zip(items, hyps)
+        ]
         print(f"{label}: {time.perf_counter() - start:.1f} s")
     counts = {k: sum(it.kind == k for it in items) for k in ("letter", "digit", "sentence")}
     print(f"\n{a.checkpoint}: {counts['letter']} letter files, {counts['digit']} digit files, "
