@@ -53,7 +53,7 @@ def main() -> None:
     torch.set_num_threads(1)
     pipe = load_checkpoint(a.checkpoint)
     t0 = time.perf_counter()
-    rows, lps, durations = posteriors(pipe, a.manifest, 0.0, a.limit)
+    rows, lps, durations, _ = posteriors(pipe, a.manifest, 0.0, a.limit)
     print(f"log-probs of {len(rows)} utterances in {time.perf_counter() - t0:.0f} s")
     refs = [pipe.tokenizer.clean(r["text"]).split() for r in rows]
     figures: dict[str, dict] = {}

@@ -138,9 +138,8 @@ def task(cfg: DictConfig) -> float:
     from speechkit.hub import is_remote
     from speechkit.sweep import sweep_cache_dir
 
-    resolve_data_root(
-        cfg, uses=("test_manifest",)
-    )  # data=folder data.root=…: found from any folder, as for training
+    # data=folder data.root=…: found from any folder, as for training
+    resolve_data_root(cfg, uses=("test_manifest",))
     if cfg.update_card and is_remote(cfg.checkpoint):  # refused before the evaluation, not after it
         raise SystemExit(
             f"error: update_card=true rewrites the checkpoint file, but {cfg.checkpoint} is a "
@@ -148,9 +147,8 @@ def task(cfg: DictConfig) -> float:
         )
     try:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.data.batch_size)
-        local = local_file(
-            cfg.checkpoint
-        )  # a URL's cached copy (no second download): the log-prob cache hashes it
+        # a URL's cached copy (no second download): the log-prob cache hashes it
+        local = local_file(cfg.checkpoint)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     if not cfg.data.test_manifest:  # the training run's own test set (its config names it absolutely)

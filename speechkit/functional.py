@@ -115,6 +115,17 @@ def masked_mean_std(
     return (mean, std) if keepdim else (mean.squeeze(dims), std.squeeze(dims))
 
 
+def mean_std_where(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population standard deviation ``(B, F)`` of features ``x`` ``(B, T, F)`` over the frames
+    where ``mask`` ``(B, T)`` is true (two passes, as :func:`masked_mean_std`); 0 and 0 for a row with
+    none."""
+    m = mask[..., None].to(x.dtype)
+    count = m.sum(dim=1).clamp_min(1)  # (B, 1)
+    mean = (x * m).sum(dim=1) / count
+    std = ((((x - mean[:, None]) * m) ** 2).sum(dim=1) / count).sqrt()
+    return mean, std
+
+
 def masked_standardize(
     x: Tensor, lengths: Tensor, dim: int | Sequence[int] = 1, time_dim: int = 1, eps: float = 1e-5
 ) -> Tensor:

@@ -65,9 +65,8 @@ class CTCModel(nn.Module):
             feats, lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(feats, lengths)
         hidden, lengths = self.encoder(feats, lengths)
-        return self.head(hidden).float().log_softmax(
-            dim=-1
-        ), lengths  # log-probs in fp32 whatever the autocast
+        # log-probs in fp32 whatever the autocast
+        return self.head(hidden).float().log_softmax(dim=-1), lengths
 
 
 def resolve_device(name: str) -> torch.device:
@@ -196,12 +195,12 @@ class Pipeline:
 
     def energy_levels(self, x: Tensor, raw_lengths: Tensor) -> list[EnergyLevels] | None:
         """Each input's short-time energy (``decoders.timing.energy_levels``), which :meth:`annotate` snaps
-        word times to, from a raw batch ``x`` ``(B, N)`` with ``raw_lengths`` ``(B,)``; None unless audio
-        is read and :attr:`word_timing` snaps."""
+        word times to (unless ``word_timing.snap_s`` is None), from a raw batch ``x`` ``(B, N)`` with
+        ``raw_lengths`` ``(B,)``; None for images and videos."""
         from speechkit.decoders.timing import energy_levels
 
         fe = self.model.frontend
-        if fe.modality != "audio" or self.word_timing.snap_s is None:
+        if fe.modality != "audio":
             return None
         return [energy_levels(row[:n], fe.cfg.sample_rate) for row, n in zip(x, raw_lengths.tolist())]
 

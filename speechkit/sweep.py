@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from torch import Tensor
 
+    from speechkit.decoders.timing import EnergyLevels
+
 log = logging.getLogger(__name__)
 
 JOB_RECORD = "sweep_job.json"  # in each job's directory: its overrides and the task's return value
@@ -193,7 +195,7 @@ class LogProbBatch(NamedTuple):
     indices: list[int]  # dataset index of each row
     log_probs: Tensor | None  # (B, T', V) log-softmax; None for a batch with no usable example
     lengths: Tensor | None  # (B,) valid frames of each row
-    levels: list | None = None  # each row's decoders.timing.EnergyLevels (word times snap to them), or None
+    levels: list[EnergyLevels] | None = None  # each audio row's energy (word times snap to it), or None
 
 
 def sweep_cache_dir() -> Path | None:
@@ -212,6 +214,9 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+CACHE_FORMAT = 2  # what an entry holds: 2 = log-probs, lengths and each audio row's energy levels
 
 
 def logprob_key(
@@ -236,6 +241,7 @@ def logprob_key(
         "manifest": _file_sha256(Path(manifest)),
         "media": hashlib.sha256(json.dumps(stats).encode()).hexdigest(),
         "versions": [__version__, torch.__version__],
+        "format": CACHE_FORMAT,
         "settings": {k: str(v) for k, v in sorted(settings.items())},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
@@ -264,7 +270,7 @@ class LogProbCache:
             b = torch.load(path, map_location="cpu", weights_only=True)
             lp, lengths = b["log_probs"], b["lengths"]
             levels = None
-            if b.get("levels") is not None:  # entries written before word times snapped have none
+            if b.get("levels") is not None:  # none for images and videos
                 sr = b["sample_rate"]
                 levels = [EnergyLevels(t.numpy(), sr, n) for t, n in zip(b["levels"], b["num_samples"])]
             yield LogProbBatch(b["indices"], None if lp is None else lp.to(device),

@@ -279,7 +279,7 @@ def synthesize_other(utt: Utterance) -> np.ndarray:
             if f0:  # the diphone voices' intonation model reads its target mean from int_lr_params
                 evals.append(f"(set! int_lr_params (cons (list 'target_f0_mean {f0:.1f}) int_lr_params))")
             cmd = ["text2wave", *(a for e in evals for a in ("-eval", e)), "-o", str(wav)]
-            run_synth(cmd, "festival", stdin=text + "\n")
+            run_synth(cmd, voice.engine, stdin=text + "\n")
         audio, sr = sf.read(wav, dtype="float32")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
@@ -335,7 +335,7 @@ def festival_voices() -> set[str]:
     return set(re.findall(r"[\w-]+", out))
 
 
-BINARIES = {"flite": "flite", "festival": "text2wave", "mbrola": "mbrola"}
+BINARIES = {"flite": ("flite",), "festival": ("text2wave",), "mbrola": ("mbrola", "text2wave")}
 PACKAGES = {  # what to install for each engine's voices
     "flite": "flite",
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
@@ -347,8 +347,8 @@ PACKAGES = {  # what to install for each engine's voices
 def check_engines(engines: set[str]) -> None:
     """Fail early if an engine or voice is missing or says a letter as anything but its name."""
     for engine in sorted(engines - {"espeak"}):
-        if shutil.which(BINARIES[engine]) is None:
-            raise SystemExit(f"--engines names {engine}, but {BINARIES[engine]} is not installed: "
+        if missing := [b for b in BINARIES[engine] if shutil.which(b) is None]:
+            raise SystemExit(f"--engines names {engine}, but {' and '.join(missing)} is not installed: "
                              f"apt-get install {PACKAGES[engine]}")  # fmt: skip
     if engines <= {"espeak"}:
         return

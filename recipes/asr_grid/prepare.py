@@ -11,8 +11,8 @@ their near-copies, e.g. ``iven`` .. ``iven4``) never occur in train, so dev and 
 voices are unseen in training. Every split uses all English accents.
 
 ``--preset mix`` (or ``--engines``, ``--fragment-prob``, ``--level-prob``) adds flite, Festival and
-MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``; the
-split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
+MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``;
+the split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
 noise floors and levels; see README.md. ``<out>/summary.json`` counts utterances per engine.
 
 Output (paths in the manifests are relative to ``--out``)::

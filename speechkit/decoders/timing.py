@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from speechkit.decoders.base import BLANK, word_groups
+from speechkit.frontends import functional as FF
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def _main_cluster(firsts: Sequence[int], lasts: Sequence[int], max_gap: float | 
 ENERGY_WINDOW_S = 0.010  # s per energy window (160 samples at 16 kHz)
 ENERGY_HOP_S = 0.0025  # s between windows (40 samples at 16 kHz)
 NOISE_PERCENTILE, PEAK_PERCENTILE = 10, 99  # % of an utterance's windows below its noise floor, its peak
-DIGITAL_SILENCE_DB = -100.0  # dB re full scale (power floored at 1e-10): padding, not counted for those
+# dB re full scale: windows at or under it are digital silence (padding), not counted for the floor
+DIGITAL_SILENCE_DB = FF.ENERGY_FLOOR_DB + 1e-3  # (the floor itself, whatever the last bits of its log)
 MIN_RANGE_DB = 6.0  # dB: with less between noise floor and peak, pauses cannot be told: no snapping
 
 
@@ -147,8 +149,7 @@ def energy_levels(audio: Tensor | np.ndarray, sample_rate: int) -> EnergyLevels:
     win, hop = _window_hop(sample_rate)
     if x.numel() < win:
         return EnergyLevels(np.zeros(0), sample_rate, x.numel())
-    power = torch.nn.functional.avg_pool1d(x.square()[None, None], win, hop)[0, 0]  # (F,) mean power
-    return EnergyLevels((10 * power.clamp_min(1e-10).log10()).cpu().numpy(), sample_rate, x.numel())
+    return EnergyLevels(FF.frame_energy_db(x[None], win, hop)[0].cpu().numpy(), sample_rate, x.numel())
 
 
 class EnergyMeter:

@@ -42,7 +42,7 @@ from torch import Tensor
 from speechkit.frontends import functional as FF
 from speechkit.frontends.audio_io import load_audio
 from speechkit.frontends.base import Frontend, invalid_setting
-from speechkit.functional import masked_standardize
+from speechkit.functional import masked_standardize, mean_std_where
 from speechkit.registry import register
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class _AudioFrontend(Frontend):
             level = FF.frame_energy_db(x.float(), self.win_length, self.hop_length)  # (B, T) dB
         margin, ref_frames, min_frames = SPEECH_MARGIN_DB, self.speech_ref_frames, self.speech_min_frames
         speech = FF.speech_frames(level, frames, margin, ref_frames, min_frames)
-        mean, std = FF.mean_std_where(feats, speech)
+        mean, std = mean_std_where(feats, speech)
         return FF.normalize(feats, frames, mean, std, NORM_EPS).clamp_min(-SILENCE_BOUND)  # padding stays 0
 
     @torch.no_grad()

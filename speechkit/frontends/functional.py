@@ -32,7 +32,6 @@ __all__ = [
     "log_floored",
     "mask_padding",
     "masked_mean_std",
-    "mean_std_where",
     "normalize",
     "num_frames",
     "power_spectrogram",
@@ -173,14 +172,3 @@ def speech_frames(
     speech = valid & (level_db >= reference - margin_db)
     too_few = speech.sum(dim=1, keepdim=True) < min_frames
     return speech | (valid & too_few)  # not torch.where: onnxruntime has no Where on bool
-
-
-def mean_std_where(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and population standard deviation ``(B, F)`` of features ``x`` ``(B, T, F)`` over the frames
-    where ``mask`` ``(B, T)`` is true (two passes, as :func:`masked_mean_std`); 0 and 0 for a row with
-    none."""
-    m = mask[..., None].to(x.dtype)
-    count = m.sum(dim=1).clamp_min(1)  # (B, 1)
-    mean = (x * m).sum(dim=1) / count
-    std = ((((x - mean[:, None]) * m) ** 2).sum(dim=1) / count).sqrt()
-    return mean, std
