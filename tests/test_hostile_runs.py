@@ -78,7 +78,8 @@ def test_a_second_training_run_on_a_busy_run_directory_fails_at_once_and_touches
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (run_dir / "config.yaml").exists():  # written once the lock is held
+        # config.yaml is written once the lock is held; Hydra's own files may come a moment apart
+        while not all((run_dir / p).exists() for p in ("config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml")):
             assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
             time.sleep(0.2)
         before = _snapshot(run_dir)
