@@ -98,11 +98,9 @@ def test_words_span_their_tokens_frames_not_the_silence_before_or_after(pipe):
     assert clamped.words[-1] == pytest.approx(("c", min(expected[1][1], end), end), abs=5e-4)
 
 
-def test_transcribe_snaps_word_times_to_the_pauses_of_its_audio_unless_turned_off(pipe, monkeypatch):
-    """Audio of 2 s, noise bursts for "ab" at 1.00–1.35 s and "c" at 1.60–1.90 s over a faint floor;
-    the posteriors (in place of the model's) put the words' times 55–130 ms off. ``transcribe`` reads
-    the word times off the frames, then moves them to the bursts' edges; with ``snap_s=None`` they stay
-    where the frames put them, and so does ``annotate`` without the audio."""
+def bursts_with_late_posteriors(pipe, monkeypatch) -> tuple[np.ndarray, torch.Tensor]:
+    """2 s of audio, noise bursts for "ab" at 1.00–1.35 s and "c" at 1.60–1.90 s over a faint floor, and
+    posteriors ``(T, V)`` that put the words' times 55–130 ms off, put in place of the model's."""
     sr, shift = pipe.model.frontend.cfg.sample_rate, pipe.model.frame_shift_s
     rng = np.random.default_rng(0)
     x = rng.normal(0, 1e-3, 2 * sr).astype(np.float32)
@@ -116,6 +114,17 @@ def test_transcribe_snaps_word_times_to_the_pauses_of_its_audio_unless_turned_of
     monkeypatch.setattr(
         pipe, "log_probs", lambda x_, lengths: (lp[None].expand(len(x_), -1, -1), torch.full((len(x_),), T))
     )
+    return x, lp
+
+
+def test_transcribe_snaps_word_times_to_the_pauses_of_its_audio_unless_turned_off(pipe, monkeypatch):
+    """Audio of 2 s, noise bursts for "ab" at 1.00–1.35 s and "c" at 1.60–1.90 s over a faint floor;
+    the posteriors (in place of the model's) put the words' times 55–130 ms off. ``transcribe`` reads
+    the word times off the frames, then moves them to the bursts' edges; with ``snap_s=None`` they stay
+    where the frames put them, and so does ``annotate`` without the audio."""
+    sr, shift = pipe.model.frontend.cfg.sample_rate, pipe.model.frame_shift_s
+    x, lp = bursts_with_late_posteriors(pipe, monkeypatch)
+    T = lp.shape[0]
 
     snapped = [(w.word, w.start, w.end) for w in pipe.transcribe(x, sample_rate=sr).words]
     assert [w for w, _, _ in snapped] == ["ab", "c"]
@@ -144,22 +153,11 @@ def test_eval_snaps_word_times_as_transcribe_does_also_from_the_log_prob_cache(p
 
     from speechkit.eval import evaluate
 
-    sr, shift = pipe.model.frontend.cfg.sample_rate, pipe.model.frame_shift_s
-    rng = np.random.default_rng(0)
-    x = rng.normal(0, 1e-3, 2 * sr).astype(np.float32)
-    for a, b in ((1.0, 1.35), (1.6, 1.9)):
-        x[round(a * sr) : round(b * sr)] = rng.normal(0, 0.3, round(b * sr) - round(a * sr))
+    sr = pipe.model.frontend.cfg.sample_rate
+    x, _ = bursts_with_late_posteriors(pipe, monkeypatch)
     sf.write(tmp_path / "u.wav", x, sr, subtype="FLOAT")
     (tmp_path / "m.jsonl").write_text(
         json.dumps({"audio_filepath": "u.wav", "text": "ab c", "duration": 2.0}) + "\n"
-    )
-    ids = {s: i for i, s in enumerate(pipe.tokenizer.tokens)}
-    T = int(pipe.model.output_lengths(torch.tensor([len(x)]))[0])
-    at = {round(1.04 / shift): ids["a"], round(1.09 / shift): ids["b"], round(1.45 / shift): ids[" "]}
-    at[round(1.64 / shift)] = ids["c"]
-    lp = posterior(T, len(ids), {t: (tok, 0.9) for t, tok in at.items()})
-    monkeypatch.setattr(
-        pipe, "log_probs", lambda x_, lengths: (lp[None].expand(len(x_), -1, -1), torch.full((len(x_),), T))
     )
     want = [w.to_dict() for w in pipe.transcribe(x, sample_rate=sr).words]
     assert [v for w in want for v in (w["start"], w["end"])] == pytest.approx([1.0, 1.35, 1.6, 1.9], abs=0.01)
