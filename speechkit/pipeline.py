@@ -41,7 +41,7 @@ class CTCModel(nn.Module):
     def from_config(cls, cfg: DictConfig | dict, vocab_size: int) -> CTCModel:
         frontend = build("frontend", cfg["frontend"])
         sample_rate = getattr(getattr(frontend, "cfg", None), "sample_rate", None)  # Hz; None: images, video
-        augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate)
+        augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate, frontend=frontend)
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
         return cls(frontend, augment, encoder, vocab_size)
 

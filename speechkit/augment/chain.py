@@ -81,11 +81,14 @@ class AugmentChain(nn.Module):
         self.n_raw = n_raw  # stages[:n_raw] run on the raw batch, the rest on features
 
     @classmethod
-    def from_config(cls, node: Any, sample_rate: int | None = None) -> AugmentChain:
+    def from_config(
+        cls, node: Any, sample_rate: int | None = None, frontend: nn.Module | None = None
+    ) -> AugmentChain:
         """The chain an ``augment`` config node chooses (see :func:`stage_nodes`).
 
         ``sample_rate``: the frontend's, in Hz (None for images and video), given to the stages whose
-        class sets ``needs_sample_rate`` (the waveform augmentations).
+        class sets ``needs_sample_rate`` (the waveform augmentations); ``frontend``: the built frontend,
+        given to the stages whose class sets ``needs_frontend`` (vtlp reads its frequency axis).
         """
         chosen = stage_nodes(node)
         if _is_mapping(node) and not isinstance(node.get("name"), str):
@@ -100,7 +103,12 @@ class AugmentChain(nn.Module):
         stages = []
         for stage in chosen.values():
             context = {}
-            if getattr(registry("augment").get(stage["name"]).cls, "needs_sample_rate", False):
+            cls_ = registry("augment").get(stage["name"]).cls
+            if getattr(cls_, "needs_frontend", False):
+                if frontend is None:
+                    raise ValueError(f"augment {stage['name']!r} works on a frontend's features, and none was given")
+                context["frontend"] = frontend
+            if getattr(cls_, "needs_sample_rate", False):
                 if sample_rate is None:
                     raise ValueError(
                         f"augment {stage['name']!r} works on audio waveforms, but the frontend has no sample "
