@@ -8,11 +8,13 @@ of n characters adds n · boost to its hypothesis' score.
 Matching walks a character trie of the hotwords as a hypothesis writes text (a token writes its
 text, one character after another, so subword tokens work as characters do):
 
-- a match starts at a word start: the utterance's start or after the separator (``decoder.space``);
+- a match starts at a word start: the utterance's start, or after the separator (``decoder.space``)
+  or punctuation (any character but a letter, a digit, ``'`` and ``-``: ``"(Smith"``);
 - each character along the trie earns its node's boost (the largest of the hotwords through it),
   so the search is steered towards a hotword while it spells it;
-- a hotword completes at a word end (a separator, or the end of the utterance) and keeps what it
-  earned; a phrase ("new york") locks in each hotword it passes ("new") at that word's end;
+- a hotword completes at a word end (a separator, punctuation — ``"Smith,"`` —, or the end of the
+  utterance) and keeps what it earned; a phrase ("new york") locks in each hotword it passes
+  ("new") at that word's end;
 - a match that fails gives back what it earned since its start or its last completed hotword,
   and falls back to the longest suffix of what it matched that starts at a word start and is
   still in the trie (Aho-Corasick's failure arc, kept to word starts), else to the trie's root
@@ -43,6 +45,7 @@ from torch import Tensor
 from speechkit.decoders.base import BLANK
 
 ROOT, OUTSIDE = 0, 1  # automaton states: at a word start; inside a word no hotword starts with
+INSIDE_WORD = "'-"  # besides letters and digits, what a word may hold ("O'Brien", "Jean-Luc")
 
 
 class Hotword(NamedTuple):
@@ -168,7 +171,7 @@ class HotwordTrie:
         held = [0.0] * S
         for node in range(S):  # parents are numbered before their children
             for ch, nxt in children[node].items():
-                locked = terminal[node] and ch == space
+                locked = terminal[node] and self.ends_word(ch)
                 held[nxt] = boost[nxt] + (0.0 if locked else held[node])
         # fail[s]: where a failed match goes on: the longest proper suffix of its text that starts
         # after a separator and is a state; ROOT when only the empty one is; OUTSIDE without separator
@@ -213,16 +216,20 @@ class HotwordTrie:
         """The automaton of a hotword file or list (:func:`read_hotwords`) over ``tokens``."""
         return cls(read_hotwords(spec, default_boost), tokens, space)
 
+    def ends_word(self, ch: str) -> bool:
+        """``ch`` is a word boundary: the separator or punctuation (not a letter, digit, ' or -)."""
+        return ch == self.space or not (ch.isalnum() or ch in INSIDE_WORD)
+
     def char_step(self, s: int, ch: str) -> tuple[int, float]:
         """The state after writing character ``ch`` in state ``s``, and what that adds to the score."""
         if s == OUTSIDE:
-            return (ROOT if ch == self.space else OUTSIDE), 0.0
+            return (ROOT if self.ends_word(ch) else OUTSIDE), 0.0
         nxt = self.children[s].get(ch)
         if nxt is not None:
             return nxt, self.boost[nxt]
         if s == ROOT:
-            return (ROOT if ch == self.space else OUTSIDE), 0.0
-        if ch == self.space and self.terminal[s]:
+            return (ROOT if self.ends_word(ch) else OUTSIDE), 0.0
+        if self.ends_word(ch) and self.terminal[s]:
             return ROOT, 0.0  # a hotword completes: it keeps what it earned
         f = self.fail[s]  # the match fails: give back what it holds, go on from the suffix
         nxt, gain = self.char_step(f, ch)

@@ -50,6 +50,28 @@ def test_completed_hotwords_earn_their_boost_per_character_and_partial_matches_n
     assert trie.score(ids(text)) == pytest.approx(earned)
 
 
+WITH_PUNCTUATION = CHARS + list(".,()\"'-")
+
+
+@pytest.mark.parametrize(
+    ("text", "earned"),
+    [
+        ("ann.", 3),  # punctuation ends a word as the separator does: the hotword completes
+        ("x ann, y", 3),
+        ("(ann) y", 3),  # and opening punctuation keeps a word start
+        ('"new york".', 8),
+        ("new, york", 3),  # "new" completes at the comma, where the phrase cannot go on
+        ("ann's", 0),  # an apostrophe or hyphen goes on inside the word
+        ("ann-marie", 0),
+        ("anna.", 0),
+        ("x.ann", 3),
+    ],
+)
+def test_punctuation_is_a_word_boundary_as_the_separator_is(text, earned):
+    trie = HotwordTrie.from_spec(NAMES, WITH_PUNCTUATION, default_boost=1.0)
+    assert trie.score([WITH_PUNCTUATION.index(ch) for ch in text]) == pytest.approx(earned)
+
+
 def test_a_failed_phrase_falls_back_to_the_longest_suffix_at_a_word_start():
     trie = HotwordTrie.from_spec(["a b c", "b d", "new yorkshire", "york"], CHARS, default_boost=1.0)
     assert trie.score(ids("a b d")) == pytest.approx(3)  # "a b c" fails at "d": "b d" completes
@@ -273,6 +295,18 @@ def test_a_boost_recovers_a_misheard_hotword_and_leaves_other_words_alone(engine
     top = boosted(lp, torch.tensor([lp.shape[1]]))[0][0]
     assert top.text == "bin anxa now"
     assert top.score == pytest.approx(plain(lp, torch.tensor([lp.shape[1]]))[0][0].score, abs=1e-4)
+
+
+@pytest.mark.parametrize("engine", ["torch", "native"])
+def test_a_boosted_name_keeps_the_punctuation_after_it(engine):
+    # "bin anna. now" with a clear full stop after the misheard "anna": a hotword that completed only
+    # before a separator made the search write a space for the stop (3 nats worse) to earn its 4 × 2.0
+    lp = peaky("bin anna. now", WITH_PUNCTUATION, {6: ("m", 1.0), 8: (" ", -3.0)})
+    length = torch.tensor([lp.shape[1]])
+    options = {"tokens": WITH_PUNCTUATION, "beam_size": 8, "engine": engine}
+    assert build("decoder", "beam", **options)(lp, length)[0][0].text == "bin anma. now"
+    boosted = build("decoder", "beam", **options, hotwords=["anna"], hotword_boost=2.0)
+    assert boosted(lp, length)[0][0].text == "bin anna. now"
 
 
 def test_hotwords_come_from_a_config_node_as_a_path_or_a_list(tmp_path):
