@@ -87,10 +87,13 @@ def stream_once(pipe, wave: torch.Tensor, chunk: int) -> dict:
 
 def frame_times(pipe, frames: list[int], n_samples: int) -> list[float]:
     """Seconds from the audio's start at which output frame ``f`` can first be computed: when the
-    last sample of its last input frame has arrived (the utterance's end for the flushed last group)."""
-    fe, sub = pipe.model.frontend, getattr(pipe.model.encoder, "subsampling", 1)
+    last sample of its last input frame (look-ahead included) has arrived (the utterance's end for the
+    flushed last group)."""
+    fe, enc = pipe.model.frontend, pipe.model.encoder
+    sub = getattr(enc, "subsampling", 1)
+    ahead = getattr(getattr(enc, "sub", None), "lookahead", 0)  # input frames of right context
     rate = fe.cfg.sample_rate
-    last = [((f + 1) * sub - 1) * fe.hop_length + fe.win_length for f in frames]  # samples read
+    last = [((f + 1) * sub - 1 + ahead) * fe.hop_length + fe.win_length for f in frames]  # samples read
     return [min(n, n_samples) / rate for n in last]
 
 

@@ -10,10 +10,12 @@ model itself needs, and the log-probabilities equal the whole utterance's (tests
   computed as soon as their last sample arrives; the samples from the next frame's start on are kept
   (``win − hop`` to ``win − 1`` of them: 240–399 at 16 kHz). MFCC deltas look ``2 · order`` frames
   ahead (and back), so those frames wait for their look-ahead, and the last ones for ``finish``.
-- **normalisation**: ``global`` (fixed training statistics) and ``none`` stream as they are.
-  ``utterance`` (each utterance's own mean and variance) needs the whole utterance before its first
-  frame: it is refused, naming the setting to train with, rather than approximated by a running
-  estimate the model never saw in training.
+- **normalisation**: ``global`` (fixed training statistics) and ``none`` stream as they are;
+  ``online`` (each frame by the mean and variance of the frames so far, with the training set's as a
+  prior) carries its running sums from chunk to chunk. ``utterance`` and ``speech`` (each utterance's
+  own statistics) need the whole utterance before its first frame: they are refused, naming the
+  setting to train with, rather than approximated by a running estimate the model never saw in
+  training.
 - **encoder** (``stream_init``/``stream_step``, speechkit/encoders/): unidirectional recurrences carry
   their state, a causal TCN each block's left context, and subsampling the frames of an unfinished
   group (zero-padded by ``finish``, as the whole utterance's last group is). A bidirectional encoder
@@ -43,15 +45,17 @@ from speechkit.decoders.timing import EnergyMeter
 from speechkit.encoders.rnn import not_streamable
 from speechkit.frontends import functional as FF
 
+CAUSAL_NORMALIZE = ("online", "global", "none")  # normalisations whose frame t reads no later frame
+
 
 def refuse_normalize(frontend: Any) -> None:
-    """``ValueError`` unless the frontend's normalisation is causal (``global`` or ``none``)."""
+    """``ValueError`` unless the frontend's normalisation is causal (``online``, ``global`` or ``none``)."""
     mode = getattr(getattr(frontend, "cfg", None), "normalize", "none")
-    if mode not in ("global", "none"):
+    if mode not in CAUSAL_NORMALIZE:
         raise ValueError(
-            f"streaming needs frontend.normalize=global or none; this model was trained with "
+            f"streaming needs frontend.normalize=online, global or none; this model was trained with "
             f"normalize={mode!r}, whose mean and variance are the whole utterance's, known only at its end. "
-            "Train a streaming model with frontend.normalize=global (e.g. recipe=asr_grid_stream)"
+            "Train a streaming model with frontend.normalize=online (e.g. recipe=asr_grid_stream)"
         )
 
 
@@ -60,7 +64,8 @@ class FeatureStream:
 
     ``push(samples)`` ``(N,)`` → the frames ``(1, t, F)`` now complete (normalised as the frontend
     does), ``finish()`` → the frames held back for their delta look-ahead. ``lookahead`` frames wait
-    for future ones (0 without deltas; MFCC with Δ and ΔΔ: 4).
+    for future ones (0 without deltas; MFCC with Δ and ΔΔ: 4). ``normalize=online`` carries the
+    running moments of the frames given out so far (``moments``) into the next chunk's.
     """
 
     def __init__(self, frontend: Any) -> None:
@@ -75,7 +80,10 @@ class FeatureStream:
         self.start = 0  # utterance index of static's first frame
         self.frames = 0  # static frames computed so far
         self.emitted = 0  # frames given out so far
-        self.mean_std = frontend.global_mean_std() if frontend.cfg.normalize == "global" else None
+        mode = frontend.cfg.normalize
+        self.mean_std = frontend.global_mean_std() if mode == "global" else None
+        self.online = mode == "online"
+        self.moments: FF.Moments | None = None  # normalize=online: of the frames given out so far
 
     def push(self, samples: Tensor) -> Tensor:
         """The next samples ``(N,)`` (float, full scale 1) → the frames they complete ``(1, t, F)``."""
@@ -106,11 +114,14 @@ class FeatureStream:
         self.emitted = end
         keep = max(0, end - self.lookahead)  # the look-back the next frames need
         self.static, self.start = self.static[:, keep - self.start :], keep
+        frames = torch.tensor([out.shape[1]], device=out.device)
         if self.mean_std is not None:
             mean, std = self.mean_std
             from speechkit.frontends.audio import NORM_EPS
 
-            out = FF.normalize(out, torch.tensor([out.shape[1]]), mean.to(out), std.to(out), NORM_EPS)
+            out = FF.normalize(out, frames, mean.to(out), std.to(out), NORM_EPS)
+        elif self.online:
+            out, self.moments = self.fe.online_normalize(out, frames, self.moments)
         return out
 
 

@@ -104,7 +104,7 @@ class Trainer:
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume:
             self._restore(*resume)
-        elif getattr(getattr(self.model.frontend, "cfg", None), "normalize", None) == "global":
+        elif getattr(self.model.frontend, "uses_dataset_stats", False):  # normalize=global or online
             self._global_stats()
         self._setup_parallel()
 

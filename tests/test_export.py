@@ -26,6 +26,8 @@ def _checkpoint(tmp_path, *overrides):
         cfg = compose("config", overrides=["encoder.hidden_size=16", "encoder.num_layers=2", *overrides])
     torch.manual_seed(0)
     model = CTCModel.from_config(cfg, len(TOKENS)).eval()
+    if getattr(model.frontend, "uses_dataset_stats", False):  # normalize=global or online
+        model.frontend.update_stats(*_two_lengths(model, (16000, 9000)))
     path = tmp_path / "model.pt"
     save_checkpoint(path, model_payload(cfg, TOKENS, model))
     return path, model
@@ -47,7 +49,14 @@ def _valid_max_diff(got, want, lengths):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize(
-    "frontend,normalize", [("mfcc", "utterance"), ("fbank", "utterance"), ("fbank", "speech")]
+    "frontend,normalize",
+    [
+        ("mfcc", "utterance"),
+        ("fbank", "utterance"),
+        ("fbank", "speech"),
+        ("fbank", "online"),
+        ("mfcc", "online"),
+    ],
 )
 def test_exported_audio_model_matches_pytorch_on_a_batch_of_two_lengths(tmp_path, fmt, frontend, normalize):
     path, model = _checkpoint(
@@ -74,6 +83,24 @@ def test_exported_audio_model_matches_pytorch_on_a_batch_of_two_lengths(tmp_path
     got3, got_l3 = run_exported(out, fmt, x3, l3)
     assert got3.shape == want3.shape and got_l3.tolist() == want_l3.tolist()
     assert _valid_max_diff(got3, want3, want_l3) < TOLERANCE
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streaming_model_with_online_normalisation_and_lookahead_exports(tmp_path, fmt):
+    """The asr_grid_stream kind of model: unidirectional, causal normalisation, stacking look-ahead."""
+    path, model = _checkpoint(
+        tmp_path, "frontend=fbank", "frontend.normalize=online", "encoder=lstm", "encoder.subsample=4",
+        "encoder.lookahead=3",
+    )  # fmt: skip
+    out = tmp_path / f"stream.{fmt}"
+    export(path, out, fmt)
+    for lengths in ((20800, 13123), (9000, 30011, 4000)):
+        x, n = _two_lengths(model, lengths)
+        with torch.no_grad():
+            want, want_lens = model(x, n)
+        got, got_lens = run_exported(out, fmt, x, n)
+        assert got.shape == want.shape and got_lens.tolist() == want_lens.tolist()
+        assert _valid_max_diff(got, want, want_lens) < TOLERANCE
 
 
 def test_sidecar_json_holds_the_vocabulary_and_frontend_parameters(tmp_path):

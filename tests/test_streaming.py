@@ -33,8 +33,8 @@ ATOL = 1e-5  # see the module docstring
 
 # the unidirectional encoders, with subsampling (stack and conv) spread over them
 UNIDIRECTIONAL = {
-    "lstm": {"subsample": 3},
-    "gru": {"subsample": 2, "subsample_mode": "conv"},
+    "lstm": {"subsample": 3, "lookahead": 2},  # right context: 2 frames past each group of 3
+    "gru": {"subsample": 2, "subsample_mode": "conv", "lookahead": 1},
     "elman": {"bidirectional": False},
     "jordan": {"bidirectional": False, "subsample": 2, "hidden_size": 8},
     "lstm_peephole": {"bidirectional": False},
@@ -64,7 +64,7 @@ def frontend(kind: str = "fbank", normalize: str = "global") -> torch.nn.Module:
     if kind == "mfcc":
         params["n_mfcc"] = 8
     fe = build("frontend", kind, **params)
-    if normalize == "global":
+    if normalize in ("global", "online"):
         fe.update_stats(audio(1.0, seed=5)[None], torch.tensor([RATE]))
     return fe
 
@@ -148,7 +148,10 @@ def test_the_encoder_step_api_streams_a_batch():
         torch.testing.assert_close(torch.cat(parts, 1), y, atol=ATOL, rtol=0, msg=name)
 
 
-@pytest.mark.parametrize("kind,normalize", [("fbank", "global"), ("mfcc", "none"), ("spectrogram", "none")])
+@pytest.mark.parametrize(
+    "kind,normalize",
+    [("fbank", "global"), ("fbank", "online"), ("mfcc", "online"), ("mfcc", "none"), ("spectrogram", "none")],
+)
 def test_streamed_features_equal_the_whole_utterances_for_any_chunking(kind, normalize):
     fe = frontend(kind, normalize) if kind != "spectrogram" else build("frontend", kind, normalize="none")
     x = audio(0.5)
@@ -184,10 +187,32 @@ def test_encoders_that_look_ahead_are_refused_with_one_clear_error(encoder, para
         pipe.stream()
 
 
-def test_per_utterance_normalisation_is_refused_naming_the_settings_that_stream():
-    pipe = pipeline("lstm", frontend("fbank", "utterance"))
-    with pytest.raises(ValueError, match=r"streaming needs frontend.normalize=global or none.*'utterance'"):
+@pytest.mark.parametrize("normalize", ["utterance", "speech"])
+def test_per_utterance_normalisation_is_refused_naming_the_settings_that_stream(normalize):
+    pipe = pipeline("lstm", frontend("fbank", normalize))
+    with pytest.raises(
+        ValueError, match=rf"streaming needs frontend.normalize=online, global or none.*'{normalize}'"
+    ):
         pipe.stream()
+
+
+def test_online_normalisation_streams_the_whole_utterances_log_probs_and_text():
+    """The running mean and variance travel across chunks: every chunking gives the whole utterance's
+    log-probabilities, and a stream that restarted them at a chunk would be caught."""
+    pipe = pipeline("lstm", frontend("fbank", "online"), subsample=3)
+    x = audio(1.0)
+    expected = whole(pipe, x)
+    text = pipe.transcribe(x.numpy(), sample_rate=RATE).text
+    for chunk in CHUNKS:
+        lp, partials, final = streamed(pipe, x, chunk)
+        torch.testing.assert_close(lp, expected, atol=ATOL, rtol=0, msg=f"chunks of {chunk} samples")
+        assert final.text == partials[-1].text == text, chunk
+    s = pipe.stream()
+    s.push(x[:4800])
+    s.features.moments = None  # as if the running sums were dropped
+    s.push(x[4800:])
+    s.finish()
+    assert (s.log_probs() - expected).abs().max().item() > 100 * ATOL
 
 
 def test_a_stream_takes_the_models_rate_only_and_ends_once():

@@ -54,51 +54,67 @@ class StreamState:
 class Subsample(nn.Module):
     """Reduce the frame rate by ``factor``: ``stack`` concatenates neighbouring frames,
     ``conv`` uses a strided 1-D convolution. ``(B, T, F)`` → ``(B, ceil(T / factor), F')``.
+
+    ``lookahead`` frames of right context: output frame ``k`` reads input frames
+    ``[k·factor, (k + 1)·factor + lookahead)`` (stacked: ``F' = F·(factor + lookahead)``; conv: a kernel
+    of ``factor + lookahead``), frames past the utterance's end being zeros, so a streamed output waits
+    for ``lookahead`` more input frames (10 ms each at a 10 ms hop).
     """
 
-    def __init__(self, input_size: int, factor: int, mode: str = "stack") -> None:
+    def __init__(self, input_size: int, factor: int, mode: str = "stack", lookahead: int = 0) -> None:
         super().__init__()
         if mode not in ("stack", "conv"):
             raise ValueError(f"subsampling mode {mode!r} is not one of: stack, conv")
-        self.factor, self.mode = factor, mode
-        if mode == "conv" and factor > 1:
-            self.conv = nn.Conv1d(input_size, input_size, kernel_size=factor, stride=factor)
+        if lookahead < 0:
+            raise ValueError(f"encoder.lookahead={lookahead}: use 0 or a positive number of input frames")
+        self.factor, self.mode, self.lookahead = factor, mode, lookahead
+        width = factor + lookahead  # input frames one output frame reads
+        if mode == "conv" and width > 1:
+            self.conv = nn.Conv1d(input_size, input_size, kernel_size=width, stride=factor)
             self.output_dim = input_size
         else:
-            self.output_dim = input_size * factor
+            self.output_dim = input_size * width
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if self.factor == 1:
+        if self.factor == 1 and self.lookahead == 0:
             return x, lengths
-        B, T, F = x.shape
-        pad = (-T) % self.factor
+        T = x.shape[1]
+        groups = (T + self.factor - 1) // self.factor
+        pad = groups * self.factor + self.lookahead - T
         x = nn.functional.pad(mask_padding(x, lengths), (0, 0, 0, pad))  # padding frames become zeros
-        if self.mode == "stack":
-            x = x.reshape(B, (T + pad) // self.factor, F * self.factor)
-        else:
-            x = self.conv(x.transpose(1, 2)).transpose(1, 2)
-        return x, self.output_lengths(lengths)
+        return self._groups(x, groups), self.output_lengths(lengths)
+
+    def _groups(self, x: Tensor, groups: int) -> Tensor:
+        """``groups`` output frames of ``x`` ``(B, groups·factor + lookahead, F)``."""
+        B, _, F = x.shape
+        if self.mode == "conv" and self.factor + self.lookahead > 1:
+            return self.conv(x.transpose(1, 2)).transpose(1, 2)
+        y = x[:, : groups * self.factor].reshape(B, groups, F * self.factor)
+        if self.lookahead:  # the lookahead frames after each group: frames (k + 1)·factor + j
+            ahead = [x[:, self.factor + j :: self.factor][:, :groups] for j in range(self.lookahead)]
+            y = torch.cat([y, *ahead], dim=2)
+        return y
 
     def stream(self, x: Tensor, rest: Tensor | None, final: bool = False) -> tuple[Tensor, Tensor | None]:
         """Subsample a stream chunk by chunk: ``x`` ``(B, t, F)`` the new frames, ``rest`` those held
-        back from the last chunk → ``(B, t', F')`` output frames, the frames held back now. Only whole
-        groups of ``factor`` frames go out; with ``final`` the last group is zero-padded, as
-        ``forward`` pads the end of an utterance, so the outputs equal ``forward``'s on the whole."""
-        if self.factor == 1:
+        back from the last chunk → ``(B, t', F')`` output frames, the frames held back now. Only groups
+        whose ``factor + lookahead`` frames have all arrived go out; with ``final`` the rest are
+        zero-padded, as ``forward`` pads the end of an utterance, so the outputs equal ``forward``'s."""
+        if self.factor == 1 and self.lookahead == 0:
             return x, None
         x = x if rest is None else torch.cat([rest, x], 1)
         B, T, F = x.shape
-        whole = T - T % self.factor
-        if final and whole < T:
-            x = nn.functional.pad(x, (0, 0, 0, self.factor - T % self.factor))
-            whole = T = x.shape[1]
-        if whole == 0:
+        groups = max(0, (T - self.lookahead) // self.factor)
+        if final:
+            groups = (T + self.factor - 1) // self.factor
+            x = nn.functional.pad(x, (0, 0, 0, groups * self.factor + self.lookahead - T))
+        if groups == 0:
             return x.new_zeros(B, 0, self.output_dim), x
-        y, _ = self(x[:, :whole], torch.full((B,), whole, dtype=torch.long, device=x.device))
-        return y, x[:, whole:]
+        y = self._groups(x[:, : groups * self.factor + self.lookahead], groups)
+        return y, x[:, groups * self.factor :]
 
 
 @dataclass
@@ -108,6 +124,7 @@ class RNNConfig:
     dropout: float = 0.1  # between layers
     subsample: int = 1  # time reduction factor before the recurrence (1 = none)
     subsample_mode: str = "stack"  # stack | conv
+    lookahead: int = 0  # input frames of right context each subsampled frame also reads (10 ms each)
     impl: str = "auto"  # packed | reversed | auto (packed on GPU, reversed on CPU); same parameters
 
 
@@ -120,7 +137,7 @@ class _TorchRNN(nn.Module):
     def __init__(self, cfg: RNNConfig, input_size: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode)
+        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead)
         self.rnn = self.rnn_cls(
             self.sub.output_dim,
             cfg.hidden_size,

@@ -16,6 +16,8 @@ The masks and masked statistics every stage shares (``lengths_mask``, ``mask_pad
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -24,6 +26,8 @@ from speechkit.functional import lengths_mask, mask_padding, masked_mean_std
 
 __all__ = [
     "DELTA_WIDTH",
+    "Moments",
+    "causal_normalize",
     "deltas",
     "dft_matrix",
     "frame_energy_db",
@@ -34,6 +38,7 @@ __all__ = [
     "masked_mean_std",
     "normalize",
     "num_frames",
+    "no_moments",
     "power_spectrogram",
     "speech_frames",
 ]
@@ -139,6 +144,64 @@ def normalize(x: Tensor, lengths: Tensor, mean: Tensor, std: Tensor, eps: float 
         mean, std = mean[None], std[None]
     y = (x - mean[:, None]) / std.clamp_min(eps)[:, None]
     return mask_padding(y, lengths)
+
+
+class Moments(NamedTuple):
+    """Running sums of an utterance's frames about a fixed centre ``c`` ``(F,)``: ``count`` ``(B, 1)``
+    frames, ``sum`` ``(B, F)`` of ``x − c`` and ``sq_sum`` ``(B, F)`` of ``(x − c)²`` (float64)."""
+
+    count: Tensor
+    sum: Tensor
+    sq_sum: Tensor
+
+
+def no_moments(batch: int, like: Tensor) -> Moments:
+    """The moments of no frames yet, for ``batch`` rows of ``like``'s ``F`` features, dtype and device."""
+    zeros = like.new_zeros(batch, like.shape[-1])
+    return Moments(like.new_zeros(batch, 1), zeros, zeros)
+
+
+def causal_normalize(
+    x: Tensor,
+    lengths: Tensor,
+    prior_mean: Tensor,
+    prior_std: Tensor,
+    prior_frames: float,
+    start: Moments | None = None,
+    eps: float = 1e-5,
+) -> tuple[Tensor, Moments]:
+    """Each frame of ``x`` ``(B, T, F)`` standardised by the mean and variance of the frames up to and
+    including it, pooled with a prior (``prior_mean``, ``prior_std`` ``(F,)``) worth ``prior_frames``
+    frames. With ``τ`` the prior's weight, ``n_t`` the frames so far (``start``'s and ``t + 1``),
+    ``S_t = Σ_{s≤t} (x_s − μ₀)`` and ``Q_t = Σ_{s≤t} (x_s − μ₀)²``:
+
+    ``m_t = μ₀ + S_t / (τ + n_t)``, ``v_t = (τ σ₀² + Σ_{s≤t} (x_s − m_t)²) / (τ + n_t)`` — the spread
+    of the frames about their own running mean, ``Q_t − 2 e S_t + n_t e²`` with ``e = m_t − μ₀``, plus
+    the prior's — and ``y_t = (x_t − m_t) / max(√v_t, eps)``. ``τ = 0``: the frames' own cumulative
+    mean and variance.
+
+    Cumulative sums over time, so frame ``t`` depends on no later frame, and the pieces of an utterance
+    given one after the other (each with the moments the previous one returned as ``start``; ``None``:
+    the utterance's start) give the whole utterance's result. Returns the normalised features (padding
+    zero) and the moments after each row's last valid frame.
+    """
+    # sums in float64 (MPS has none): the spread is a difference of sums, and float32 lost 5e-4 of a
+    # normalised feature on a band whose mean lies 100 of its standard deviations from the prior's
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    start = no_moments(x.shape[0], x.to(acc)) if start is None else start
+    if x.shape[1] == 0:
+        return x, start
+    valid = lengths_mask(lengths.to(x.device), x.shape[1])[..., None].to(acc)  # (B, T, 1)
+    d = (x.to(acc) - prior_mean.to(acc)) * valid  # padding adds nothing to the sums
+    n = start.count[:, None] + valid.cumsum(1)  # (B, T, 1)
+    s1 = start.sum[:, None] + d.cumsum(1)
+    s2 = start.sq_sum[:, None] + (d * d).cumsum(1)
+    weight = (prior_frames + n).clamp_min(1e-6)  # no 0/0 with no prior
+    e = s1 / weight  # m_t − μ₀
+    scatter = (s2 - 2 * e * s1 + n * e * e).clamp_min(0)
+    std = ((prior_frames * prior_std.to(acc).square() + scatter) / weight).sqrt()
+    y = (d - e) / std.clamp_min(eps) * valid
+    return y.to(x.dtype), Moments(n[:, -1], s1[:, -1], s2[:, -1])
 
 
 def frame_energy_db(x: Tensor, win_length: int, hop_length: int) -> Tensor:

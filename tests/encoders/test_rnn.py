@@ -46,3 +46,17 @@ def test_reversed_and_packed_give_the_same_outputs_and_gradients(name):
 def test_unknown_impl_is_refused():
     with pytest.raises(ValueError, match="encoder.impl"):
         build("encoder", "blstm", hidden_size=4, num_layers=1, input_size=3, impl="fast")
+
+
+def test_lookahead_stacks_each_group_with_the_next_frames_zero_past_the_end():
+    from speechkit.encoders.rnn import Subsample
+
+    sub = Subsample(2, factor=3, lookahead=2)
+    x = torch.arange(2 * 7 * 2, dtype=torch.float32).view(2, 7, 2)
+    y, n = sub(x, torch.tensor([7, 4]))
+    assert n.tolist() == [3, 2] and y.shape == (2, 3, 10)
+    assert torch.equal(y[0, 0], x[0, :5].flatten())  # frames 0-2 and the look-ahead 3-4
+    assert torch.equal(y[0, 1], torch.cat([x[0, 3:7].flatten(), torch.zeros(2)]))  # 3-5, 6 and past the end
+    assert torch.equal(y[1, 1], torch.cat([x[1, 3].flatten(), torch.zeros(8)]))  # padding reads as zeros
+    alone, _ = sub(x[1:, :4], torch.tensor([4]))
+    assert torch.equal(alone[0], y[1, :2])

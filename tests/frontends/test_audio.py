@@ -215,9 +215,76 @@ def test_global_normalization_without_stats_raises_and_says_what_to_do():
         frontend(x, lengths)
 
 
-def test_stats_buffers_exist_only_for_global_normalization():
+def test_stats_buffers_exist_only_for_global_and_online_normalization():
     assert "stats_sum" in build("frontend", "fbank", normalize="global").state_dict()
+    assert "stats_sum" in build("frontend", "fbank", normalize="online").state_dict()
     assert build("frontend", "fbank", normalize="utterance").state_dict() == {}
+
+
+def online_fbank(prior_s: float = 1.0):
+    """An fbank frontend with ``normalize=online`` and dataset statistics from two tones."""
+    frontend = build("frontend", "fbank", n_mels=16, normalize="online", online_prior_s=prior_s)
+    frontend.update_stats(*padded_batch([16000, 8000]))
+    return frontend
+
+
+def test_online_normalization_equals_the_closed_form_prior_plus_frames_so_far():
+    frontend = online_fbank(prior_s=0.05)  # 5 frames of prior at a 10 ms hop
+    x, lengths = padded_batch([6000, 4000])
+    raw, frames = frontend.features(x, lengths)
+    normed, _ = frontend(x, lengths)
+    mean, std = (t.double() for t in frontend.global_mean_std())
+    tau = 5.0
+    for b, n in enumerate(frames.tolist()):
+        for t in (0, 1, 7, n - 1):
+            seen = raw[b, : t + 1].double()
+            count = tau + t + 1  # the prior: tau frames of mean `mean` and variance std²
+            m = (tau * mean + seen.sum(0)) / count
+            var = (tau * std**2 + ((seen - m) ** 2).sum(0)) / count  # spread about the running mean
+            expected = (raw[b, t].double() - m) / var.sqrt()
+            torch.testing.assert_close(normed[b, t].double(), expected, atol=1e-4, rtol=0)
+
+
+def test_online_normalization_is_causal_and_masks_padding():
+    frontend = online_fbank()
+    x, lengths = padded_batch([12000, 7000], width=14000)
+    normed, frames = frontend(x, lengths)
+    changed = x.clone()
+    changed[0, 6000:12000] = torch.randn(6000)  # a different future for row 0, garbage in the padding
+    changed[1, 7000:] = 1.0
+    again, _ = frontend(changed, lengths)
+    past = 1 + (6000 - frontend.win_length) // frontend.hop_length  # frames that end before sample 6000
+    assert torch.equal(again[0, :past], normed[0, :past])
+    assert (again[0, past : frames[0]] - normed[0, past : frames[0]]).abs().max() > 0.1
+    assert torch.equal(again[1], normed[1])  # the padding changes nothing
+    assert (normed[1, frames[1] :] == 0).all()
+    alone, _ = frontend(x[1:, :7000], lengths[1:])  # nor does the batch
+    torch.testing.assert_close(normed[1, : frames[1]], alone[0], atol=PAD_TOLERANCE, rtol=0)
+
+
+def test_online_normalization_continues_from_the_moments_of_the_previous_piece():
+    frontend = online_fbank()
+    raw, frames = frontend.features(*padded_batch([16000]))
+    whole, end = frontend.online_normalize(raw, frames)
+    first, moments = frontend.online_normalize(raw[:, :30], torch.tensor([30]))
+    rest, end_rest = frontend.online_normalize(raw[:, 30:], frames - 30, moments)
+    torch.testing.assert_close(torch.cat([first, rest], 1), whole, atol=PAD_TOLERANCE, rtol=0)
+    for a, b in zip(end, end_rest):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-3)
+    assert end.count.item() == frames.item()
+
+
+def test_online_normalization_without_prior_ends_on_the_utterances_own_statistics():
+    """With ``online_prior_s=0`` the statistics at the last frame are the whole utterance's, so the
+    last frame is normalised exactly as ``utterance`` normalises it; earlier frames are not."""
+    online = online_fbank(prior_s=0.0)
+    utterance = build("frontend", "fbank", n_mels=16, normalize="utterance")
+    x, lengths = padded_batch([16000, 7000])
+    a, frames = online(x, lengths)
+    b, _ = utterance(x, lengths)
+    for row, n in enumerate(frames.tolist()):
+        torch.testing.assert_close(a[row, n - 1], b[row, n - 1], atol=1e-4, rtol=0)
+        assert (a[row, : n // 2] - b[row, : n // 2]).abs().mean() > 0.05
 
 
 def test_dither_applies_in_training_only():
