@@ -9,6 +9,7 @@ at once, naming the holder), :func:`find_resume` and :func:`check_resume_config`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from speechkit.checkpoint import CheckpointError, read_checkpoint
+from speechkit.registry import KINDS, PluginError, registry
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,10 @@ def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path)
     ``trainer.resume_force=true`` turns the refusal into a warning listing the same changes.
     """
     current = OmegaConf.to_container(cfg, resolve=True)
-    diffs = config_differences(_augment_as_chain(ckpt.get("config", {})), _augment_as_chain(current))
+    saved, now = _augment_as_chain(ckpt.get("config", {})), _augment_as_chain(current)
+    diffs = config_differences(saved, now)
     diffs = [(k, old, new) for k, old, new in diffs if not _same_data_path(k, old, new)]
+    diffs = [(k, old, new) for k, old, new in diffs if not _new_setting_at_default(k, old, new, saved, now)]
     if not diffs:
         return
     listed = "\n".join(f"  {k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in diffs)
@@ -155,6 +159,31 @@ def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path)
         "directory, or pass trainer.resume_force=true to continue anyway "
         f"(safe to change: {', '.join(s for s in SAFE_ON_RESUME if s != 'trainer.resume')})"
     )
+
+
+def _node(config: Any, path: list[str]) -> Any:
+    for part in path:
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
+
+
+def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether ``key`` is a setting of a plugin the checkpoint's run had too, added to the plugin since
+    (absent in the checkpoint) and at its default now: how the old code behaved (``encoder.lookahead: 0``)."""
+    if old != "(absent)":
+        return False
+    *path, field = key.split(".")
+    node, before = _node(current, path), _node(saved, path)
+    name = node.get("name") if isinstance(node, dict) else None
+    if not path or not isinstance(name, str) or not isinstance(before, dict) or before.get("name") != name:
+        return False
+    kind = path[-1] if path[-1] in KINDS else path[0]  # decoder.lm.order: lm; augment.vtlp.low: augment
+    try:
+        plugin = registry(kind).get(name)
+    except PluginError:
+        return False
+    default = {f.name: f.default for f in dataclasses.fields(plugin.config)}.get(field, dataclasses.MISSING)
+    return default is not dataclasses.MISSING and default == new
 
 
 def _same_data_path(key: str, old: Any, new: Any) -> bool:

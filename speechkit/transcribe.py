@@ -35,7 +35,7 @@ the file's clock and its row adds ``segments`` (``{start, end, text}``).
 
 ``streaming=true chunk_ms=200``: one file, or a WAV arriving on stdin (``input=-``, read as its bytes
 come), recognised chunk by chunk (speechkit/streaming.py; the model needs a unidirectional encoder
-and ``global`` or no feature normalisation). The greedy text so far is printed as it grows: on a
+and ``online``, ``global`` or no feature normalisation). The greedy text so far is printed as it grows: on a
 terminal on one line, rewritten in place; otherwise one line per change. Then the final text (the
 chosen decoder's, on the whole utterance), or with ``output=`` its JSON row; speed on stderr.
 """

@@ -137,6 +137,18 @@ def test_bf16_autocast_on_the_cpu_trains_with_fp32_features_weights_and_log_prob
     assert card["training"]["precision"] == "bf16"
 
 
+@pytest.mark.parametrize("mode", ["global", "online"])
+def test_dataset_statistics_are_gathered_before_training_for_the_modes_that_use_them(tmp_path, mode):
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "data.batch_size=2", "trainer.max_steps=1",
+               "trainer.eval_every_epochs=100", "augment=none", f"frontend.normalize={mode}")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    frontend = trainer.model.frontend
+    assert frontend.stats_count.item() > 0  # the training set's frames, before the first step
+    mean, std = frontend.global_mean_std()
+    assert bool(torch.isfinite(mean).all()) and bool((std > 0).all())
+
+
 def test_precision_settings_on_the_cpu_and_fp16_there_is_refused(tmp_path):
     for setting, expected in (("auto", None), ("fp32", None), ("bf16", torch.bfloat16)):
         run = tmp_path / setting

@@ -31,13 +31,15 @@ from torch import Tensor, nn
 from speechkit.registry import register
 
 WARPABLE = ("fbank", "spectrogram")  # frontends whose feature bins lie on a frequency axis
+BOUNDARY_SHARE = 0.6  # boundary_hz=0: f_b = this × Nyquist (4 800 Hz at 16 kHz, as in the paper)
 
 
 @dataclass
 class VtlpConfig:
     low: float = 0.9  # smallest warp factor α (formants scaled by 1/α)
     high: float = 1.1  # largest warp factor α
-    boundary_hz: float = 4800.0  # f_b: below f_b·min(α,1)/α frequencies scale by α (the paper's 4 800 Hz)
+    # f_b in Hz: below f_b·min(α,1)/α frequencies scale by α; 0 = 0.6 × Nyquist (the paper's 4 800 Hz at 16 kHz)
+    boundary_hz: float = 0.0
     prob: float = 1.0  # share of utterances warped; the others keep α = 1
 
 
@@ -75,27 +77,27 @@ class Vtlp(nn.Module):
             )
         if not 0 <= cfg.prob <= 1:
             raise ValueError(f"augment 'vtlp': prob={cfg.prob!r} is invalid; allowed: 0 to 1")
+        centres = bin_centres(frontend)  # first: it says what to do with a frontend that has no spectrum
         self.cfg = cfg
         self.nyquist = frontend.cfg.sample_rate / 2
-        if not 0 < cfg.boundary_hz < self.nyquist:
+        self.boundary_hz = cfg.boundary_hz or BOUNDARY_SHARE * self.nyquist
+        if not 0 < self.boundary_hz < self.nyquist:
             raise ValueError(
-                f"augment 'vtlp': boundary_hz={cfg.boundary_hz!r} is invalid; allowed: between 0 and the "
-                f"Nyquist frequency, {self.nyquist:g} Hz"
+                f"augment.vtlp.boundary_hz={cfg.boundary_hz!r} is invalid; allowed: 0 (0.6 × Nyquist) or between "
+                f"0 and the Nyquist frequency, {self.nyquist:g} Hz"
             )
-        self.register_buffer(
-            "centres", torch.tensor(bin_centres(frontend), dtype=torch.float32), persistent=False
-        )
+        self.register_buffer("centres", torch.tensor(centres, dtype=torch.float32), persistent=False)
 
     def extra_repr(self) -> str:
         c = self.cfg
         return (
-            f"alpha=[{c.low}, {c.high}], boundary_hz={c.boundary_hz}, prob={c.prob}, bins={len(self.centres)}"
+            f"alpha=[{c.low}, {c.high}], boundary_hz={self.boundary_hz:g}, prob={c.prob}, bins={len(self.centres)}"
         )
 
     def source_hz(self, alpha: Tensor) -> Tensor:
         """``w(c_k)`` for warp factors ``alpha`` ``(B,)``: the frequency each bin reads, ``(B, F)`` Hz."""
         f, a = self.centres[None, :], alpha[:, None]
-        bound = self.cfg.boundary_hz * a.clamp(max=1.0)
+        bound = self.boundary_hz * a.clamp(max=1.0)
         knee = bound / a
         upper = self.nyquist - (self.nyquist - bound) / (self.nyquist - knee) * (self.nyquist - f)
         return torch.where(f <= knee, a * f, upper)

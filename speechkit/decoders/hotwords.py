@@ -174,11 +174,12 @@ class HotwordTrie:
                 locked = terminal[node] and self.ends_word(ch)
                 held[nxt] = boost[nxt] + (0.0 if locked else held[node])
         # fail[s]: where a failed match goes on: the longest proper suffix of its text that starts
-        # after a separator and is a state; ROOT when only the empty one is; OUTSIDE without separator
+        # after a word boundary (separator or punctuation) and is a state; ROOT when only the empty one
+        # is; OUTSIDE without a boundary
         node_of = {t: s for s, t in enumerate(text) if s > OUTSIDE}
         fail = [OUTSIDE] * S
         for s in range(OUTSIDE + 1, S):
-            starts = [k + 1 for k, ch in enumerate(text[s]) if ch == space]
+            starts = [k + 1 for k, ch in enumerate(text[s]) if self.ends_word(ch)]
             for k in starts:  # the longest suffix first; the empty one (text ends in a separator) is ROOT
                 suffix = text[s][k:]
                 if not suffix or suffix in node_of:

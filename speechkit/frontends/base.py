@@ -65,4 +65,4 @@ class Frontend(nn.Module):
 
     @torch.no_grad()
     def update_stats(self, x: Tensor, lengths: Tensor) -> None:  # noqa: B027 - optional hook
-        """Accumulate dataset statistics (global normalisation) from one raw training batch."""
+        """Accumulate dataset statistics (``global`` normalisation, and ``online``'s prior) from one raw training batch."""

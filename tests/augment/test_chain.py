@@ -227,3 +227,15 @@ def test_three_training_steps_with_speed_reverb_and_specaugment(tmp_path):
     assert len(seen) == 3 and any(before != after for before, after in seen)  # speed changed some lengths
     pipe = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert pipe.model.augment.names == ["speed", "reverb", "specaugment"]
+
+
+def test_a_run_saved_before_a_plugin_setting_existed_resumes_when_the_setting_is_at_its_default(tmp_path):
+    """encoder.lookahead and frontend.online_prior_s came after runs that must still resume."""
+    path, config = _old_style_checkpoint(tmp_path, dict(_compose().augment.specaugment))
+    ckpt = read_checkpoint(path)
+    del ckpt["config"]["encoder"]["lookahead"], ckpt["config"]["frontend"]["online_prior_s"]
+    check_resume_config(_compose(), ckpt, path)  # absent there, the default here: the same run
+    with pytest.raises(RunDirError, match=r"encoder\.lookahead: '\(absent\)' in the checkpoint, 2 now"):
+        check_resume_config(_compose("encoder.lookahead=2"), ckpt, path)
+    with pytest.raises(RunDirError, match=r"augment\.speed"):  # a stage the run did not have still differs
+        check_resume_config(_compose("augment=[speed,specaugment]"), ckpt, path)

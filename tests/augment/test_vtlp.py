@@ -50,7 +50,7 @@ def test_a_tone_moves_where_the_warp_sends_it(name, alpha):
 
 def test_warp_is_piecewise_linear_fixing_nyquist():
     frontend = build("frontend", "spectrogram", normalize="none")
-    stage = Vtlp(VtlpConfig(boundary_hz=4800.0), frontend=frontend)
+    stage = Vtlp(VtlpConfig(), frontend=frontend)  # boundary 4 800 Hz at 16 kHz
     alphas = torch.tensor([0.9, 1.0, 1.1])
     src = stage.source_hz(alphas)
     centres = stage.centres
@@ -85,8 +85,18 @@ def test_mfcc_and_bad_settings_are_refused_with_what_to_do():
     fbank = build("frontend", "fbank")
     with pytest.raises(ValueError, match="low"):
         Vtlp(VtlpConfig(low=1.2, high=1.1), frontend=fbank)
-    with pytest.raises(ValueError, match="boundary_hz"):
+    with pytest.raises(ValueError, match=r"augment\.vtlp\.boundary_hz=9000"):
         Vtlp(VtlpConfig(boundary_hz=9000.0), frontend=fbank)
+    with pytest.raises(ValueError, match="frontend=fbank"):  # an image frontend: no sample rate either
+        Vtlp(VtlpConfig(), frontend=build("frontend", "ocr_line"))
+
+
+def test_the_default_boundary_follows_the_sample_rate():
+    """0.6 × Nyquist: the paper's 4 800 Hz at 16 kHz, and still inside the band of an 8 kHz model."""
+    assert Vtlp(VtlpConfig(), frontend=build("frontend", "fbank")).boundary_hz == pytest.approx(4800.0)
+    narrow = Vtlp(VtlpConfig(), frontend=build("frontend", "fbank", sample_rate=8000, n_mels=40))
+    assert narrow.boundary_hz == pytest.approx(2400.0)
+    assert float(narrow.source_hz(torch.tensor([1.1, 0.9])).max()) <= 4000.0  # nothing read past the band
 
 
 def test_the_chain_gives_vtlp_its_frontend_and_trains():

@@ -72,6 +72,13 @@ def test_punctuation_is_a_word_boundary_as_the_separator_is(text, earned):
     assert trie.score([WITH_PUNCTUATION.index(ch) for ch in text]) == pytest.approx(earned)
 
 
+def test_a_failed_match_falls_back_to_a_suffix_after_punctuation_too():
+    chars = [*WITH_PUNCTUATION, "&"]
+    trie = HotwordTrie.from_spec(["e.on", "ontario", "at&t", "tom"], chars, default_boost=1.0)
+    assert trie.score([chars.index(ch) for ch in "e.ontario"]) == pytest.approx(7)  # "e.on" fails at "t"
+    assert trie.score([chars.index(ch) for ch in "at&tom"]) == pytest.approx(3)
+
+
 def test_a_failed_phrase_falls_back_to_the_longest_suffix_at_a_word_start():
     trie = HotwordTrie.from_spec(["a b c", "b d", "new yorkshire", "york"], CHARS, default_boost=1.0)
     assert trie.score(ids("a b d")) == pytest.approx(3)  # "a b c" fails at "d": "b d" completes
