@@ -16,6 +16,18 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
+# Pico and RHVoice (asr_grid's mix6 voices) are in Debian's non-free component: installed where apt offers
+# them, else their tests skip and prepare.py --preset mix6 names what to install.
+OPTIONAL_DEBS="libttspico-utils rhvoice rhvoice-english"
+for p in $OPTIONAL_DEBS; do
+  dpkg -s "$p" >/dev/null 2>&1 && continue
+  if apt-cache policy "$p" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$p" >/dev/null || echo "setup: could not install $p (optional)"
+  else
+    echo "setup: $p is not offered by apt (Debian non-free); optional, for asr_grid --preset mix6"
+  fi
+done
+
 PY="${PYTHON:-python3}"
 # torchaudio 2.11 from PyPI needs torch 2.14.1's CUDA build (it runs on CPU too).
 if ! "$PY" -c "import torch, torchaudio, sys; sys.exit(not (torch.__version__.startswith('2.14.1') and torchaudio.__version__.startswith('2.11')))" 2>/dev/null; then

@@ -66,8 +66,12 @@ def compare_with_reference(ref, metrics: dict) -> str | None:
         return None
     steps, dev = metrics.get("step"), metrics["dev_wer"]
     theirs = f"{ref.get('steps')} steps, dev WER {100 * ref['dev_wer']:.2f} %" if "dev_wer" in ref else ""
-    same = ("the same step count" if steps == ref.get("steps")
-            else f"{steps} of its {ref.get('steps')} steps: the run was cut short or its settings changed")
+    if steps == ref.get("steps"):
+        same = "the same step count"
+    elif isinstance(steps, int) and isinstance(ref.get("steps"), int) and steps > ref["steps"]:
+        same = f"{steps} steps against its {ref['steps']}: a time budget or changed settings ran longer"
+    else:
+        same = f"{steps} of its {ref.get('steps')} steps: the run was cut short or its settings changed"
     return (f"this run: {steps} steps, dev WER {100 * dev:.2f} %; {ref.get('source', 'the recipe README')}: {theirs} "
             f"({same})")
 

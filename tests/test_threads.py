@@ -32,4 +32,6 @@ def test_a_run_is_compared_with_its_recipes_reference_run():
     line = compare_with_reference(ref, {"step": 2440, "dev_wer": 0.07})
     assert "2440 steps, dev WER 7.00 %" in line and "dev WER 6.11 %" in line and "same step count" in line
     assert "cut short" in compare_with_reference(ref, {"step": 100, "dev_wer": 0.5})
+    longer = compare_with_reference(ref, {"step": 2780, "dev_wer": 0.05})
+    assert "2780 steps against its 2440" in longer and "cut short" not in longer
     assert compare_with_reference(None, {"step": 1, "dev_wer": 0.5}) is None

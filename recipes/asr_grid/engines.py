@@ -2,12 +2,13 @@
 
 espeak-ng speaks with (voice, variant) speakers such as ``en-us+f3``: the installed voices and
 variants, the variant families that decide which split hears each speaker, SSML text with letters
-spelled as names, and the check that every voice says the letters as their names. flite and Festival
-speak with voices built from recordings of real people (:class:`Voice`, ``OTHER_VOICES``; speakers
-``flite:awb+low``, split by person across engines), with the same check through each engine's own
-phones. :func:`synthesize` and :func:`synthesize_other` return one utterance's speech, float32 mono at
-``SAMPLE_RATE``. prepare.py plans and writes the corpus; rendering.py turns the speech into the final
-waveform.
+spelled as names, and the check that every voice says the letters as their names. flite, Festival,
+MBROLA, SVOX Pico and RHVoice speak with voices built from recordings of real people (:class:`Voice`,
+``OTHER_VOICES``; speakers ``flite:awb+low``, split by person across engines), with the same check
+through each engine's own phones (flite, Festival) or, for engines that do not tell their phones, by
+ear (:func:`check_letters_by_ear`). :func:`synthesize` and :func:`synthesize_other` return one
+utterance's speech, float32 mono at ``SAMPLE_RATE``. prepare.py plans and writes the corpus;
+rendering.py turns the speech into the final waveform.
 """
 
 from __future__ import annotations
@@ -185,11 +186,13 @@ def synthesize(text: str, voice: str, variant: str, rate: int, pitch: int, gap: 
     return resample_poly(audio, 320, 441).astype(np.float32)  # 22050 Hz -> 16000 Hz
 
 
-# --- flite and Festival --------------------------------------------------------------------
+# --- flite, Festival, MBROLA, Pico, RHVoice ------------------------------------------------
 @dataclass(frozen=True)
 class Voice:
-    """A flite or Festival voice: the person whose recordings it was built from, and its own
-    mean F0 (Hz, measured on a GRID sentence; None where the engine ignores an F0 target)."""
+    """A voice of an engine other than espeak-ng: the person whose recordings it was built from, and
+    its own mean F0 (Hz, measured on a GRID sentence; None where the engine ignores an F0 target).
+    Pico and RHVoice take their F0 and tempo as a percentage of the voice's own; for them f0_hz only
+    records what the voice sounds like."""
 
     engine: str
     name: str
@@ -216,20 +219,37 @@ OTHER_VOICES = (
     Voice("mbrola", "us1_mbrola", "us1", 163.0),
     Voice("mbrola", "us2_mbrola", "us2", 92.0),
     Voice("mbrola", "us3_mbrola", "us3", 107.0),
+    # SVOX Pico (Debian non-free libttspico-utils): one woman per language, each voice cut from her
+    # recordings (lingware en-US_lh0, en-GB_kh0). F0: median on four GRID sentences (librosa pyin).
+    Voice("pico", "en-US", "lh0", 169.0),
+    Voice("pico", "en-GB", "kh0", 176.0),
+    # RHVoice HTS voices (Debian non-free rhvoice-english): alan, bdl, clb and slt are trained on the
+    # CMU ARCTIC recordings of awb (Alan W Black, Scottish; flite's awb is the same man), bdl, clb and
+    # slt. Its evgeniy-eng and lyubov voices are left out: their licence (CC BY-NC-ND) would bind the
+    # models trained on them. F0: median on four GRID sentences (librosa pyin).
+    Voice("rhvoice", "alan", "awb", 137.0),
+    Voice("rhvoice", "bdl", "bdl", 120.0),
+    Voice("rhvoice", "clb", "clb", 187.0),
+    Voice("rhvoice", "slt", "slt", 178.0),
 )
-# Split by the recorded person, across engines (flite slt and Festival's slt HTS are one woman).
-HELD_OUT_PEOPLE = {"dev": ("rms",), "test": ("slt",)}
-ENGINES = ("espeak", "flite", "festival", "mbrola")
+# Split by the recorded person, across engines (flite slt, Festival's slt HTS and RHVoice's slt are one
+# woman; flite's and RHVoice's awb one man). Pico's kh0 and RHVoice's clb (mix6 only) give dev and test a
+# person beyond rms and slt, so that test is not two thirds one woman.
+HELD_OUT_PEOPLE = {"dev": ("rms", "kh0"), "test": ("slt", "clb")}
+ENGINES = ("espeak", "flite", "festival", "mbrola", "pico", "rhvoice")
 FESTIVAL = ("festival", "mbrola")  # the engines Festival speaks for
 F0_VARIANTS = {"low": 0.85, "mid": 1.0, "high": 1.2}  # × the voice's mean F0: the speaker's variant
 F0_JITTER = (0.93, 1.07)  # × per utterance
-STRETCH = (0.8, 1.25)  # duration factor per utterance (flite duration_stretch, Festival Duration_Stretch)
+STRETCH = (0.8, 1.25)  # duration factor per utterance (flite duration_stretch, Festival Duration_Stretch,
+# Pico <speed level>, RHVoice -r: both percent of the voice's own tempo, measured: 100/level × duration)
 RESAMPLE_RANGE = (0.9, 1.12)  # pitch (and tempo) factor by resampling, for voices without an F0 target
-SPELLING = {"a": "eigh"}  # flite and Festival read a lone "a" as the article (phones "ax")
+SPELLING = {"a": "eigh"}  # every engine reads a lone "a" as the article (flite/Festival phones "ax")
+PICO_LANG = Path("/usr/share/pico/lang")  # Pico's lingware, <lang>_ta.bin and <lang>_<speaker>_sg.bin
+RHVOICE_VOICES = Path("/usr/share/RHVoice/voices")  # RHVoice's voices, <name>/voice.info
 
 
 def voice_of(speaker: str) -> Voice:
-    """The flite/Festival voice of a speaker named ``engine:voice+variant``."""
+    """The voice of a speaker named ``engine:voice+variant`` (any engine but espeak-ng)."""
     engine, _, rest = speaker.partition(":")
     name = rest.partition("+")[0]
     return next(v for v in OTHER_VOICES if (v.engine, v.name) == (engine, name))
@@ -248,8 +268,8 @@ def other_speakers(engine: str) -> dict[str, list[str]]:
     return speakers
 
 
-def engine_text(words: list[str]) -> str:
-    return " ".join(SPELLING.get(w, w) for w in words)
+def engine_text(words: list[str], spelling: dict[str, str] = SPELLING) -> str:
+    return " ".join(spelling.get(w, w) for w in words)
 
 
 def run_synth(cmd: list[str], name: str, stdin: str | None = None) -> None:
@@ -262,18 +282,31 @@ def run_synth(cmd: list[str], name: str, stdin: str | None = None) -> None:
 
 
 def synthesize_other(utt: Utterance) -> np.ndarray:
-    """Speak ``utt`` with flite or Festival; float32 mono at SAMPLE_RATE. Raises RuntimeError."""
-    voice = voice_of(utt.speaker)
-    f0 = voice.f0_hz * utt.f0_factor if voice.f0_hz else None
-    resample = 1.0 if f0 else float(np.clip(utt.f0_factor, *RESAMPLE_RANGE))
-    stretch = utt.stretch * resample if voice.stretch else 1.0  # resampling shortens by 1/resample
-    text = engine_text(utt.text.split())
+    """Speak ``utt`` with its engine (not espeak-ng); float32 mono at SAMPLE_RATE. Raises RuntimeError."""
+    return speak(voice_of(utt.speaker), engine_text(utt.text.split()), utt.stretch, utt.f0_factor)
+
+
+def speak(voice: Voice, text: str, stretch: float = 1.0, f0_factor: float = 1.0) -> np.ndarray:
+    """``voice`` says ``text`` (spelled already) ``stretch`` times as long as its own, at ``f0_factor``
+    times its own F0; float32 mono at SAMPLE_RATE. Raises RuntimeError."""
+    f0 = voice.f0_hz * f0_factor if voice.f0_hz else None
+    resample = 1.0 if f0 else float(np.clip(f0_factor, *RESAMPLE_RANGE))
+    stretch = stretch * resample if voice.stretch else 1.0  # resampling shortens by 1/resample
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
         if voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={stretch:.3f}"]
             cmd += ["--setf", f"int_f0_target_mean={f0:.1f}"] if f0 else []
             run_synth([*cmd, "-t", text, "-o", str(wav)], "flite")
+        elif voice.engine == "pico":  # markup levels: percent of the voice's own tempo and F0
+            markup = f"<speed level='{round(100 / stretch)}'><pitch level='{round(100 * f0_factor)}'>{text}"
+            run_synth(["pico2wave", "-l", voice.name, "-w", str(wav), markup + "</pitch></speed>"], "pico")
+        elif voice.engine == "rhvoice":  # -r, -t: percent of the voice's own rate and F0
+            cmd = ["RHVoice-test", "-p", voice.name, "-r", str(round(100 / stretch))]
+            cmd += ["-t", str(round(100 * f0_factor)), "-o", str(wav)]
+            run_synth(cmd, "rhvoice", stdin=text + "\n")
+            if not wav.is_file():  # RHVoice-test exits 0 even when it writes nothing
+                raise RuntimeError(f"rhvoice wrote no audio for {text!r} with voice {voice.name}")
         else:
             evals = [f"(voice_{voice.name})", f"(Parameter.set 'Duration_Stretch {stretch:.3f})"]
             if f0:  # the diphone voices' intonation model reads its target mean from int_lr_params
@@ -330,17 +363,100 @@ def check_other_letters(voice: Voice) -> list[str]:
     return bad
 
 
+# Texts that each engine without phone output says as each letter's name, the references of
+# check_letters_by_ear. Pico reads a capital initial ("B.") as the letter's name (measured: the same
+# samples as a lone "b" for every letter but "a", and "A." the same as "eigh"); its respellings are
+# less sure ("gee" differs from "G.", "aitch" from "H."). RHVoice reads lone letters and respellings
+# alike ("b" and "bee": the same samples) but "eff", "aitch" and "are" otherwise ("f", "ef", "eph" and
+# "ehf" agree; "h" and "aych"; "r", "ar", "aar" and "ahr"); "eigh" and "ay" agree (the lone "a" is the
+# article). Its initials ("B.") end a phrase.
+RESPELLINGS = {
+    "a": ("eigh", "ay"), "b": ("bee",), "c": ("see",), "d": ("dee",), "e": ("ee",), "f": ("ef",),
+    "g": ("gee",), "h": ("aych",), "i": ("eye",), "j": ("jay",), "k": ("kay",), "l": ("ell",),
+    "m": ("em",), "n": ("en",), "o": ("oh",), "p": ("pee",), "q": ("cue",), "r": ("ar",), "s": ("ess",),
+    "t": ("tee",), "u": ("you",), "v": ("vee",), "x": ("ex",), "y": ("why",), "z": ("zee",),
+}  # fmt: skip
+LETTER_NAMES = {
+    "pico": {c: (f"{c.upper()}.", *(("eigh",) if c == "a" else ())) for c in LETTERS},
+    "rhvoice": RESPELLINGS,
+}
+ARTICLE = "uh"  # the wrong reading a lone "a" risks, a reference of no letter
+CARRIER = "at {} five"  # letters are heard inside the carrier, as in a GRID command
+
+
+def check_letters_by_ear(voice: Voice, spelling: dict[str, str] = SPELLING) -> list[str]:
+    """Letters that ``voice`` does not say as their names in "at <letter> five" (should be none), by
+    ear: for engines that do not tell their phones (Pico, RHVoice).
+
+    Each letter, spelled with ``spelling`` as the corpus spells it, is said in the carrier by the
+    voice, and so is every reference: each letter's names in LETTER_NAMES and the article "uh". A
+    letter passes when the reference nearest to its utterance (DTW distance between MFCC sequences,
+    :func:`heard_distance`) is one of its own names, strictly; a name with the very text of the
+    letter's spelling is left out, so that a spelling never vouches for itself. Both engines are
+    deterministic: the same phones give the same samples (distance 0), one phone apart lies 5-40
+    apart. A wrong spelling ("dee" for b) or reading (the article for a lone "a") is thus nearer a
+    wrong reference and fails. About 50 utterances: ~1 s per Pico voice, ~5 s per RHVoice voice."""
+    names = LETTER_NAMES[voice.engine]
+    refs = [(c, name) for c in LETTERS for name in names[c]] + [("", ARTICLE)]
+    texts = {spelling.get(c, c) for c in LETTERS} | {name for _, name in refs}
+    heard = {text: mfcc_frames(speak(voice, CARRIER.format(text))) for text in sorted(texts)}
+    bad = []
+    for c in LETTERS:
+        said = spelling.get(c, c)
+        own = [heard_distance(heard[said], heard[n]) for letter, n in refs if letter == c and n != said]
+        wrong = [heard_distance(heard[said], heard[n]) for letter, n in refs if letter != c]
+        if not own or min(own) >= min(wrong):
+            bad.append(c)
+    return bad
+
+
+def mfcc_frames(audio: np.ndarray) -> np.ndarray:
+    """MFCCs 1-12 (c0, the level, left out) of ``audio`` (SAMPLE_RATE) without leading and trailing
+    silence: shape (12, frames), 10 ms a frame."""
+    import librosa  # here: only the letter check needs it, and it is slow to import
+
+    active = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+    if active.size == 0:
+        raise RuntimeError("the letter check heard silence: the engine said nothing")
+    audio = audio[active[0] : active[-1] + 1]
+    return librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, n_mfcc=13, n_fft=512, hop_length=160)[1:]
+
+
+def heard_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Euclidean distance between the frames of ``a`` (12, n) and ``b`` (12, m) along their best
+    DTW alignment: 0 for the same samples."""
+    import librosa
+
+    cost, path = librosa.sequence.dtw(X=a, Y=b, metric="euclidean")
+    return float(cost[-1, -1] / len(path))
+
+
+def pico_voices() -> set[str]:
+    """Languages whose Pico lingware is installed, e.g. {"en-US", "en-GB"}."""
+    return {p.name.split("_")[0] for p in PICO_LANG.glob("*_sg.bin")}
+
+
+def rhvoice_voices() -> set[str]:
+    """Installed RHVoice voices (RHVoice-test silently speaks with another voice for a missing one)."""
+    return {p.parent.name for p in RHVOICE_VOICES.glob("*/voice.info")}
+
+
 def festival_voices() -> set[str]:
     out = run_text(["festival", "--pipe"], '(format t "%l\\n" (voice.list))')
     return set(re.findall(r"[\w-]+", out))
 
 
-BINARIES = {"flite": ("flite",), "festival": ("text2wave",), "mbrola": ("mbrola", "text2wave")}
+BINARIES = {
+    "flite": ("flite",), "festival": ("text2wave",), "mbrola": ("mbrola", "text2wave"),
+    "pico": ("pico2wave",), "rhvoice": ("RHVoice-test",),
+}  # fmt: skip
 PACKAGES = {  # what to install for each engine's voices
     "flite": "flite",
     "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
     "mbrola": "festival mbrola mbrola-us1 mbrola-us2 mbrola-us3 festvox-us1 festvox-us2 festvox-us3 "
     "(Debian's non-free component: add 'contrib non-free' to the apt sources first)",
+    "pico": "libttspico-utils (Debian's non-free component)",
+    "rhvoice": "rhvoice rhvoice-english (Debian's non-free component)",
 }
 
 
@@ -352,16 +468,21 @@ def check_engines(engines: set[str]) -> None:
                              f"apt-get install {PACKAGES[engine]}")  # fmt: skip
     if engines <= {"espeak"}:
         return
-    have = {"flite": set(), "festival": set(), "mbrola": set()}
+    have = {engine: set() for engine in ENGINES}
     if "flite" in engines:
         have["flite"] = set(run_text(["flite", "-lv"]).split()[2:])
     if engines & set(FESTIVAL):
         have["festival"] = have["mbrola"] = festival_voices()
+    if "pico" in engines:
+        have["pico"] = pico_voices()
+    if "rhvoice" in engines:
+        have["rhvoice"] = rhvoice_voices()
     for voice in (v for v in OTHER_VOICES if v.engine in engines):
         if voice.name not in have[voice.engine]:
             raise SystemExit(
                 f"{voice.engine} lacks voice {voice.name} (has {sorted(have[voice.engine])}): "
                 f"apt-get install {PACKAGES[voice.engine]}"
             )
-        if bad := check_other_letters(voice):
+        check = check_letters_by_ear if voice.engine in LETTER_NAMES else check_other_letters
+        if bad := check(voice):
             raise SystemExit(f"{voice.engine} voice {voice.name} does not say letters {bad} as their names")

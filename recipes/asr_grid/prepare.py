@@ -13,7 +13,8 @@ voices are unseen in training. Every split uses all English accents.
 ``--preset mix`` (or ``--engines``, ``--fragment-prob``, ``--level-prob``) adds flite, Festival and
 MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``;
 the split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
-noise floors and levels; see README.md. ``<out>/summary.json`` counts utterances per engine.
+noise floors and levels; see README.md. ``--preset mix6`` is mix with SVOX Pico and RHVoice voices too
+(more real people). ``<out>/summary.json`` counts utterances per engine.
 
 Output (paths in the manifests are relative to ``--out``)::
 
@@ -26,6 +27,7 @@ Example::
     python recipes/asr_grid/prepare.py --out data/asr_grid --jobs 2
     python recipes/asr_grid/prepare.py --sample --out samples/grid
     python recipes/asr_grid/prepare.py --preset mix --out data/asr_grid_mix --jobs 2
+    python recipes/asr_grid/prepare.py --preset mix6 --out data/asr_grid_mix6 --jobs 2
 
 The output depends only on the arguments (``--jobs`` included or not).
 
@@ -105,6 +107,10 @@ PRESETS = {  # defaults that the command-line flags override
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
         engines="espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2", fragment_prob=0.2, level_prob=0.3,
     ),
+}  # fmt: skip
+# mix with all six engines: Pico's two women and RHVoice's six people (slt test) take shares from the rest
+PRESETS["mix6"] = {
+    **PRESETS["mix"], "engines": "espeak:0.3,flite:0.2,festival:0.1,mbrola:0.15,pico:0.1,rhvoice:0.15"
 }  # fmt: skip
 for _preset in ("full", "sample"):  # the espeak-only corpora, as before
     PRESETS[_preset].update(engines="espeak", fragment_prob=0.0, level_prob=0.0)
@@ -279,7 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preset", choices=sorted(PRESETS),
         help="defaults: full (espeak only; the default), sample (= --sample), mix (four engines,\n"
         "fragments, uneven levels: --engines espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2 --fragment-prob 0.2\n"
-        "--level-prob 0.3)",
+        "--level-prob 0.3), mix6 (mix with six engines: --engines espeak:0.3,flite:0.2,festival:0.1,\n"
+        "mbrola:0.15,pico:0.1,rhvoice:0.15)",
     )  # fmt: skip
     p.add_argument(
         "--engines", type=engine_weights,

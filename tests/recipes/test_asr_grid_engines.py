@@ -1,4 +1,5 @@
-"""recipes/asr_grid/prepare.py with flite and Festival next to espeak-ng, fragments and uneven levels."""
+"""recipes/asr_grid/prepare.py with flite, Festival, MBROLA, Pico and RHVoice next to espeak-ng, fragments
+and uneven levels."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "recipes" / "asr_grid" / "prepare.py"
-BINARIES = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "mbrola": "mbrola"}
+BINARIES = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "mbrola": "mbrola",
+            "pico": "pico2wave", "rhvoice": "RHVoice-test"}  # fmt: skip
 PRESENT = [e for e, b in BINARIES.items() if shutil.which(b)]
+BY_EAR = ("pico", "rhvoice")  # their letter check takes ~1 s (Pico) and ~5 s (RHVoice) per voice
+MIXED = [e for e in PRESENT if e not in BY_EAR]  # prepare.py runs in a test: engines it checks quickly
 GRAMMAR = [
     ["bin", "lay", "place", "set"],
     ["blue", "green", "red", "white"],
@@ -26,7 +30,7 @@ GRAMMAR = [
     ["again", "now", "please", "soon"],
 ]
 
-MIXED_FLAGS = ("--num-train=6", "--num-dev=2", "--num-test=3", f"--engines={','.join(PRESENT)}",
+MIXED_FLAGS = ("--num-train=6", "--num-dev=2", "--num-test=3", f"--engines={','.join(MIXED)}",
                "--fragment-prob=0.5", "--level-prob=0.5")  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
@@ -113,7 +117,7 @@ def test_fragments_are_consecutive_slots_of_the_grammar(mixed: Path) -> None:
 def test_planned_silences_floors_and_gains_lie_in_their_ranges() -> None:
     prepare = load_prepare()
     args = prepare.parse_args(["--out", "/nonexistent", "--fragment-prob=0.5", "--level-prob=0.5",
-                               f"--engines={','.join(PRESENT)}"])  # fmt: skip
+                               f"--engines={','.join(MIXED)}"])  # fmt: skip
     pools = {
         "espeak": ["en-us", "en-gb+f3"],
         "flite": ["flite:awb+low"],
@@ -134,9 +138,9 @@ def test_rendered_silence_and_level_follow_the_plan(mixed: Path) -> None:
     prepare = load_prepare()
     got = {r["audio_filepath"]: r for r in rows(mixed / "train.jsonl")}
     args = prepare.parse_args(["--out", str(mixed), "--num-train=6", "--seed=5", "--fragment-prob=0.5",
-                               "--level-prob=0.5", f"--engines={','.join(PRESENT)}"])  # fmt: skip
+                               "--level-prob=0.5", f"--engines={','.join(MIXED)}"])  # fmt: skip
     pools = {"espeak": json.loads((mixed / "speakers.json").read_text())["train"]}
-    for engine in set(PRESENT) - {"espeak"}:
+    for engine in set(MIXED) - {"espeak"}:
         pools[engine] = load_engines().other_speakers(engine)["train"]
     pools["espeak"] = [s for s in pools["espeak"] if ":" not in s]
     checked = 0
@@ -175,3 +179,89 @@ def test_held_out_voices_are_unseen_in_training_across_engines(mixed: Path) -> N
     }
     for split, speakers in used.items():
         assert speakers <= set(pools[split])
+
+
+# --- Pico and RHVoice: voices of real people without phone output (letters checked by ear) -------------
+SENTENCE = "bin blue at eigh five now"  # spelled as engine_text spells "bin blue at a five now"
+FIRST_VOICE = {"pico": "en-US", "rhvoice": "slt"}
+
+
+def by_ear_voice(engine: str):
+    if engine not in PRESENT:
+        pytest.skip(
+            f"{BINARIES[engine]} is not installed (apt-get install {load_engines().PACKAGES[engine]})"
+        )
+    return next(v for v in load_engines().OTHER_VOICES if (v.engine, v.name) == (engine, FIRST_VOICE[engine]))
+
+
+def speech_seconds(audio: np.ndarray) -> float:
+    active = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
+    return (active[-1] - active[0]) / 16000
+
+
+def median_f0(audio: np.ndarray) -> float:
+    """Median F0 (Hz) over the loud frames (YIN, 60-400 Hz; 16 kHz audio)."""
+    import librosa
+
+    f0 = librosa.yin(audio, fmin=60, fmax=400, sr=16000, frame_length=1024, hop_length=160)
+    rms = librosa.feature.rms(y=audio, frame_length=1024, hop_length=160)[0][: f0.size]
+    return float(np.median(f0[rms > 0.3 * rms.max()]))
+
+
+@pytest.mark.parametrize("engine", BY_EAR)
+def test_by_ear_engine_speaks_an_utterance_as_float32_at_16khz(engine: str) -> None:
+    voice = by_ear_voice(engine)
+    utt = sys.modules["rendering"].Utterance(
+        split="train", index=1, text="bin blue at a five now", voice=f"{engine}:{voice.name}", variant="mid",
+        rate_wpm=0, pitch=0, word_gap=0, breaks_ms=(), seed=0, noise="clean", snr_db=None, babble_clips=(),
+        engine=engine,
+    )  # fmt: skip
+    audio = load_engines().synthesize_other(utt)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.8 < speech_seconds(audio) < 3.0  # 16 kHz: a 24 kHz file read as 16 kHz would last 1.5 × longer
+    assert np.sqrt(np.mean(audio**2)) > 0.01
+
+
+@pytest.mark.parametrize("engine", BY_EAR)
+def test_by_ear_engine_stretches_duration_and_scales_f0(engine: str) -> None:
+    voice, speak = by_ear_voice(engine), load_engines().speak
+    slow, fast = (speech_seconds(speak(voice, SENTENCE, stretch=s)) for s in (1.25, 0.8))
+    assert slow / fast == pytest.approx(1.25 / 0.8, rel=0.1)
+    high, low = (median_f0(speak(voice, SENTENCE, f0_factor=k)) for k in (1.2, 0.85))
+    assert high / low == pytest.approx(1.2 / 0.85, rel=0.1)
+    assert median_f0(speak(voice, SENTENCE)) == pytest.approx(voice.f0_hz, rel=0.1)
+
+
+def test_every_engine_holds_out_the_same_people() -> None:
+    engines = load_engines()
+    person = {(v.engine, v.name): v.person for v in engines.OTHER_VOICES}
+    people = {split: set() for split in ("train", "dev", "test")}
+    for engine in engines.ENGINES[1:]:
+        for split, speakers in engines.other_speakers(engine).items():
+            for s in speakers:
+                people[split].add(person[engine, s.partition(":")[2].partition("+")[0]])
+    assert not people["train"] & (people["dev"] | people["test"]) and not people["dev"] & people["test"]
+    assert people["test"] == {"slt", "clb"} and people["dev"] == {"rms", "kh0"}
+    slt = [v for v in engines.OTHER_VOICES if v.person == "slt"]
+    assert {v.engine for v in slt} == {"flite", "festival", "rhvoice"}
+    assert all(f"{v.engine}:{v.name}+mid" in engines.other_speakers(v.engine)["test"] for v in slt)
+    assert "rhvoice:alan+mid" in engines.other_speakers("rhvoice")["train"]  # awb, as flite's awb
+
+
+@pytest.mark.parametrize("engine", BY_EAR)
+def test_letter_check_by_ear_passes_the_spelling_and_fails_a_wrong_one(engine: str) -> None:
+    voice, engines = by_ear_voice(engine), load_engines()
+    # "dee" for b is nearer d's name; a lone "a" (no spelling) is the article, nearer "uh" than "eigh"
+    wrong = {"b": "dee"} if engine == "pico" else {**engines.SPELLING, "b": "dee"}
+    assert engines.check_letters_by_ear(voice, wrong) == (["a", "b"] if engine == "pico" else ["b"])
+    if engine == "pico":  # ~1 s a check here, ~5 s for RHVoice: its only check shows 24 letters pass
+        assert engines.check_letters_by_ear(voice) == []
+
+
+def test_mix6_is_mix_with_all_six_engines() -> None:
+    prepare = load_prepare()
+    mix, mix6 = (vars(prepare.parse_args(["--out", "/x", "--preset", p])) for p in ("mix", "mix6"))
+    assert mix["engines"] == {"espeak": 0.35, "flite": 0.3, "festival": 0.15, "mbrola": 0.2}  # as before
+    assert set(mix6["engines"]) == set(load_engines().ENGINES) and sum(mix6["engines"].values()) == 1.0
+    same = {k for k in mix if k not in ("engines", "preset")}  # counts, fragments, levels, noise, ...
+    assert {k: mix6[k] for k in same} == {k: mix[k] for k in same}
