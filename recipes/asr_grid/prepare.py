@@ -54,7 +54,8 @@ from tqdm import tqdm
 from speechkit.corpora.grid import SLOTS, WORDS, random_sentence  # the shared GRID grammar
 from speechkit.data.manifest import write_manifest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # engines.py, rendering.py beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # engines.py, checks.py, rendering.py beside it
+from checks import check_engines, check_espeak  # noqa: E402
 from engines import (  # noqa: E402
     ENGINES,
     F0_JITTER,
@@ -65,8 +66,6 @@ from engines import (  # noqa: E402
     SPLITS,
     STRETCH,
     WORD_GAP,
-    check_engines,
-    check_espeak,
     engine_of,
     installed_variants,
     other_speakers,
