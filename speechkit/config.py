@@ -181,7 +181,7 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, HydraException
     from omegaconf import OmegaConf
-    from omegaconf.errors import ConfigKeyError
+    from omegaconf.errors import ConfigKeyError, ValidationError
 
     if any(a in ("--hydra-help", "--info", "-c", "--cfg") for a in sys.argv[1:]):
         return
@@ -199,6 +199,10 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
             raise
         cause = e.__cause__
         msg = str(e)
+        if isinstance(cause, ValidationError) and not isinstance(cause, ConfigKeyError):  # a known key, wrong value
+            key = getattr(cause, "full_key", None) or ""
+            given = next((o for o in plain if o.split("=", 1)[0].lstrip("+~") == key), key)
+            sys.exit(f"error: {given}: {str(cause.msg).splitlines()[0]} — give {key or 'the key'} a value of its type")
         if isinstance(cause, ConfigKeyError) or getattr(cause, "full_key", None):
             key = getattr(cause, "full_key", None) or ""
             m = re.search(r"override '([^']+)'", msg) or re.search(r"Key '([^']+)'", msg)

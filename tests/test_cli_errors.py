@@ -104,6 +104,12 @@ def test_an_unknown_plugin_option_and_an_unparsable_override_are_one_error_line(
     assert "encoder.hidden_size" in line
 
 
+def test_a_known_key_with_a_value_of_the_wrong_type_is_not_called_unknown():
+    line = the_error(run_cli("speechkit-train", "recipe=demo", "trainer.max_steps=abc", check=False), "speechkit-train")
+    assert line.startswith("error: trainer.max_steps=abc:") and "Integer" in line, line
+    assert "unknown" not in line and "a value of its type" in line
+
+
 def test_a_setting_speechkit_rejects_is_one_error_line(tmp_path):
     p = run_cli("speechkit-train", f"hydra.run.dir={tmp_path}", check=False)  # no recipe, no manifest
     assert "data.train_manifest is not set" in the_error(p, "speechkit-train")
