@@ -94,14 +94,14 @@ LEVEL_GAIN_DB = (-20.0, 6.0)  # dB, gain instead of GAIN_DB
 
 PRESETS = {  # defaults that the command-line flags override
     "full": dict(
-        num_train=6000, num_dev=300, num_test=500, lm_sentences=20000,
+        num_train=12000, num_dev=300, num_test=500, lm_sentences=20000,
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
     ),
     "sample": dict(
         num_train=240, num_dev=16, num_test=16, lm_sentences=2000,
         snr_db=(20.0, 35.0), clean_prob=0.5, max_speakers=24, bits=10,
     ),
-    "mix": dict(  # full, spoken by three synthesisers, with fragments and uneven levels
+    "mix": dict(  # full, spoken by four synthesisers, with fragments and uneven levels
         num_train=10000, num_dev=300, num_test=500, lm_sentences=20000,
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
         engines="espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2", fragment_prob=0.2, level_prob=0.3,
@@ -301,7 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"share with {LEVEL_PAD_S[0]:g}-{LEVEL_PAD_S[1]:g} s silences, a {FLOOR_DBFS[0]:g}..{FLOOR_DBFS[1]:g}"
         f" dBFS noise floor\nand a {LEVEL_GAIN_DB[0]:g}..{LEVEL_GAIN_DB[1]:+g} dB gain (full: 0, mix: 0.3)",
     )  # fmt: skip
-    p.add_argument("--num-train", type=non_negative, help="utterances (full: 6000, sample: 240)")
+    p.add_argument("--num-train", type=non_negative, help="utterances (full: 12000, sample: 240)")
     p.add_argument("--num-dev", type=non_negative, help="utterances (full: 300, sample: 16)")
     p.add_argument("--num-test", type=non_negative, help="utterances (full: 500, sample: 16)")
     p.add_argument(
