@@ -199,12 +199,11 @@ def _check_overrides(config_name: str, overrides: list[str]) -> None:
             raise
         cause = e.__cause__
         msg = str(e)
+        key = getattr(cause, "full_key", None) or ""
         if isinstance(cause, ValidationError) and not isinstance(cause, ConfigKeyError):  # a known key, wrong value
-            key = getattr(cause, "full_key", None) or ""
             given = next((o for o in plain if o.split("=", 1)[0].lstrip("+~") == key), key)
             sys.exit(f"error: {given}: {str(cause.msg).splitlines()[0]} — give {key or 'the key'} a value of its type")
-        if isinstance(cause, ConfigKeyError) or getattr(cause, "full_key", None):
-            key = getattr(cause, "full_key", None) or ""
+        if isinstance(cause, ConfigKeyError) or key:
             m = re.search(r"override '([^']+)'", msg) or re.search(r"Key '([^']+)'", msg)
             bad = key or (m.group(1) if m else "")
             parent = bad.rsplit(".", 1)[0] if "." in bad else ""
