@@ -46,8 +46,8 @@ class DataConfig:
     dev_manifest: str | None = None
     test_manifest: str | None = None
     batch_size: int = 16  # examples per batch (the cap, with batch_seconds)
-    batch_seconds: float = 0.0  # > 0: batches hold up to this many padded seconds (longest × count)
-    bucket: bool = True  # group examples of similar duration (manifest "duration") into batches
+    batch_seconds: float = 0.0  # > 0: batches hold up to this many padded seconds (longest × count; images: line heights)
+    bucket: bool = True  # group examples of similar length (manifest "duration"; images: "width" / "height") into batches
     sortagrad: bool = False  # first epoch shortest utterances first (DeepSpeech 2's curriculum); needs durations
     num_workers: int = 2  # loader processes (0 = load in the main process)
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)

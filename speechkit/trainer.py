@@ -145,13 +145,14 @@ class Trainer:
         sep = "" if getattr(self.tokenizer, "unit", "char") == "char" else "|"  # subwords, phones: a|b
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), sep.join(self.tokenizer.tokens[1:]))
         check_spellable(self.tokenizer, self.dev_examples)  # fail now, not after the first epoch
-        self.durations = [ex.duration for ex in self.train_examples]
-        if cfg.data.sortagrad and None in self.durations:
-            log.warning("data.sortagrad=true needs every training example's duration (manifest \"duration\"); "
-                        "%d have none, so the first epoch is shuffled as the others", self.durations.count(None))
+        self.lengths = [ex.length for ex in self.train_examples]  # s of audio or video, line heights of an image
+        if cfg.data.sortagrad and None in self.lengths:
+            log.warning("data.sortagrad=true needs every training example's length (manifest \"duration\", or an "
+                        "image's \"width\" and \"height\"); %d have none, so the first epoch is shuffled as the "
+                        "others", self.lengths.count(None))
         self.batches_per_epoch = len(self.epoch_batches(0))
         log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
-                 100 * padding_fraction(self.epoch_batches(0), self.durations))
+                 100 * padding_fraction(self.epoch_batches(0), self.lengths))
 
     def _setup_model(self) -> None:
         """The model on its device, the loss, AdamW, mixed precision; the datasets read with its frontend."""
@@ -236,7 +237,7 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         d = self.cfg.data
-        batches = make_batches(self.durations, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
+        batches = make_batches(self.lengths, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
                                batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 

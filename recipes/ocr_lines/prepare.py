@@ -19,7 +19,7 @@ and conditions line by line, so a model is also measured on a rasteriser it neve
 Output (paths in the manifests are relative to ``--out``)::
 
     <out>/images/{train,dev,test,test_pango}/000001.png|.jpg
-    <out>/{train,dev,test,test_pango}.jsonl   {"image_filepath", "text", "font", "group", "renderer"}
+    <out>/{train,dev,test,test_pango}.jsonl   {"image_filepath", "text", "font", "group", "renderer", "width", "height"}
     <out>/fonts.json               the design groups and font files of each split
     <out>/charset.txt              every character a transcript may use
 
@@ -378,6 +378,8 @@ def _render_task(task: tuple) -> dict:
         "font": font.name,
         "group": font.group,
         "renderer": renderer,
+        "width": img.width,  # pixels: the trainer batches lines of similar width / height together
+        "height": img.height,
     }
 
 

@@ -34,6 +34,19 @@ class Example:
     def where(self) -> str:
         return f"{self.manifest}:{self.line}"
 
+    @property
+    def length(self) -> float | None:
+        """How long the example is, for batching by length: ``duration`` (s) where the manifest has one,
+        else an image's ``width`` / ``height`` (a text line scaled to a fixed height has frames in
+        proportion to it), else None."""
+        if self.duration is not None:
+            return self.duration
+        size = dict(self.fields)
+        w, h = size.get("width"), size.get("height")
+        if all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+            return float(w) / float(h)
+        return None
+
 
 class ManifestError(DataError):
     """One or more lines of a manifest cannot be used; ``problems`` lists them all."""

@@ -11,6 +11,20 @@ def test_relative_paths_are_resolved_against_the_manifests_folder(tmp_path):
     assert dict(ex.fields) == {"speaker": "s1"}
 
 
+def test_length_is_the_duration_or_an_images_width_over_height(tmp_path):
+    (tmp_path / "a.jsonl").write_text(
+        '{"audio_filepath": "a.wav", "duration": 1.5, "text": "hi", "width": 9, "height": 3}\n'
+    )
+    (tmp_path / "i.jsonl").write_text(
+        '{"image_filepath": "1.png", "text": "hi", "width": 320, "height": 32}\n'
+        '{"image_filepath": "2.png", "text": "hi"}\n'
+        '{"image_filepath": "3.png", "text": "hi", "width": 320, "height": 0}\n'
+        '{"image_filepath": "4.png", "text": "hi", "width": "320", "height": 32}\n'
+    )
+    assert [ex.length for ex in read_manifest(tmp_path / "a.jsonl")] == [1.5]
+    assert [ex.length for ex in read_manifest(tmp_path / "i.jsonl", "image")] == [10.0, None, None, None]
+
+
 def test_every_bad_line_is_reported_with_its_line_number(tmp_path):
     m = tmp_path / "bad.jsonl"
     m.write_text(

@@ -233,6 +233,9 @@ def test_the_held_out_renderer_draws_the_test_lines_only_and_never_a_training_li
         assert len(rs) == sizes[split]
         assert all(r["image_filepath"].startswith(f"images/{split}/") for r in rs)
         assert all((tmp_path / r["image_filepath"]).stat().st_size > 100 for r in rs)
+        for r in rs:  # the size the trainer batches by is the file's
+            with Image.open(tmp_path / r["image_filepath"]) as img:
+                assert (r["width"], r["height"]) == img.size
     assert not (tmp_path / "fontconfig").exists()  # Pango's per-font configurations are cleaned up
 
 
