@@ -150,6 +150,10 @@ class Trainer:
             log.warning("data.sortagrad=true needs every training example's length (manifest \"duration\", or an "
                         "image's \"width\" and \"height\"); %d have none, so the first epoch is shuffled as the "
                         "others", self.lengths.count(None))
+        elif (cfg.data.bucket or cfg.data.batch_seconds > 0) and None in self.lengths:
+            log.warning("%d of %d training examples have no length (manifest \"duration\", or an image's \"width\" "
+                        "and \"height\"), so batches are not bucketed by length; speechkit-manifest writes them",
+                        self.lengths.count(None), len(self.lengths))
         self.batches_per_epoch = len(self.epoch_batches(0))
         log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
                  100 * padding_fraction(self.epoch_batches(0), self.lengths))
