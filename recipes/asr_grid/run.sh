@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# asr_grid: synthesise the corpus offline, train (2 440 steps, ~11-16 minutes on a 2-core CPU), evaluate on
+# asr_grid: synthesise the corpus offline, train (3 100 steps, ~14-20 minutes on a 2-core CPU), evaluate on
 # voices never heard in training. Extra arguments go to speechkit-train as overrides.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
