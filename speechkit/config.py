@@ -48,7 +48,7 @@ class DataConfig:
     batch_size: int = 16  # examples per batch (the cap, with batch_seconds)
     batch_seconds: float = 0.0  # > 0: batches hold up to this many padded seconds (longest × count; images: line heights)
     bucket: bool = True  # group examples of similar length (manifest "duration"; images: "width" / "height") into batches
-    sortagrad: bool = False  # first epoch shortest utterances first (DeepSpeech 2's curriculum); needs durations
+    sortagrad: bool = False  # first epoch shortest utterances first (DeepSpeech 2's curriculum); needs lengths (duration, or an image's width / height)
     num_workers: int = 2  # loader processes (0 = load in the main process)
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)
     format: str = "manifest"  # manifest (JSON lines) | lhotse (a CutSet: cuts.jsonl[.gz] or a Shar folder)

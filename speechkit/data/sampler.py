@@ -1,4 +1,5 @@
-"""Batches of example indices: shuffled by ``(seed, epoch)``, optionally bucketed by duration and
+"""Batches of example indices: shuffled by ``(seed, epoch)``, optionally bucketed by length (``durations``:
+seconds of audio or video, or an image line's width / height: ``Example.length``) and
 capped by total padded seconds rather than count, so padding stops wasting compute.
 """
 
