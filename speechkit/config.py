@@ -71,6 +71,7 @@ class TrainerConfig:
     threads: str = "auto"  # torch intra-op threads: auto (cores per process, less what loader workers need) | N | 0 (torch's default)
     resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
     resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)
+    init_from: str | None = None  # fine-tune: a checkpoint (path, URL, hf://) whose weights and tokenizer start the run; optimiser and schedule start afresh
     save_every_steps: int = 0  # also save last.pt every N steps (0 = at epoch ends only)
     eval_every_epochs: int = 1
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)

@@ -161,6 +161,39 @@ def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path)
     )
 
 
+# What a checkpoint's weights and tokens are defined by: a run that starts from them must describe the
+# same (augmentations, data, loss, optimiser and decoder may all change when fine-tuning).
+MODEL_SETTINGS = ("frontend", "encoder", "tokenizer")
+
+
+def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
+    """The checkpoint ``trainer.init_from`` names, read and checked against ``cfg``'s model settings
+    (:data:`MODEL_SETTINGS`), as ``(checkpoint, source)``; None when it names none.
+    :class:`~speechkit.checkpoint.CheckpointError` for a file that is not a readable checkpoint,
+    :class:`RunDirError` listing the settings that differ."""
+    source = cfg.trainer.get("init_from")
+    if not source:
+        return None
+    try:
+        ckpt = read_checkpoint(source)
+    except CheckpointError as e:
+        fix = "pass trainer.init_from=<run dir>/checkpoints/best.pt" if "not found" in e.problem else e.fix
+        raise CheckpointError(e.path, f"trainer.init_from: {e.problem}", fix) from None
+    current = OmegaConf.to_container(cfg, resolve=True)
+    old = {k: ckpt["config"].get(k) for k in MODEL_SETTINGS}
+    new = {k: current.get(k) for k in MODEL_SETTINGS}
+    diffs = [(k, a, b) for k, a, b in config_differences(old, new) if not _new_setting_at_default(k, a, b, old, new)]
+    if diffs:
+        listed = "\n".join(f"  {k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs)
+        raise RunDirError(
+            f"{source}: trainer.init_from: {len(diffs)} model setting(s) differ from the checkpoint's, so its "
+            f"weights do not fit this model:\n{listed}\n"
+            f"set them as the checkpoint has them (speechkit-info {source} prints its config; the recipe it was "
+            f"trained with sets them all), or train from scratch without trainer.init_from"
+        )
+    return ckpt, str(source)
+
+
 def _node(config: Any, path: list[str]) -> Any:
     for part in path:
         config = config.get(part) if isinstance(config, dict) else None

@@ -39,10 +39,11 @@ def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
         resume = rundir.find_resume(run_dir / "checkpoints")
         if resume:
             rundir.check_resume_config(cfg, *resume)
+    init = None if resume else rundir.find_init(cfg)  # trainer.init_from: a fine-tune's first weights
     if main:
         rundir.write_configs(run_dir, cfg)
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume)
+        trainer = Trainer(cfg, run_dir, resume=resume, init=init)
         metrics = trainer.fit()
     finally:
         distributed.shutdown()

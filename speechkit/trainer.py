@@ -77,13 +77,16 @@ class Trainer:
     ``resume``: the ``(checkpoint, path)`` to continue from, already checked against ``cfg``, or
     None (``speechkit-train`` looks before writing anything); ``"find"``: with
     ``trainer.resume=true`` the trainer finds and checks it itself (speechkit/rundir.py).
+    ``init``: when not resuming, the ``(checkpoint, source)`` whose weights and tokenizer start the run
+    (fine-tuning, ``trainer.init_from``); ``"find"``: the trainer reads and checks it itself.
     """
 
     plot_every_s = 60.0  # seconds between redraws of training.png
     _last_plot = -float("inf")
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path,
-                 resume: tuple[dict[str, Any], Path] | None | str = "find") -> None:
+                 resume: tuple[dict[str, Any], Path] | None | str = "find",
+                 init: tuple[dict[str, Any], str] | None | str = "find") -> None:
         self.cfg = cfg
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
@@ -98,12 +101,21 @@ class Trainer:
         if resume:
             st = resume[0]["trainer"]["state"]
             log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
+        if resume or init != "find":
+            init = None if resume else init
+        else:
+            from speechkit import rundir
+
+            init = rundir.find_init(cfg)
         self.state = TrainState()
-        self._setup_data(tokenizer_context(resume[0]) if resume else None)
+        start = resume or init  # the checkpoint whose tokenizer this run keeps
+        self._setup_data(tokenizer_context(start[0]) if start else None, check_train=bool(init))
         self._setup_model()
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume:
             self._restore(*resume)
+        elif init:
+            self._init_weights(*init)
         elif getattr(self.model.frontend, "uses_dataset_stats", False):  # normalize=global or online
             self._global_stats()
         self._setup_parallel()
@@ -126,9 +138,10 @@ class Trainer:
         seed_everything(self.tcfg.seed)
         self.metrics_logger = make_logger(self.tcfg.logger, self.run_dir, self.dist.main)  # loggers.py
 
-    def _setup_data(self, saved: dict[str, Any] | None) -> None:
-        """Manifests, the tokenizer (fitted on the training text, or the resumed run's: its checkpoint's
-        ``tokens`` and ``state``), datasets, batches."""
+    def _setup_data(self, saved: dict[str, Any] | None, check_train: bool = False) -> None:
+        """Manifests, the tokenizer (fitted on the training text, or the resumed or fine-tuned run's: its
+        checkpoint's ``tokens`` and ``state``), datasets, batches. ``check_train``: the training text must
+        be spellable with that tokenizer too (fine-tuning on new data)."""
         from speechkit.data.lhotse_cuts import read_examples
         from speechkit.registry import registry
 
@@ -145,6 +158,8 @@ class Trainer:
         sep = "" if getattr(self.tokenizer, "unit", "char") == "char" else "|"  # subwords, phones: a|b
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), sep.join(self.tokenizer.tokens[1:]))
         check_spellable(self.tokenizer, self.dev_examples)  # fail now, not after the first epoch
+        if check_train:
+            check_spellable(self.tokenizer, self.train_examples)
         self.lengths = [ex.length for ex in self.train_examples]  # s of audio or video, line heights of an image
         if cfg.data.sortagrad and None in self.lengths:
             log.warning("data.sortagrad=true needs every training example's length (manifest \"duration\", or an "
@@ -228,6 +243,18 @@ class Trainer:
         state["losses"] = [tuple(x) for x in state["losses"]]
         self.state = TrainState(**state)
         set_rng_state(t["rng"])
+
+    def _init_weights(self, ckpt: dict[str, Any], source: str) -> None:
+        """Fine-tuning: the model's weights (and frontend statistics) from ``ckpt``; the optimiser, the LR
+        schedule and the step count start afresh."""
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # the settings matched (rundir.find_init), so: another plugin version
+            raise CheckpointError(source, f"its weights do not fit this model ({str(e).splitlines()[-1].strip()})",
+                                  "train from scratch, or with the speechkit version that wrote it") from None
+        m = ckpt.get("metrics", {})
+        log.info("fine-tuning from %s (its run's step %s, dev WER %s); optimiser and schedule start afresh",
+                 source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?")
 
     @torch.no_grad()
     def _global_stats(self) -> None:

@@ -177,3 +177,47 @@ def test_auto_precision_is_bf16_on_gpus_that_support_it_and_on_cpus_with_bf16_in
     with pytest.raises(ValueError, match="use fp32 or bf16"):
         distributed.auto_precision(torch.device("cpu"))
     assert distributed.auto_precision(torch.device("mps")) == "fp32"
+
+
+def test_fine_tuning_starts_from_the_checkpoints_weights_tokens_and_statistics_with_a_fresh_optimiser(tmp_path):
+    # the first run fits the vocabulary on GRID sentences and global normalisation statistics on them
+    small = ("encoder.hidden_size=8", "data.batch_size=2", "trainer.eval_every_epochs=100", "frontend.normalize=global")
+    first = Trainer(_cfg(tmp_path / "a", 4, *small, "trainer.max_steps=2"), tmp_path / "a" / "run")
+    first.fit()
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.pt"
+    saved = torch.load(last, weights_only=False)
+
+    # new data whose text has fewer letters: fitting on it would give a smaller vocabulary
+    rows = [dict(r, text="bin blue") for r in sample_rows("test", 4)]
+    (tmp_path / "b").mkdir()
+    new = write_manifest(tmp_path / "b" / "new.jsonl", rows)
+    cfg = _cfg(tmp_path / "b", 4, *small, "trainer.max_steps=2", f"data.train_manifest={new}",
+               f"data.dev_manifest={new}", f"trainer.init_from={last}", "trainer.lr=1e-3")
+    tuned = Trainer(cfg, tmp_path / "b" / "run")
+    assert tuned.tokenizer.tokens == saved["tokens"] and len(saved["tokens"]) > len(set("bin blue")) + 1
+    for name, value in tuned.model.state_dict().items():  # copied, not trained: equal to the bit
+        assert torch.equal(value, saved["model"][name]), name
+    assert tuned.state.step == 0 and not tuned.optimizer.state  # the optimiser and schedule start afresh
+    tuned.fit()
+    assert tuned.state.step == 2
+    weight = "encoder.rnn.weight_hh_l0"
+    assert not torch.equal(tuned.model.state_dict()[weight], saved["model"][weight])  # and then it trains
+    # the statistics are the checkpoint's: not re-estimated on the new data
+    assert torch.equal(tuned.model.frontend.stats_count, saved["model"]["frontend.stats_count"])
+
+
+def test_fine_tuning_refuses_other_model_settings_and_text_the_vocabulary_cannot_spell(tmp_path):
+    from speechkit.data.errors import DataError
+    from speechkit.rundir import RunDirError
+
+    first = Trainer(_cfg(tmp_path / "a", 2, "encoder.hidden_size=8", "trainer.max_steps=1"), tmp_path / "a" / "run")
+    first.fit()
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.pt"
+    with pytest.raises(RunDirError, match=r"encoder.hidden_size: 8 in the checkpoint, 12 now"):
+        Trainer(_cfg(tmp_path / "b", 2, "encoder.hidden_size=12", f"trainer.init_from={last}"), tmp_path / "b" / "run")
+    rows = [dict(r, text="bin blue qu'il") for r in sample_rows("test", 2)]  # an apostrophe GRID never has
+    (tmp_path / "c").mkdir()
+    new = write_manifest(tmp_path / "c" / "new.jsonl", rows)
+    with pytest.raises(DataError, match=r"new.jsonl:1: .*\"'\""):
+        Trainer(_cfg(tmp_path / "c", 2, "encoder.hidden_size=8", f"trainer.init_from={last}",
+                     f"data.train_manifest={new}"), tmp_path / "c" / "run")

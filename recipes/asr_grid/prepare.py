@@ -14,7 +14,9 @@ voices are unseen in training. Every split uses all English accents.
 MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``;
 the split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
 noise floors and levels; see README.md. ``--preset mix6`` is mix with SVOX Pico and RHVoice voices too
-(more real people). ``<out>/summary.json`` counts utterances per engine.
+(more real people). ``--preset words`` is mix6 where most utterances are one to three words and a third
+are said a word at a time (each word synthesised alone, pauses between them: ``--spaced-prob``).
+``<out>/summary.json`` counts utterances per engine.
 
 Output (paths in the manifests are relative to ``--out``)::
 
@@ -28,6 +30,7 @@ Example::
     python recipes/asr_grid/prepare.py --sample --out samples/grid
     python recipes/asr_grid/prepare.py --preset mix --out data/asr_grid_mix --jobs 2
     python recipes/asr_grid/prepare.py --preset mix6 --out data/asr_grid_mix6 --jobs 2
+    python recipes/asr_grid/prepare.py --preset words --out data/asr_grid_words --jobs 2
 
 The output depends only on the arguments (``--jobs`` included or not).
 
@@ -91,6 +94,9 @@ BABBLE_BANK = 48  # sentences per split (by its speakers) that babble noise is m
 LEVEL_PAD_S = (0.0, 1.0)  # s, leading and trailing silence, each
 FLOOR_DBFS = (-70.0, -45.0)  # dBFS, RMS of the white noise floor under the whole utterance
 LEVEL_GAIN_DB = (-20.0, 6.0)  # dB, gain instead of GAIN_DB
+# --spaced-prob: the words said one at a time (each synthesised alone, in its citation form) and
+# joined by pauses, as a person reads out a code or a spelling; the model should know a word alone
+SPACED_GAP_MS = (60, 600)  # ms, pause between two words said one at a time
 
 PRESETS = {  # defaults that the command-line flags override
     "full": dict(
@@ -105,14 +111,21 @@ PRESETS = {  # defaults that the command-line flags override
         num_train=10000, num_dev=300, num_test=500, lm_sentences=20000,
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
         engines="espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2", fragment_prob=0.2, level_prob=0.3,
+        fragment_sizes=None, spaced_prob=0.0,
     ),
 }  # fmt: skip
 # mix with all six engines: Pico's two women and RHVoice's six people (slt test) take shares from the rest
 PRESETS["mix6"] = {
     **PRESETS["mix"], "engines": "espeak:0.3,flite:0.2,festival:0.1,mbrola:0.15,pico:0.1,rhvoice:0.15"
 }  # fmt: skip
+# mix6 where most utterances are short and a third are said a word at a time: words alone
+PRESETS["words"] = {
+    **PRESETS["mix6"], "fragment_prob": 0.6, "fragment_sizes": "1:4,2:2,3:2,4:1,5:1", "spaced_prob": 0.35
+}  # fmt: skip
 for _preset in ("full", "sample"):  # the espeak-only corpora, as before
-    PRESETS[_preset].update(engines="espeak", fragment_prob=0.0, level_prob=0.0)
+    PRESETS[_preset].update(
+        engines="espeak", fragment_prob=0.0, level_prob=0.0, fragment_sizes=None, spaced_prob=0.0
+    )
 
 
 def make_rng(seed: int, *purpose: str) -> np.random.Generator:
@@ -169,7 +182,11 @@ def plan_extras(
             f0_factor=round(float(F0_VARIANTS[variant] * jitter), 3),
         )  # fmt: skip
     if rng.random() < args.fragment_prob:
-        size = int(rng.integers(1, len(SLOTS)))  # 1..5 consecutive slots
+        if args.fragment_sizes is None:  # 1..5 consecutive slots, uniform (the mix presets' draw)
+            size = int(rng.integers(1, len(SLOTS)))
+        else:
+            sizes, weights = zip(*sorted(args.fragment_sizes.items()))
+            size = int(sizes[rng.choice(len(sizes), p=np.array(weights) / sum(weights))])
         start = int(rng.integers(len(SLOTS) - size + 1))
         change.update(
             text=" ".join(utt.text.split()[start : start + size]),
@@ -180,6 +197,11 @@ def plan_extras(
             pads_s=tuple(round(float(x), 3) for x in rng.uniform(*LEVEL_PAD_S, size=2)),
             floor_dbfs=round(float(rng.uniform(*FLOOR_DBFS)), 1),
             gain_db=round(float(rng.uniform(*LEVEL_GAIN_DB)), 1),
+        )
+    if args.spaced_prob and rng.random() < args.spaced_prob:  # no draw at 0: older plans stay as they were
+        words = len(change.get("text", utt.text).split())
+        change.update(
+            spaced_ms=tuple(int(g) for g in rng.integers(*SPACED_GAP_MS, size=words - 1)), breaks_ms=()
         )
     return replace(utt, **change)
 
@@ -194,7 +216,7 @@ def plan_split(
     """The split's utterances; ``pools``: its speakers of each engine (None: espeak's ``speakers``)."""
     rng = make_rng(args.seed, "plan", split)
     utts = [plan_utterance(split, i, speakers, args, rng) for i in range(1, num + 1)]
-    if set(args.engines) == {"espeak"} and args.fragment_prob == 0 and args.level_prob == 0:
+    if set(args.engines) == {"espeak"} and not (args.fragment_prob or args.level_prob or args.spaced_prob):
         return utts
     extra = make_rng(args.seed, "extras", split)
     return [plan_extras(u, pools or {"espeak": speakers}, args, extra) for u in utts]
@@ -285,7 +307,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="defaults: full (espeak only; the default), sample (= --sample), mix (four engines,\n"
         "fragments, uneven levels: --engines espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2 --fragment-prob 0.2\n"
         "--level-prob 0.3), mix6 (mix with six engines: --engines espeak:0.3,flite:0.2,festival:0.1,\n"
-        "mbrola:0.15,pico:0.1,rhvoice:0.15)",
+        "mbrola:0.15,pico:0.1,rhvoice:0.15), words (mix6 with words alone: --fragment-prob 0.6\n"
+        "--fragment-sizes 1:4,2:2,3:2,4:1,5:1 --spaced-prob 0.35)",
     )  # fmt: skip
     p.add_argument(
         "--engines", type=engine_weights,
@@ -295,6 +318,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--fragment-prob", type=probability,
         help="share of utterances cut to 1-5 consecutive slots of a sentence (full: 0, mix: 0.2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fragment-sizes", type=size_weights,
+        help="how often each fragment size is drawn, e.g. 1:4,2:2,3:2,4:1,5:1 (words: that; otherwise 1-5 uniform)",
+    )  # fmt: skip
+    p.add_argument(
+        "--spaced-prob", type=probability,
+        help=f"share of utterances said a word at a time, each word synthesised alone, {SPACED_GAP_MS[0]}-"
+        f"{SPACED_GAP_MS[1]} ms\npauses between them (words: 0.35, others: 0)",
     )  # fmt: skip
     p.add_argument(
         "--level-prob", type=probability,
@@ -335,7 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preset = "sample" if args.sample else args.preset or "full"
     for key, value in PRESETS[preset].items():
         if getattr(args, key) is None:
-            setattr(args, key, engine_weights(value) if key == "engines" else value)
+            parse = {"engines": engine_weights, "fragment_sizes": size_weights}.get(key)
+            setattr(args, key, parse(value) if parse and value is not None else value)
     return args
 
 
@@ -352,6 +385,20 @@ def engine_weights(text: str) -> dict[str, float]:
             raise argparse.ArgumentTypeError(f"{item!r}: the weight after ':' must be a number") from None
         if weights[name] <= 0:
             raise argparse.ArgumentTypeError(f"{item!r}: weights must be > 0")
+    return weights
+
+
+def size_weights(text: str) -> dict[int, float]:
+    """``1:4,2:2,3`` → {fragment size: weight} (a missing weight is 1); sizes 1..5."""
+    weights = {}
+    for item in text.split(","):
+        size, _, weight = item.strip().partition(":")
+        try:
+            weights[int(size)] = float(weight) if weight else 1.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r}: write SIZE or SIZE:WEIGHT, e.g. 1:4") from None
+        if not 1 <= int(size) < len(SLOTS) or weights[int(size)] <= 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: sizes are 1..{len(SLOTS) - 1}, weights > 0")
     return weights
 
 
@@ -386,11 +433,14 @@ def prepare_split(
         "speakers_used": dict(sorted(Counter(engine_of(s) for s in {r["speaker"] for r in rows}).items())),
         "fragments": sum(len(u.text.split()) < len(SLOTS) for u in done),
         "uneven_level": sum(u.gain_db is not None for u in done),
+        "single_words": sum(len(u.text.split()) == 1 for u in done),
+        "spaced": sum(u.spaced_ms is not None for u in done),
     }
-    if set(args.engines) != {"espeak"} or args.fragment_prob or args.level_prob:
+    if set(args.engines) != {"espeak"} or args.fragment_prob or args.level_prob or args.spaced_prob:
         tqdm.write(
             f"       engines: {', '.join(f'{k} {v}' for k, v in summary[split]['engines'].items())}; "
-            f"fragments {summary[split]['fragments']}, uneven level {summary[split]['uneven_level']}"
+            f"fragments {summary[split]['fragments']} (single words {summary[split]['single_words']}), "
+            f"spaced {summary[split]['spaced']}, uneven level {summary[split]['uneven_level']}"
         )
     return failures
 
@@ -440,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary["args"] = {
         "engines": args.engines, "fragment_prob": args.fragment_prob, "level_prob": args.level_prob,
-        "seed": args.seed,
+        "fragment_sizes": args.fragment_sizes, "spaced_prob": args.spaced_prob, "seed": args.seed,
     }  # fmt: skip
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(

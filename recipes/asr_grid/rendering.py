@@ -9,7 +9,7 @@ from a bank of sentences per split (:func:`babble_clip`), set in every worker wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from engines import (  # beside this file: prepare.py puts this folder on sys.path
@@ -59,6 +59,7 @@ class Utterance:
     pads_s: tuple[float, float] | None = None  # s, leading/trailing silence; None: PAD_S
     floor_dbfs: float | None = None  # dBFS, RMS of a white noise floor added after the gain
     gain_db: float | None = None  # dB; None: GAIN_DB
+    spaced_ms: tuple[int, ...] | None = None  # words said one at a time, these pauses between; None: together
 
     @property
     def speaker(self) -> str:
@@ -120,20 +121,25 @@ def make_noise(utt: Utterance, rng: np.random.Generator, n: int) -> np.ndarray:
     return colored_noise(rng, n, exponent)
 
 
+def speak_words(utt: Utterance) -> np.ndarray:
+    """``utt``'s words as its engine says them in one go (espeak-ng with the planned breaks)."""
+    if utt.engine == "espeak":
+        text = espeak_text(utt.text.split(), utt.breaks_ms)
+        return synthesize(text, utt.voice, utt.variant, utt.rate_wpm, utt.pitch, utt.word_gap)
+    return synthesize_other(utt)
+
+
 def render(utt: Utterance) -> np.ndarray:
     """Synthesise, pad, add noise and gain: the final 16 kHz waveform of ``utt``."""
     rng = np.random.default_rng(utt.seed)
-    if utt.engine == "espeak":
-        speech = synthesize(
-            espeak_text(utt.text.split(), utt.breaks_ms),
-            utt.voice,
-            utt.variant,
-            utt.rate_wpm,
-            utt.pitch,
-            utt.word_gap,
+    if utt.spaced_ms is not None:  # each word alone, trimmed, then joined by the planned pauses
+        alone = [replace(utt, text=w, breaks_ms=(), spaced_ms=None) for w in utt.text.split()]
+        gaps = [np.zeros(int(ms * SAMPLE_RATE / 1000), np.float32) for ms in (*utt.spaced_ms, 0)]
+        speech = np.concatenate(
+            [x for u, gap in zip(alone, gaps) for x in (trim_silence(speak_words(u)), gap)]
         )
     else:
-        speech = synthesize_other(utt)
+        speech = speak_words(utt)
     speech = trim_silence(speech)
     speech *= 10 ** (LEVEL_DBFS / 20) / (np.sqrt(np.mean(speech**2)) + 1e-12)
     pads = (rng.uniform(*PAD_S, size=2) * SAMPLE_RATE).astype(int)

@@ -271,3 +271,41 @@ def test_mix6_is_mix_with_all_six_engines() -> None:
     assert set(mix6["engines"]) == set(load_engines().ENGINES) and sum(mix6["engines"].values()) == 1.0
     same = {k for k in mix if k not in ("engines", "preset")}  # counts, fragments, levels, noise, ...
     assert {k: mix6[k] for k in same} == {k: mix[k] for k in same}
+
+
+def test_words_preset_plans_mostly_short_utterances_and_a_third_said_a_word_at_a_time() -> None:
+    prepare = load_prepare()
+    args = prepare.parse_args(["--out", "/nonexistent", "--preset", "words", "--engines=espeak"])
+    assert args.fragment_sizes == {1: 4.0, 2: 2.0, 3: 2.0, 4: 1.0, 5: 1.0} and args.spaced_prob == 0.35
+    utts = prepare.plan_split("train", 1000, ["en-us", "en-gb+f3"], args, {"espeak": ["en-us", "en-gb+f3"]})
+    sizes = [len(u.text.split()) for u in utts]
+    assert 170 < sizes.count(1) < 310  # 0.6 × 0.4 of 1 000 = 240
+    assert 350 < sizes.count(6) < 450  # not cut: 400
+    spaced = [u for u in utts if u.spaced_ms is not None]
+    assert 290 < len(spaced) < 410
+    for u in spaced:
+        assert len(u.spaced_ms) == len(u.text.split()) - 1 and u.breaks_ms == ()
+        assert all(60 <= ms < 600 for ms in u.spaced_ms)
+    # the mix presets draw as before: neither setting, and no extra random draw that would shift their plans
+    mix = prepare.parse_args(["--out", "/nonexistent", "--preset", "mix6"])
+    assert mix.fragment_sizes is None and mix.spaced_prob == 0.0
+    with pytest.raises(SystemExit):
+        prepare.parse_args(["--out", "/x", "--fragment-sizes", "6:1"])  # a fragment is 1..5 slots
+
+
+def test_a_spaced_utterance_is_its_words_said_alone_with_the_planned_pauses_between() -> None:
+    prepare = load_prepare()
+    rendering = sys.modules["rendering"]
+    args = prepare.parse_args(["--out", "/nonexistent", "--engines=espeak", "--spaced-prob=1", "--clean-prob=1"])
+    utt = prepare.plan_split("train", 1, ["en-us"], args, {"espeak": ["en-us"]})[0]
+    utt = rendering.replace(utt, text="bin blue at", breaks_ms=(), pads_s=(0.2, 0.2), spaced_ms=(500, 500))
+    spaced = rendering.render(utt)
+    together = rendering.render(rendering.replace(utt, spaced_ms=None))
+    assert len(spaced) - len(together) > 0.8 * 16000  # two half-second pauses (less the words' own gaps)
+    frames = np.sqrt(np.mean(spaced[: len(spaced) // 320 * 320].reshape(-1, 320) ** 2, axis=1))  # 20 ms RMS
+    quiet = frames < 1e-3 * frames.max()
+    runs, n = [], 0
+    for q in quiet:
+        n = n + 1 if q else (runs.append(n) or 0)
+    inner = [r for r in runs if r >= 20]  # ≥ 400 ms of silence between words (the pads end the list)
+    assert len(inner) >= 2, runs
