@@ -190,6 +190,9 @@ def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequenc
                         "epochs": state.epoch, **hardware(device, processes)}
     if precision:
         card["training"]["precision"] = precision
+    init_from = (payload["config"].get("trainer") or {}).get("init_from")
+    if init_from:  # fine-tuned: the checkpoint it started from (its own card holds that model's data)
+        card["training"]["init_from"] = str(init_from)
     return card
 
 
@@ -287,6 +290,8 @@ def format_card(card: dict[str, Any], source: str) -> str:
         rows.append(("", f"{_plural(t.get('processes'), 'process')} of {_plural(t.get('threads'), 'thread')}, "
                          f"{_plural(t.get('cpus'), 'CPU')} on the machine"
                          + (f", {t['precision']}" if t.get("precision") else "")))
+        if t.get("init_from"):
+            rows.append(("", f"fine-tuned from {t['init_from']}"))
     sw = card.get("software") or {}
     rows.append(("software", ", ".join(f"{k} {v}" for k, v in sw.items() if v) or "—"))
     dev = card.get("dev") or {}

@@ -3,8 +3,9 @@ saved, and nothing is written into it before both are known.
 
 ``speechkit-train`` calls, in this order: :func:`lock` (a second run on the same directory fails
 at once, naming the holder), :func:`find_resume` and :func:`check_resume_config` when
-``trainer.resume=true`` (a changed model is refused with the list of changes), and only then
-:func:`write_configs` (``config.yaml`` and ``.hydra/``).
+``trainer.resume=true`` (a changed model is refused with the list of changes), :func:`find_init` when
+not resuming and ``trainer.init_from`` names a checkpoint to fine-tune (its weights must fit the model),
+and only then :func:`write_configs` (``config.yaml`` and ``.hydra/``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from speechkit.checkpoint import CheckpointError, read_checkpoint
+from speechkit.checkpoint import MODEL_KINDS, CheckpointError, read_checkpoint
 from speechkit.registry import KINDS, PluginError, registry
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ SAFE_ON_RESUME = (
     "trainer.threads", "trainer.device", "trainer.log_every_steps", "trainer.save_every_steps",
     "trainer.eval_every_epochs", "trainer.early_stop_patience", "trainer.max_nonfinite_in_row",
     "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name", "card", "reference",
+    "trainer.init_from",  # read only when a run starts: a resumed fine-tune continues from its own last.pt
 )
 
 
@@ -93,7 +95,7 @@ def find_resume(ckpt_dir: str | Path) -> tuple[dict[str, Any], Path] | None:
     ckpt_dir = Path(ckpt_dir)
     last, prev = ckpt_dir / "last.pt", ckpt_dir / "last.prev.pt"
     if not last.exists() and not prev.exists():
-        log.warning("trainer.resume=true but %s does not exist: starting from scratch", last)
+        log.warning("trainer.resume=true but %s does not exist: starting a new run", last)
         return None
     if last.exists():
         try:
@@ -162,23 +164,31 @@ def check_resume_config(cfg: DictConfig, ckpt: dict[str, Any], path: str | Path)
 
 
 # What a checkpoint's weights and tokens are defined by: a run that starts from them must describe the
-# same (augmentations, data, loss, optimiser and decoder may all change when fine-tuning).
-MODEL_SETTINGS = ("frontend", "encoder", "tokenizer")
+# same. The stages with weights (checkpoint.MODEL_KINDS) but the augmentations, which have none, so they
+# may change with the data, loss, optimiser and decoder when fine-tuning.
+MODEL_SETTINGS = (*(k for k in MODEL_KINDS if k != "augment"), "tokenizer")
 
 
 def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
     """The checkpoint ``trainer.init_from`` names, read and checked against ``cfg``'s model settings
     (:data:`MODEL_SETTINGS`), as ``(checkpoint, source)``; None when it names none.
     :class:`~speechkit.checkpoint.CheckpointError` for a file that is not a readable checkpoint,
-    :class:`RunDirError` listing the settings that differ."""
+    :class:`RunDirError` listing the settings that differ. The weights are loaded into the model ``cfg``
+    describes here, on the CPU, so that a checkpoint that cannot start the run is refused before the run
+    directory is written to."""
+    from speechkit.hub import is_remote
+    from speechkit.pipeline import CTCModel
+
     source = cfg.trainer.get("init_from")
     if not source:
         return None
+    if not is_remote(source) and not Path(source).expanduser().is_file():
+        raise CheckpointError(source, "trainer.init_from: checkpoint not found",
+                              "pass trainer.init_from=<run dir>/checkpoints/best.pt")
     try:
         ckpt = read_checkpoint(source)
     except CheckpointError as e:
-        fix = "pass trainer.init_from=<run dir>/checkpoints/best.pt" if "not found" in e.problem else e.fix
-        raise CheckpointError(e.path, f"trainer.init_from: {e.problem}", fix) from None
+        raise CheckpointError(e.path, f"trainer.init_from: {e.problem}", e.fix) from None
     current = OmegaConf.to_container(cfg, resolve=True)
     old = {k: ckpt["config"].get(k) for k in MODEL_SETTINGS}
     new = {k: current.get(k) for k in MODEL_SETTINGS}
@@ -188,9 +198,15 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
         raise RunDirError(
             f"{source}: trainer.init_from: {len(diffs)} model setting(s) differ from the checkpoint's, so its "
             f"weights do not fit this model:\n{listed}\n"
-            f"set them as the checkpoint has them (speechkit-info {source} prints its config; the recipe it was "
-            f"trained with sets them all), or train from scratch without trainer.init_from"
+            "set them as the checkpoint has them (its run directory's config.yaml holds them all; the recipe "
+            "it was trained with sets them), or train from scratch without trainer.init_from"
         )
+    try:
+        CTCModel.from_config(cfg, len(ckpt["tokens"])).load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # the settings match, so: written by another version of a plugin
+        raise CheckpointError(source, f"trainer.init_from: its weights do not fit this model "
+                              f"({str(e).splitlines()[-1].strip()})",
+                              "train from scratch, or with the speechkit version that wrote it") from None
     return ckpt, str(source)
 
 

@@ -44,6 +44,7 @@ def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
         rundir.write_configs(run_dir, cfg)
     try:
         trainer = Trainer(cfg, run_dir, resume=resume, init=init)
+        resume = init = None  # the checkpoints' tensors are the trainer's now; do not hold a second copy
         metrics = trainer.fit()
     finally:
         distributed.shutdown()
@@ -54,7 +55,7 @@ def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
     if "dev_wer" in metrics:
         print(f"dev WER {100 * metrics['dev_wer']:.2f} %  CER {100 * metrics['dev_cer']:.2f} %  "
               f"(best {100 * trainer.state.best_wer:.2f} %)")
-    line = compare_with_reference(cfg.get("reference"), metrics)
+    line = None if cfg.trainer.get("init_from") else compare_with_reference(cfg.get("reference"), metrics)
     if line:
         print(line)
     return float(metrics.get("dev_wer", float("nan")))  # the value a Hydra sweeper would minimise

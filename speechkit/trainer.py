@@ -101,9 +101,9 @@ class Trainer:
         if resume:
             st = resume[0]["trainer"]["state"]
             log.info("resuming from %s at step %d (%s)", resume[1], st["step"], _epoch_position(st))
-        if resume or init != "find":
-            init = None if resume else init
-        else:
+        if resume:
+            init = None
+        elif init == "find":
             from speechkit import rundir
 
             init = rundir.find_init(cfg)
@@ -157,9 +157,12 @@ class Trainer:
             self.tokenizer.fit(ex.text for ex in self.train_examples)
         sep = "" if getattr(self.tokenizer, "unit", "char") == "char" else "|"  # subwords, phones: a|b
         log.info("vocabulary: %d tokens (%s)", len(self.tokenizer), sep.join(self.tokenizer.tokens[1:]))
-        check_spellable(self.tokenizer, self.dev_examples)  # fail now, not after the first epoch
-        if check_train:
-            check_spellable(self.tokenizer, self.train_examples)
+        # fail now, not after the first epoch; when fine-tuning the vocabulary is the checkpoint's, and the
+        # training text must fit it too (more data cannot add to it)
+        fixed = {"fix": "the checkpoint's vocabulary (trainer.init_from) lacks them: clean these transcripts, "
+                        "or train from scratch"} if check_train else {}
+        for examples in (self.dev_examples, self.train_examples) if check_train else (self.dev_examples,):
+            check_spellable(self.tokenizer, examples, **fixed)
         self.lengths = [ex.length for ex in self.train_examples]  # s of audio or video, line heights of an image
         if cfg.data.sortagrad and None in self.lengths:
             log.warning("data.sortagrad=true needs every training example's length (manifest \"duration\", or an "
@@ -247,11 +250,7 @@ class Trainer:
     def _init_weights(self, ckpt: dict[str, Any], source: str) -> None:
         """Fine-tuning: the model's weights (and frontend statistics) from ``ckpt``; the optimiser, the LR
         schedule and the step count start afresh."""
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:  # the settings matched (rundir.find_init), so: another plugin version
-            raise CheckpointError(source, f"its weights do not fit this model ({str(e).splitlines()[-1].strip()})",
-                                  "train from scratch, or with the speechkit version that wrote it") from None
+        self.model.load_state_dict(ckpt["model"])  # rundir.find_init loaded them once already
         m = ckpt.get("metrics", {})
         log.info("fine-tuning from %s (its run's step %s, dev WER %s); optimiser and schedule start afresh",
                  source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?")

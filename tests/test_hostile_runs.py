@@ -129,7 +129,7 @@ def test_fine_tuning_from_a_checkpoint_with_other_model_settings_is_a_one_line_e
     p = run_cli("speechkit-train", *_train_args(corpus, tmp_path / "tune", "trainer.max_steps=2",
                                                  f"trainer.init_from={best}", "encoder.hidden_size=24"), check=False)
     assert p.returncode != 0 and error_line(p.stderr) and "Traceback" not in p.stderr
-    assert "encoder.hidden_size: 16 in the checkpoint, 24 now" in p.stderr and "speechkit-info" in p.stderr
+    assert "encoder.hidden_size: 16 in the checkpoint, 24 now" in p.stderr and "config.yaml" in p.stderr
     assert not (tmp_path / "tune" / "config.yaml").exists() and not (tmp_path / "tune" / "checkpoints").exists()
     p = run_cli("speechkit-train", *_train_args(corpus, tmp_path / "gone", f"trainer.init_from={tmp_path}/no.pt"),
                 check=False)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from speechkit.config import CONF_DIR, store_schemas
 from speechkit.data.sampler import EpochBatches
@@ -204,6 +205,8 @@ def test_fine_tuning_starts_from_the_checkpoints_weights_tokens_and_statistics_w
     assert not torch.equal(tuned.model.state_dict()[weight], saved["model"][weight])  # and then it trains
     # the statistics are the checkpoint's: not re-estimated on the new data
     assert torch.equal(tuned.model.frontend.stats_count, saved["model"]["frontend.stats_count"])
+    card = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.pt", weights_only=False)["card"]
+    assert card["training"]["init_from"] == str(last)  # the model card says where it started
 
 
 def test_fine_tuning_refuses_other_model_settings_and_text_the_vocabulary_cannot_spell(tmp_path):
@@ -218,6 +221,15 @@ def test_fine_tuning_refuses_other_model_settings_and_text_the_vocabulary_cannot
     rows = [dict(r, text="bin blue qu'il") for r in sample_rows("test", 2)]  # an apostrophe GRID never has
     (tmp_path / "c").mkdir()
     new = write_manifest(tmp_path / "c" / "new.jsonl", rows)
-    with pytest.raises(DataError, match=r"new.jsonl:1: .*\"'\""):
+    with pytest.raises(DataError, match=r"(?s)new.jsonl:1: .*\"'\".*checkpoint's vocabulary \(trainer.init_from\)"):
         Trainer(_cfg(tmp_path / "c", 2, "encoder.hidden_size=8", f"trainer.init_from={last}",
                      f"data.train_manifest={new}"), tmp_path / "c" / "run")
+
+
+def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
+    from speechkit.rundir import check_resume_config
+
+    cfg = _cfg(tmp_path, 2, "encoder.hidden_size=8")
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    del saved["trainer"]["init_from"]  # the key came later: a checkpoint written before has none
+    check_resume_config(cfg, {"config": saved}, tmp_path / "last.pt")  # no refusal

@@ -14,8 +14,9 @@ voices are unseen in training. Every split uses all English accents.
 MBROLA (through Festival) voices built from recordings of real people (speakers ``flite:awb+low``;
 the split holds out whole people across engines: slt test, rms dev), fragments of 1-5 consecutive slots, and uneven silences,
 noise floors and levels; see README.md. ``--preset mix6`` is mix with SVOX Pico and RHVoice voices too
-(more real people). ``--preset words`` is mix6 where most utterances are one to three words and a third
-are said a word at a time (each word synthesised alone, pauses between them: ``--spaced-prob``).
+(more real people). ``--preset words`` is mix6 with words alone: 60 % fragments, mostly of one to three
+words (a quarter of all utterances is a single word), and 35 % said a word at a time (each word
+synthesised alone, pauses between them: ``--spaced-prob``).
 ``<out>/summary.json`` counts utterances per engine.
 
 Output (paths in the manifests are relative to ``--out``)::
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import sys
 import time
@@ -168,8 +170,9 @@ def plan_utterance(
 def plan_extras(
     utt: Utterance, pools: dict[str, list[str]], args: argparse.Namespace, rng: np.random.Generator
 ) -> Utterance:
-    """Engine, fragment and level of one utterance, from a stream of their own (espeak-only plans
-    without fragments or level changes stay exactly as plan_utterance made them)."""
+    """Engine, fragment, level and spacing of one utterance, from a stream of their own (espeak-only
+    plans without fragments, level changes or spacing stay exactly as plan_utterance made them; a
+    setting at 0 or None draws nothing, so older presets' plans stay as they were)."""
     engines = [e for e in args.engines if pools.get(e)]  # Festival has no dev voice: dev skips it
     weights = np.array([args.engines[e] for e in engines], float)
     engine = engines[rng.choice(len(engines), p=weights / weights.sum())]
@@ -317,7 +320,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--fragment-prob", type=probability,
-        help="share of utterances cut to 1-5 consecutive slots of a sentence (full: 0, mix: 0.2)",
+        help="share of utterances cut to 1-5 consecutive slots of a sentence (full: 0, mix: 0.2, words: 0.6)",
     )  # fmt: skip
     p.add_argument(
         "--fragment-sizes", type=size_weights,
@@ -394,11 +397,16 @@ def size_weights(text: str) -> dict[int, float]:
     for item in text.split(","):
         size, _, weight = item.strip().partition(":")
         try:
-            weights[int(size)] = float(weight) if weight else 1.0
+            size, weight = int(size), float(weight) if weight else 1.0
         except ValueError:
             raise argparse.ArgumentTypeError(f"{item!r}: write SIZE or SIZE:WEIGHT, e.g. 1:4") from None
-        if not 1 <= int(size) < len(SLOTS) or weights[int(size)] <= 0:
-            raise argparse.ArgumentTypeError(f"{item!r}: sizes are 1..{len(SLOTS) - 1}, weights > 0")
+        if not 1 <= size < len(SLOTS) or not (math.isfinite(weight) and weight > 0):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: sizes are 1..{len(SLOTS) - 1}, weights finite and > 0"
+            )
+        if size in weights:
+            raise argparse.ArgumentTypeError(f"size {size} is given twice")
+        weights[size] = weight
     return weights
 
 

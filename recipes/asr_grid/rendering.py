@@ -134,20 +134,20 @@ def render(utt: Utterance) -> np.ndarray:
     rng = np.random.default_rng(utt.seed)
     if utt.spaced_ms is not None:  # each word alone, trimmed, then joined by the planned pauses
         alone = [replace(utt, text=w, breaks_ms=(), spaced_ms=None) for w in utt.text.split()]
+        words = [trim_silence(speak_words(u)) for u in alone]
         gaps = [np.zeros(int(ms * SAMPLE_RATE / 1000), np.float32) for ms in (*utt.spaced_ms, 0)]
-        speech = np.concatenate(
-            [x for u, gap in zip(alone, gaps) for x in (trim_silence(speak_words(u)), gap)]
-        )
+        speech = np.concatenate([x for pair in zip(words, gaps) for x in pair])  # trimmed: the last gap is 0
+        voiced = np.concatenate(words)  # level and SNR are the words', not diluted by the pauses
     else:
-        speech = speak_words(utt)
-    speech = trim_silence(speech)
-    speech *= 10 ** (LEVEL_DBFS / 20) / (np.sqrt(np.mean(speech**2)) + 1e-12)
+        speech = voiced = trim_silence(speak_words(utt))
+    scale = 10 ** (LEVEL_DBFS / 20) / (np.sqrt(np.mean(voiced**2)) + 1e-12)
+    speech, voiced = speech * scale, voiced * scale
     pads = (rng.uniform(*PAD_S, size=2) * SAMPLE_RATE).astype(int)
     if utt.pads_s is not None:
         pads = (np.array(utt.pads_s) * SAMPLE_RATE).astype(int)
     audio = np.concatenate([np.zeros(pads[0], np.float32), speech, np.zeros(pads[1], np.float32)])
     if utt.snr_db is not None:
-        noise_rms = np.sqrt(np.mean(speech**2)) * 10 ** (-utt.snr_db / 20)
+        noise_rms = np.sqrt(np.mean(voiced**2)) * 10 ** (-utt.snr_db / 20)
         audio += noise_rms * make_noise(utt, rng, audio.size)
     gain_db = rng.uniform(*GAIN_DB)
     audio *= 10 ** ((gain_db if utt.gain_db is None else utt.gain_db) / 20)

@@ -40,9 +40,11 @@ class UnknownSymbolError(ValueError):
         )
 
 
-def check_spellable(tokenizer, examples) -> None:
+def check_spellable(tokenizer, examples, fix: str = "add examples with them to the training data, "
+                    "or clean these transcripts") -> None:
     """Raise :class:`~speechkit.data.errors.DataError` listing every example (``manifest:line``)
-    whose transcript uses symbols the tokenizer's vocabulary lacks: before work starts, not after."""
+    whose transcript uses symbols the tokenizer's vocabulary lacks: before work starts, not after.
+    ``fix``: what the message tells the user to do."""
     from speechkit.data.errors import DataError
 
     bad, what = [], "characters"
@@ -58,7 +60,7 @@ def check_spellable(tokenizer, examples) -> None:
             f"{len(bad)} transcript(s) use {what} the model's vocabulary lacks:\n"
             + "\n".join(bad[:20])
             + (f"\n  … and {len(bad) - 20} more" if len(bad) > 20 else ""),
-            "add examples with them to the training data, or clean these transcripts",
+            fix,
         )
 
 

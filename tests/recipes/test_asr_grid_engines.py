@@ -286,11 +286,28 @@ def test_words_preset_plans_mostly_short_utterances_and_a_third_said_a_word_at_a
     for u in spaced:
         assert len(u.spaced_ms) == len(u.text.split()) - 1 and u.breaks_ms == ()
         assert all(60 <= ms < 600 for ms in u.spaced_ms)
-    # the mix presets draw as before: neither setting, and no extra random draw that would shift their plans
     mix = prepare.parse_args(["--out", "/nonexistent", "--preset", "mix6"])
     assert mix.fragment_sizes is None and mix.spaced_prob == 0.0
-    with pytest.raises(SystemExit):
-        prepare.parse_args(["--out", "/x", "--fragment-sizes", "6:1"])  # a fragment is 1..5 slots
+    for bad in ("6:1", "1:nan", "1:2,1:3", "x"):  # a fragment is 1..5 slots; finite weights; each size once
+        with pytest.raises(SystemExit):
+            prepare.parse_args(["--out", "/x", "--fragment-sizes", bad])
+
+
+def test_the_earlier_presets_plan_the_same_corpora_as_before_the_words_preset() -> None:
+    """The corpora and figures of the READMEs were made with these plans (digests taken with the code
+    before --fragment-sizes and --spaced-prob; their rendering was checked byte for byte the same way)."""
+    import hashlib
+
+    prepare = load_prepare()
+    pools = {"espeak": ["en-us", "en-gb+f3"], "flite": ["flite:awb+low"], "festival": ["festival:kal_diphone+high"],
+             "mbrola": ["mbrola:us2_mbrola+mid"], "pico": ["pico:en-US+high"], "rhvoice": ["rhvoice:bdl+low"]}  # fmt: skip
+    for preset, digest in (("full", "467cafa05879159d"), ("mix6", "95468908d8552f92")):
+        args = prepare.parse_args(["--out", "/x", "--preset", preset])
+        utts = prepare.plan_split("train", 300, pools["espeak"], args, pools)
+        assert all(u.spaced_ms is None for u in utts)
+        fields = [{k: v for k, v in u.__dict__.items() if k != "spaced_ms"} for u in utts]
+        text = json.dumps(fields, sort_keys=True, default=str).encode()
+        assert hashlib.sha256(text).hexdigest()[:16] == digest, preset
 
 
 def test_a_spaced_utterance_is_its_words_said_alone_with_the_planned_pauses_between() -> None:
