@@ -28,7 +28,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +211,19 @@ def model_payload(
     if tokenizer_state is not None:
         payload["tokenizer_state"] = dict(tokenizer_state)
     return payload
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], exclude: Sequence[str] = ()) -> None:
+    """``state`` into ``model``, but the weights under the dotted prefixes ``exclude`` (``head``), which keep
+    the model's own; every other weight must be there with its shape. ``RuntimeError`` saying which are not."""
+
+    def excluded(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in exclude)
+
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not excluded(k)}, strict=False)
+    missing = [k for k in missing if not excluded(k)]
+    if missing or unexpected:
+        raise RuntimeError(f"missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'}")
 
 
 def tokenizer_context(ckpt: dict[str, Any]) -> dict[str, Any]:

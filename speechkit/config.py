@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -72,6 +72,7 @@ class TrainerConfig:
     resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
     resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)
     init_from: str | None = None  # fine-tune: a checkpoint (path, URL, hf://) whose weights and tokenizer start the run; optimiser and schedule start afresh
+    init_exclude: list[str] = field(default_factory=list)  # weights not taken from init_from (e.g. [head]: a new vocabulary, fitted on this run's text)
     save_every_steps: int = 0  # also save last.pt every N steps (0 = at epoch ends only)
     eval_every_epochs: int = 1
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)

@@ -190,9 +190,11 @@ def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequenc
                         "epochs": state.epoch, **hardware(device, processes)}
     if precision:
         card["training"]["precision"] = precision
-    init_from = (payload["config"].get("trainer") or {}).get("init_from")
-    if init_from:  # fine-tuned: the checkpoint it started from (its own card holds that model's data)
-        card["training"]["init_from"] = str(init_from)
+    trainer = payload["config"].get("trainer") or {}
+    if trainer.get("init_from"):  # fine-tuned: the checkpoint it started from (its own card holds that model's data)
+        card["training"]["init_from"] = str(trainer["init_from"])
+        if trainer.get("init_exclude"):  # the weights it did not take (a new head: a new vocabulary)
+            card["training"]["init_exclude"] = [str(x) for x in trainer["init_exclude"]]
     return card
 
 
@@ -291,7 +293,8 @@ def format_card(card: dict[str, Any], source: str) -> str:
                          f"{_plural(t.get('cpus'), 'CPU')} on the machine"
                          + (f", {t['precision']}" if t.get("precision") else "")))
         if t.get("init_from"):
-            rows.append(("", f"fine-tuned from {t['init_from']}"))
+            rows.append(("", f"fine-tuned from {t['init_from']}"
+                             + (f", all but {', '.join(t['init_exclude'])}" if t.get("init_exclude") else "")))
     sw = card.get("software") or {}
     rows.append(("software", ", ".join(f"{k} {v}" for k, v in sw.items() if v) or "—"))
     dev = card.get("dev") or {}

@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from speechkit.checkpoint import MODEL_KINDS, CheckpointError, read_checkpoint
+from speechkit.checkpoint import MODEL_KINDS, CheckpointError, load_weights, read_checkpoint
 from speechkit.registry import KINDS, PluginError, registry
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ SAFE_ON_RESUME = (
     "trainer.threads", "trainer.device", "trainer.log_every_steps", "trainer.save_every_steps",
     "trainer.eval_every_epochs", "trainer.early_stop_patience", "trainer.max_nonfinite_in_row",
     "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name", "card", "reference",
-    "trainer.init_from",  # read only when a run starts: a resumed fine-tune continues from its own last.pt
+    "trainer.init_from", "trainer.init_exclude",  # read only when a run starts: a resumed fine-tune has its last.pt
 )
 
 
@@ -175,7 +175,8 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
     :class:`~speechkit.checkpoint.CheckpointError` for a file that is not a readable checkpoint,
     :class:`RunDirError` listing the settings that differ. The weights are loaded into the model ``cfg``
     describes here, on the CPU, so that a checkpoint that cannot start the run is refused before the run
-    directory is written to."""
+    directory is written to. ``trainer.init_exclude`` names weights not taken (dotted prefixes); with
+    ``head`` among them the vocabulary is this run's own, so the tokenizer settings may differ too."""
     from speechkit.hub import is_remote
     from speechkit.pipeline import CTCModel
 
@@ -189,9 +190,16 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
         ckpt = read_checkpoint(source)
     except CheckpointError as e:
         raise CheckpointError(e.path, f"trainer.init_from: {e.problem}", e.fix) from None
+    exclude = list(cfg.trainer.get("init_exclude") or [])
+    parts = sorted({k.split(".")[0] for k in ckpt["model"]})
+    for prefix in exclude:
+        if not any(k == prefix or k.startswith(prefix + ".") for k in ckpt["model"]):
+            raise RunDirError(f"{source}: trainer.init_exclude: {prefix!r} names none of the checkpoint's weights "
+                              f"(its parts: {', '.join(parts)}; a dotted prefix such as head or encoder.rnn)")
+    settings = [k for k in MODEL_SETTINGS if not (k == "tokenizer" and "head" in exclude)]
     current = OmegaConf.to_container(cfg, resolve=True)
-    old = {k: ckpt["config"].get(k) for k in MODEL_SETTINGS}
-    new = {k: current.get(k) for k in MODEL_SETTINGS}
+    old = {k: ckpt["config"].get(k) for k in settings}
+    new = {k: current.get(k) for k in settings}
     diffs = [(k, a, b) for k, a, b in config_differences(old, new) if not _new_setting_at_default(k, a, b, old, new)]
     if diffs:
         listed = "\n".join(f"  {k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diffs)
@@ -202,7 +210,7 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
             "it was trained with sets them), or train from scratch without trainer.init_from"
         )
     try:
-        CTCModel.from_config(cfg, len(ckpt["tokens"])).load_state_dict(ckpt["model"])
+        load_weights(CTCModel.from_config(cfg, len(ckpt["tokens"])), ckpt["model"], exclude)
     except RuntimeError as e:  # the settings match, so: written by another version of a plugin
         raise CheckpointError(source, f"trainer.init_from: its weights do not fit this model "
                               f"({str(e).splitlines()[-1].strip()})",

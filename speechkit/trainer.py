@@ -22,6 +22,7 @@ from speechkit import distributed
 from speechkit.checkpoint import (
     CheckpointError,
     check_writable,
+    load_weights,
     model_payload,
     save_checkpoint,
     tokenizer_context,
@@ -108,8 +109,9 @@ class Trainer:
 
             init = rundir.find_init(cfg)
         self.state = TrainState()
-        start = resume or init  # the checkpoint whose tokenizer this run keeps
-        self._setup_data(tokenizer_context(start[0]) if start else None, check_train=bool(init))
+        new_vocabulary = bool(init) and "head" in (self.tcfg.get("init_exclude") or [])
+        start = resume or (None if new_vocabulary else init)  # the checkpoint whose tokenizer this run keeps
+        self._setup_data(tokenizer_context(start[0]) if start else None, check_train=bool(start) and not resume)
         self._setup_model()
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume:
@@ -250,10 +252,12 @@ class Trainer:
     def _init_weights(self, ckpt: dict[str, Any], source: str) -> None:
         """Fine-tuning: the model's weights (and frontend statistics) from ``ckpt``; the optimiser, the LR
         schedule and the step count start afresh."""
-        self.model.load_state_dict(ckpt["model"])  # rundir.find_init loaded them once already
+        exclude = list(self.tcfg.get("init_exclude") or [])
+        load_weights(self.model, ckpt["model"], exclude)  # rundir.find_init loaded them once already
         m = ckpt.get("metrics", {})
-        log.info("fine-tuning from %s (its run's step %s, dev WER %s); optimiser and schedule start afresh",
-                 source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?")
+        log.info("fine-tuning from %s (its run's step %s, dev WER %s)%s; optimiser and schedule start afresh",
+                 source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?",
+                 f", all weights but {', '.join(exclude)}" if exclude else "")
 
     @torch.no_grad()
     def _global_stats(self) -> None:

@@ -233,3 +233,28 @@ def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
     saved = OmegaConf.to_container(cfg, resolve=True)
     del saved["trainer"]["init_from"]  # the key came later: a checkpoint written before has none
     check_resume_config(cfg, {"config": saved}, tmp_path / "last.pt")  # no refusal
+
+
+def test_fine_tuning_with_a_new_vocabulary_takes_every_weight_but_the_excluded_head(tmp_path):
+    from speechkit.rundir import RunDirError
+
+    first = Trainer(_cfg(tmp_path / "a", 4, "encoder.hidden_size=8", "trainer.max_steps=1"), tmp_path / "a" / "run")
+    first.fit()
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.pt"
+    saved = torch.load(last, weights_only=False)
+    rows = [dict(r, text="bin blue") for r in sample_rows("test", 4)]  # its own, smaller vocabulary
+    (tmp_path / "b").mkdir()
+    new = write_manifest(tmp_path / "b" / "new.jsonl", rows)
+    common = ("encoder.hidden_size=8", f"data.train_manifest={new}", f"data.dev_manifest={new}",
+              f"trainer.init_from={last}", "tokenizer.lowercase=true")  # a tokenizer setting the checkpoint lacks
+    with pytest.raises(RunDirError, match=r"tokenizer.lowercase"):  # the vocabulary is the checkpoint's …
+        Trainer(_cfg(tmp_path / "b", 4, *common), tmp_path / "b" / "run")
+    tuned = Trainer(_cfg(tmp_path / "b", 4, *common, "trainer.init_exclude=[head]"), tmp_path / "b" / "run")
+    assert tuned.tokenizer.tokens[1:] == sorted(set("bin blue"))  # … unless the head is new: fitted here
+    for name, value in tuned.model.state_dict().items():
+        if name.startswith("head."):
+            assert value.shape[0] == len(tuned.tokenizer) < saved["model"][name].shape[0], name
+        else:
+            assert torch.equal(value, saved["model"][name]), name
+    with pytest.raises(RunDirError, match=r"'hed' names none of the checkpoint's weights \(its parts: .*head"):
+        Trainer(_cfg(tmp_path / "b", 4, *common, "trainer.init_exclude=[hed]"), tmp_path / "b" / "run")
