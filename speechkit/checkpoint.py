@@ -213,15 +213,17 @@ def model_payload(
     return payload
 
 
+def under(key: str, prefixes: Sequence[str]) -> bool:
+    """Whether the dotted ``key`` is one of ``prefixes`` or lies under one (``head.bias`` under ``head``)."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def load_weights(model: torch.nn.Module, state: dict[str, Any], exclude: Sequence[str] = ()) -> None:
     """``state`` into ``model``, but the weights under the dotted prefixes ``exclude`` (``head``), which keep
     the model's own; every other weight must be there with its shape. ``RuntimeError`` saying which are not."""
-
-    def excluded(key: str) -> bool:
-        return any(key == p or key.startswith(p + ".") for p in exclude)
-
-    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not excluded(k)}, strict=False)
-    missing = [k for k in missing if not excluded(k)]
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if not under(k, exclude)},
+                                                strict=False)
+    missing = [k for k in missing if not under(k, exclude)]
     if missing or unexpected:
         raise RuntimeError(f"missing: {', '.join(missing[:5]) or 'none'}; unexpected: {', '.join(unexpected[:5]) or 'none'}")
 

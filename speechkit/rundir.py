@@ -23,7 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from speechkit.checkpoint import MODEL_KINDS, CheckpointError, load_weights, read_checkpoint
+from speechkit.checkpoint import MODEL_KINDS, CheckpointError, load_weights, read_checkpoint, under
 from speechkit.registry import KINDS, PluginError, registry
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[t
     missing = object()
     diffs = []
     for key in sorted(a.keys() | b.keys()):
-        if any(key == s or key.startswith(s + ".") for s in SAFE_ON_RESUME):
+        if under(key, SAFE_ON_RESUME):
             continue
         old, new = a.get(key, missing), b.get(key, missing)
         if old != new:
@@ -193,7 +193,7 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
     exclude = list(cfg.trainer.get("init_exclude") or [])
     parts = sorted({k.split(".")[0] for k in ckpt["model"]})
     for prefix in exclude:
-        if not any(k == prefix or k.startswith(prefix + ".") for k in ckpt["model"]):
+        if not any(under(k, [prefix]) for k in ckpt["model"]):
             raise RunDirError(f"{source}: trainer.init_exclude: {prefix!r} names none of the checkpoint's weights "
                               f"(its parts: {', '.join(parts)}; a dotted prefix such as head or encoder.rnn)")
     settings = [k for k in MODEL_SETTINGS if not (k == "tokenizer" and "head" in exclude)]

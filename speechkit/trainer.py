@@ -116,10 +116,12 @@ class Trainer:
         self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
         if resume:
             self._restore(*resume)
-        elif init:
-            self._init_weights(*init)
-        elif getattr(self.model.frontend, "uses_dataset_stats", False):  # normalize=global or online
-            self._global_stats()
+        else:
+            if init:
+                self._init_weights(*init)
+            frontend = self.model.frontend  # normalize=global or online: statistics new, or not taken by init
+            if getattr(frontend, "uses_dataset_stats", False) and frontend.stats_count.item() == 0:
+                self._global_stats()
         self._setup_parallel()
 
     # -- set-up ---------------------------------------------------------------------------

@@ -207,6 +207,11 @@ def test_fine_tuning_starts_from_the_checkpoints_weights_tokens_and_statistics_w
     assert torch.equal(tuned.model.frontend.stats_count, saved["model"]["frontend.stats_count"])
     card = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.pt", weights_only=False)["card"]
     assert card["training"]["init_from"] == str(last)  # the model card says where it started
+    # statistics not taken from the checkpoint are gathered on this run's data, as in a new run
+    fresh = Trainer(_cfg(tmp_path / "c", 4, *small, f"data.train_manifest={new}", f"trainer.init_from={last}",
+                         "trainer.init_exclude=[frontend]"), tmp_path / "c" / "run")
+    count = fresh.model.frontend.stats_count
+    assert count.item() > 0 and not torch.equal(count, saved["model"]["frontend.stats_count"])
 
 
 def test_fine_tuning_refuses_other_model_settings_and_text_the_vocabulary_cannot_spell(tmp_path):
