@@ -31,7 +31,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--lexicon", type=Path, help="also decode with beam 16 and this word list")
+    ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
+                    "its hypotheses' forms are read back as the words")
     a = ap.parse_args()
+    back = {}
+    if a.spoken_forms:
+        back = {f: w for w, f in (ln.split("\t") for ln in a.spoken_forms.read_text().splitlines() if ln.strip())}
 
     from speechkit import load_checkpoint
 
@@ -52,7 +57,7 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for label, node in decoders.items():
         pipe.set_decoder(node)
-        hyps = [t.text.split() for t in pipe.transcribe([it[3] for it in items], sample_rate=SAMPLE_RATE)]
+        hyps = [[back.get(w, w) for w in t.text.split()] for t in pipe.transcribe([it[3] for it in items], sample_rate=SAMPLE_RATE)]
         for voice in [*dict.fromkeys(it[0] for it in items), "all"]:
             cells = []
             for kind in (LETTERS, DIGITS):

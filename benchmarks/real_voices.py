@@ -213,7 +213,12 @@ def main() -> None:
     ap.add_argument(
         "--pocketsphinx", type=Path, help="test/data of pocketsphinx's sdist: 12 digits of two more people"
     )
+    ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
+                    "its hypotheses' forms are read back as the words")
     a = ap.parse_args()
+    back = {}
+    if a.spoken_forms:
+        back = {f: w for w, f in (ln.split("\t") for ln in a.spoken_forms.read_text().splitlines() if ln.strip())}
 
     from speechkit import load_checkpoint
 
@@ -237,7 +242,8 @@ def main() -> None:
     for label, node in decoders.items():
         pipe.set_decoder(node)
         start = time.perf_counter()
-        hyps = [t.text for t in pipe.transcribe([it.audio for it in items], sample_rate=SAMPLE_RATE)]
+        hyps = [" ".join(back.get(w, w) for w in t.text.split())
+                for t in pipe.transcribe([it.audio for it in items], sample_rate=SAMPLE_RATE)]
         results[label] = score(items, hyps)
         predictions += [
             {"decoder": label, "name": it.name, "ref": it.text, "hyp": h} for it, h in zip(items, hyps)

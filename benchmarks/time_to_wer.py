@@ -1,9 +1,9 @@
-"""Time to accuracy: dev WER after 2, 5, 10 and 20 minutes of training, for several runs.
+"""Time to accuracy: dev WER (or CER, ``--metric cer``) after 2, 5, 10 and 20 minutes of training, for several runs.
 
     python benchmarks/time_to_wer.py --out runs/lev \\
         "fp32=runs/asr_grid/steps" "bf16=runs/lev/bf16_a@3.9" "bf16 + 4x stacking=runs/lev/bf16_sub4@5.1"
 
-Each ``NAME=RUN_DIR`` reads the per-epoch dev evaluations (step, minutes, dev WER) the trainer keeps in
+Each ``NAME=RUN_DIR`` reads the dev evaluations (at epoch ends, and every ``trainer.eval_every_steps``) (step, minutes, dev WER) the trainer keeps in
 ``RUN_DIR/checkpoints/last.pt``. The minutes are the run's own wall clock, unless ``@RATE`` gives a
 steps-per-second rate measured apart (``benchmarks/train_throughput.py`` on an idle machine): then a
 step count is turned into minutes at that rate, so runs that shared a busy machine are compared as
@@ -24,24 +24,25 @@ import torch
 MINUTES = (2, 5, 10, 20)
 
 
-def curve(run_dir: Path, rate: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """``(minutes, dev WER)`` of a run's evaluations, starting at (0, 1)."""
+def curve(run_dir: Path, rate: float | None, metric: str = "wer") -> tuple[np.ndarray, np.ndarray]:
+    """``(minutes, dev WER or CER)`` of a run's evaluations, starting at (0, 1)."""
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    history = ckpt["trainer"]["state"]["history"]
+    history = [h for h in ckpt["trainer"]["state"]["history"] if f"dev_{metric}" in h]
     minutes = [h["step"] / rate / 60 if rate else h["minutes"] for h in history]
-    return np.array([0.0, *minutes]), np.array([1.0, *(h["dev_wer"] for h in history)])
+    return np.array([0.0, *minutes]), np.array([1.0, *(h[f"dev_{metric}"] for h in history)])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="NAME=RUN_DIR[@STEPS_PER_SECOND]")
     p.add_argument("--out", type=Path, default=Path("."))
+    p.add_argument("--metric", choices=("wer", "cer"), default="wer", help="dev WER (speech) or CER (text lines)")
     a = p.parse_args()
     curves = {}
     for spec in a.runs:
         name, _, rest = spec.partition("=")
         where, _, rate = rest.partition("@")
-        curves[name] = (*curve(Path(where), float(rate) if rate else None), bool(rate))
+        curves[name] = (*curve(Path(where), float(rate) if rate else None, a.metric), bool(rate))
     print("| run | minutes from | " + " | ".join(f"{m} min" for m in MINUTES) + " | at the end |")
     print("| --- | --- | " + " | ".join("---:" for _ in MINUTES) + " | ---: |")
     for name, (t, wer, rated) in curves.items():
@@ -57,7 +58,7 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (t, wer, _) in curves.items():
         ax.plot(t, 100 * wer, marker="o", markersize=3, label=name)
-    ax.set(xlabel="training minutes", ylabel="dev WER (%)", yscale="log", title="time to accuracy")
+    ax.set(xlabel="training minutes", ylabel=f"dev {a.metric.upper()} (%)", yscale="log", title="time to accuracy")
     for m in MINUTES:
         ax.axvline(m, color="0.85", lw=0.8, zorder=0)
     ax.grid(True, which="both", alpha=0.3)

@@ -75,6 +75,7 @@ class TrainerConfig:
     init_exclude: list[str] = field(default_factory=list)  # weights not taken from init_from (e.g. [head]: a new vocabulary, fitted on this run's text)
     save_every_steps: int = 0  # also save last.pt every N steps (0 = at epoch ends only)
     eval_every_epochs: int = 1
+    eval_every_steps: int = 0  # also evaluate on dev every N optimiser steps inside epochs (0 = at epoch ends only); the time taken is not training time
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)
     log_every_steps: int = 50
     global_stats_batches: int = 50  # batches read to estimate global normalisation statistics

@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_training(
     losses: Sequence[tuple[int, float]], history: Sequence[dict[str, float]], path: str | Path
 ) -> None:
-    """Training loss by step (left) and dev WER/CER by epoch (right)."""
+    """Training loss by step (left) and dev WER/CER by step (right; epoch ends marked above it when the
+    dev set was also measured inside epochs, ``trainer.eval_every_steps``)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     if losses:
         steps, values = zip(*losses)
@@ -23,10 +24,18 @@ def plot_training(
     dev = [h for h in history if "dev_loss" in h]
     if dev:
         ax1.plot([h["step"] for h in dev], [h["dev_loss"] for h in dev], "o-", label="dev loss")
-        ax2.plot([h["epoch"] for h in dev], [100 * h["dev_wer"] for h in dev], "o-", label="dev WER")
-        ax2.plot([h["epoch"] for h in dev], [100 * h["dev_cer"] for h in dev], "s-", label="dev CER")
+        ax2.plot([h["step"] for h in dev], [100 * h["dev_wer"] for h in dev], "o-", label="dev WER")
+        ax2.plot([h["step"] for h in dev], [100 * h["dev_cer"] for h in dev], "s-", label="dev CER")
+        ends: dict[int, int] = {}  # epochs completed → the step its epoch ended at (every epoch end is a row)
+        for h in history:
+            if h["epoch"]:
+                ends.setdefault(h["epoch"], h["step"])
+        if len(dev) > len(ends):
+            top = ax2.secondary_xaxis("top")
+            top.set_xticks(list(ends.values()), labels=[str(e) for e in ends])
+            top.set_xlabel("epochs completed")
     ax1.set(xlabel="step", ylabel="loss", yscale="log", title="loss")
-    ax2.set(xlabel="epoch", ylabel="error rate (%)", title="dev error rates (greedy)")
+    ax2.set(xlabel="step", ylabel="error rate (%)", title="dev error rates (greedy)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -59,7 +59,7 @@ class TrainState:
     evals_since_best: int = 0
     nonfinite_in_row: int = 0
     skipped_examples: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch end and per trainer.eval_every_steps
     losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss) per log interval
     interval_losses: list[float] = field(default_factory=list)  # losses of the open log interval
     epoch_losses: list[float] = field(default_factory=list)  # losses of the current epoch so far
@@ -455,7 +455,13 @@ class Trainer:
                     if out_of_time:
                         log.info("training budget of %.1f minutes reached at step %d", self.tcfg.max_minutes, s.step)
                     break
-                if self.tcfg.save_every_steps and s.step % self.tcfg.save_every_steps == 0:
+                if self._eval_due(of_batches=len(batches)):
+                    self._record(epoch_losses, None, evaluate=True, final=False, of_batches=len(batches))
+                    t0 = time.monotonic()  # the evaluation is not training time
+                    if self._early_stop():
+                        stop = True
+                        break
+                elif self.tcfg.save_every_steps and s.step % self.tcfg.save_every_steps == 0:
                     self.save_last()
             bar.close()
             if interval:
@@ -465,28 +471,55 @@ class Trainer:
             if epoch_done:
                 s.epoch += 1
                 s.step_in_epoch = 0
-            if epoch_done or stop:
+            # eval_every_steps may have just measured this very step (and stopped early on it)
+            measured = bool(s.history) and s.history[-1]["step"] == s.step and "dev_wer" in s.history[-1]
+            if epoch_done or (stop and not measured):
                 (skipped,) = self.dist.sum([s.skipped_examples - s.skipped_before_epoch])
-                self._end_of_epoch(epoch_losses, int(skipped), force_eval=stop, of_batches=len(batches))
-                if self.tcfg.early_stop_patience and s.evals_since_best >= self.tcfg.early_stop_patience:
-                    log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
-                    stop = True
+                every = self.tcfg.eval_every_steps
+                evaluate = not measured and (stop or s.epoch % self.tcfg.eval_every_epochs == 0
+                                             or bool(every and s.step % every == 0))
+                self._record(epoch_losses, int(skipped), evaluate=evaluate, final=stop, of_batches=len(batches))
+                stop = stop or self._early_stop()
         self.plot(final=True)
         self.metrics_logger.close()
         return s.history[-1] if s.history else {}
 
-    def _end_of_epoch(self, losses: list[float], skipped: int, force_eval: bool, of_batches: int) -> None:
+    def _early_stop(self) -> bool:
+        """Whether ``trainer.early_stop_patience`` evaluations have passed without a better dev WER (logged)."""
+        s, patience = self.state, self.tcfg.early_stop_patience
+        if patience and s.evals_since_best >= patience:
+            log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
+            return True
+        return False
+
+    def _eval_due(self, of_batches: int) -> bool:
+        """Whether ``trainer.eval_every_steps`` asks for a dev evaluation now, inside an epoch (an
+        epoch's last batch is measured by the epoch's end; a skipped update does not measure twice)."""
+        s, every = self.state, self.tcfg.eval_every_steps
+        if not every or s.step % every or s.step_in_epoch >= of_batches:
+            return False
+        return not (s.history and s.history[-1]["step"] == s.step)
+
+    def _record(self, losses: list[float], skipped: int | None, evaluate: bool, final: bool, of_batches: int) -> None:
+        """A history row at an epoch's end (``skipped``: the epoch's bad examples) or inside one
+        (``skipped`` None: ``trainer.eval_every_steps``): dev metrics when ``evaluate``, best.pt when
+        they are the best yet, last.pt always; training.png redrawn."""
         s = self.state
         row: dict[str, float] = {"epoch": s.epoch, "step": s.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                  "minutes": s.train_seconds / 60}
-        if force_eval or s.epoch % self.tcfg.eval_every_epochs == 0:
+        if evaluate:
             row.update(self.evaluate())
         s.history.append(row)
         self.metrics_logger.log_epoch(row, s.step)
-        msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        shown = {k: v for k, v in row.items() if skipped is not None or k not in ("epoch", "step")}
+        msg = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
         # epochs are numbered from 1, as on the progress bar; a run stopped mid-epoch says so
-        done = (f"epoch {s.epoch} done" if s.step_in_epoch == 0
-                else f"epoch {s.epoch + 1} stopped after {s.step_in_epoch} of {of_batches} batches")
+        if skipped is None:  # inside an epoch: where it stands is said once, first
+            done = f"step {s.step} (epoch {s.epoch + 1}, {s.step_in_epoch} of {of_batches} batches)"
+        elif s.step_in_epoch == 0:
+            done = f"epoch {s.epoch} done"
+        else:
+            done = f"epoch {s.epoch + 1} stopped after {s.step_in_epoch} of {of_batches} batches"
         log.info("%s: %s%s", done, msg, f"; {skipped} bad example(s) skipped" if skipped else "")
         if "dev_wer" in row:
             if row["dev_wer"] < s.best_wer:
@@ -499,7 +532,7 @@ class Trainer:
         elif self.dist.main and (not (self.ckpt_dir / "best.pt").exists() or not self.dev_examples):
             save_checkpoint(self.ckpt_dir / "best.pt", self._payload(with_trainer=False))
         self.save_last()
-        self.plot(final=force_eval)
+        self.plot(final=final)
 
     def plot(self, final: bool = False) -> None:
         """Redraw training.png; at most every ``plot_every_s`` seconds while training, always at the end."""

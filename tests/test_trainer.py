@@ -50,6 +50,56 @@ def test_model_overfits_a_handful_of_utterances_to_their_exact_transcripts(tmp_p
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
 
 
+def test_eval_every_steps_measures_inside_epochs_off_the_training_clock(tmp_path, monkeypatch):
+    # 10 utterances in batches of 2: 5 steps an epoch. Every 2 steps: 2 and 4 inside epoch 1, its end
+    # (5) a row without dev metrics (eval_every_epochs=100), 6 and 8 inside epoch 2, 10 at its end
+    # (a multiple of 2), 12 where max_steps stops. The clock moves 1 s a call and 100 s an evaluation:
+    # the training time must not count the evaluations.
+    import types
+
+    import speechkit.trainer as trainer_module
+
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1.0
+        return clock[0]
+
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(monotonic=tick))
+    real_evaluate = Trainer.evaluate
+
+    def slow_evaluate(self):
+        clock[0] += 100.0
+        return real_evaluate(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", slow_evaluate)
+    cfg = _cfg(tmp_path, 10, "encoder.hidden_size=8", "data.batch_size=2", "data.bucket=false", "augment=none",
+               "trainer.max_steps=12", "trainer.eval_every_epochs=100", "trainer.eval_every_steps=2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    history = trainer.state.history
+    assert [h["step"] for h in history] == [2, 4, 5, 6, 8, 10, 12]
+    assert [h["step"] for h in history if "dev_wer" in h] == [2, 4, 6, 8, 10, 12]
+    assert [h["epoch"] for h in history] == [0, 0, 1, 1, 1, 2, 2]
+    assert trainer.state.train_seconds < 100  # 6 evaluations of 100 s each, none counted
+    assert all(a["minutes"] <= b["minutes"] for a, b in zip(history, history[1:]))
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert [h["step"] for h in saved["trainer"]["state"]["history"]] == [2, 4, 5, 6, 8, 10, 12]
+
+
+def test_early_stopping_counts_evaluations_inside_epochs(tmp_path, monkeypatch):
+    # dev WER never improves after the first evaluation: patience 2 stops at the third, step 3,
+    # inside the first epoch of 5 steps, with that evaluation its last row
+    wers = iter([0.5, 0.6, 0.7, 0.8, 0.9])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"dev_loss": 1.0, "dev_wer": next(wers), "dev_cer": 0.5})
+    cfg = _cfg(tmp_path, 10, "encoder.hidden_size=8", "data.batch_size=2", "data.bucket=false", "augment=none",
+               "trainer.max_steps=50", "trainer.eval_every_steps=1", "trainer.early_stop_patience=2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    assert [(h["step"], h["dev_wer"]) for h in trainer.state.history] == [(1, 0.5), (2, 0.6), (3, 0.7)]
+    assert trainer.state.step == 3 and trainer.state.best_wer == 0.5
+
+
 class Killed(Exception):
     pass
 
