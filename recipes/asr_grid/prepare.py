@@ -56,7 +56,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from speechkit.corpora.grid import SLOTS, WORDS, random_sentence  # the shared GRID grammar
+from speechkit.corpora.grid import DIGITS, LETTERS, SLOTS, WORDS, random_sentence  # the shared GRID grammar
 from speechkit.data.manifest import write_manifest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # engines.py, checks.py, rendering.py beside it
@@ -99,6 +99,10 @@ LEVEL_GAIN_DB = (-20.0, 6.0)  # dB, gain instead of GAIN_DB
 # --spaced-prob: the words said one at a time (each synthesised alone, in its citation form) and
 # joined by pauses, as a person reads out a code or a spelling; the model should know a word alone
 SPACED_GAP_MS = (60, 600)  # ms, pause between two words said one at a time
+# --spelled-prob: a code of letters and digits instead of a sentence ("b x four"), as a person spells a name
+# or reads out a reference; GRID's letter and digit slots are the words a model hears least often alone
+SPELLED_WORDS = (1, 4)  # words in a code, uniform
+SPELLED_DIGIT_PROB = 0.3  # a code's word is a digit with this chance, else a letter
 
 PRESETS = {  # defaults that the command-line flags override
     "full": dict(
@@ -124,6 +128,10 @@ PRESETS["mix6"] = {
 PRESETS["words"] = {
     **PRESETS["mix6"], "fragment_prob": 0.6, "fragment_sizes": "1:4,2:2,3:2,4:1,5:1", "spaced_prob": 0.35
 }  # fmt: skip
+# words where 40 % of the utterances are codes of letters and digits: the letters alone, many times over
+PRESETS["spelled"] = {**PRESETS["words"], "spelled_prob": 0.4}
+for _preset in ("full", "sample", "mix", "mix6", "words"):
+    PRESETS[_preset].setdefault("spelled_prob", 0.0)
 for _preset in ("full", "sample"):  # the espeak-only corpora, as before
     PRESETS[_preset].update(
         engines="espeak", fragment_prob=0.0, level_prob=0.0, fragment_sizes=None, spaced_prob=0.0
@@ -195,6 +203,11 @@ def plan_extras(
             text=" ".join(utt.text.split()[start : start + size]),
             breaks_ms=utt.breaks_ms[start : start + size - 1],
         )
+    if args.spelled_prob and rng.random() < args.spelled_prob:  # no draw at 0: older plans stay as they were
+        n = int(rng.integers(SPELLED_WORDS[0], SPELLED_WORDS[1] + 1))
+        words = [DIGITS[rng.integers(len(DIGITS))] if rng.random() < SPELLED_DIGIT_PROB
+                 else LETTERS[rng.integers(len(LETTERS))] for _ in range(n)]  # fmt: skip
+        change.update(text=" ".join(words), breaks_ms=(0,) * (n - 1))
     if rng.random() < args.level_prob:
         change.update(
             pads_s=tuple(round(float(x), 3) for x in rng.uniform(*LEVEL_PAD_S, size=2)),
@@ -219,7 +232,9 @@ def plan_split(
     """The split's utterances; ``pools``: its speakers of each engine (None: espeak's ``speakers``)."""
     rng = make_rng(args.seed, "plan", split)
     utts = [plan_utterance(split, i, speakers, args, rng) for i in range(1, num + 1)]
-    if set(args.engines) == {"espeak"} and not (args.fragment_prob or args.level_prob or args.spaced_prob):
+    if set(args.engines) == {"espeak"} and not (
+        args.fragment_prob or args.level_prob or args.spaced_prob or args.spelled_prob
+    ):
         return utts
     extra = make_rng(args.seed, "extras", split)
     return [plan_extras(u, pools or {"espeak": speakers}, args, extra) for u in utts]
@@ -311,7 +326,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "fragments, uneven levels: --engines espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2 --fragment-prob 0.2\n"
         "--level-prob 0.3), mix6 (mix with six engines: --engines espeak:0.3,flite:0.2,festival:0.1,\n"
         "mbrola:0.15,pico:0.1,rhvoice:0.15), words (mix6 with words alone: --fragment-prob 0.6\n"
-        "--fragment-sizes 1:4,2:2,3:2,4:1,5:1 --spaced-prob 0.35)",
+        "--fragment-sizes 1:4,2:2,3:2,4:1,5:1 --spaced-prob 0.35), spelled (words with codes of letters\n"
+        "and digits: --spelled-prob 0.4)",
     )  # fmt: skip
     p.add_argument(
         "--engines", type=engine_weights,
@@ -330,6 +346,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--spaced-prob", type=probability,
         help=f"share of utterances said a word at a time, each word synthesised alone, {SPACED_GAP_MS[0]}-"
         f"{SPACED_GAP_MS[1]} ms\npauses between them (words: 0.35, others: 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--spelled-prob", type=probability,
+        help=f"share of utterances that are a code of {SPELLED_WORDS[0]}-{SPELLED_WORDS[1]} letters and digits "
+        f"(\"b x four\";\n{SPELLED_DIGIT_PROB:g} digits) instead of a sentence (spelled: 0.4, others: 0)",
     )  # fmt: skip
     p.add_argument(
         "--level-prob", type=probability,
@@ -440,15 +461,17 @@ def prepare_split(
         "engines": dict(sorted(Counter(u.engine for u in done).items())),
         "speakers_used": dict(sorted(Counter(engine_of(s) for s in {r["speaker"] for r in rows}).items())),
         "fragments": sum(len(u.text.split()) < len(SLOTS) for u in done),
+        "codes": sum(not set(u.text.split()) - set(LETTERS) - set(DIGITS) and len(u.text.split()) < len(SLOTS)
+                     for u in done),  # fmt: skip
         "uneven_level": sum(u.gain_db is not None for u in done),
         "single_words": sum(len(u.text.split()) == 1 for u in done),
         "spaced": sum(u.spaced_ms is not None for u in done),
     }
-    if set(args.engines) != {"espeak"} or args.fragment_prob or args.level_prob or args.spaced_prob:
+    if set(args.engines) != {"espeak"} or args.fragment_prob or args.level_prob or args.spaced_prob or args.spelled_prob:
         tqdm.write(
             f"       engines: {', '.join(f'{k} {v}' for k, v in summary[split]['engines'].items())}; "
             f"fragments {summary[split]['fragments']} (single words {summary[split]['single_words']}), "
-            f"spaced {summary[split]['spaced']}, uneven level {summary[split]['uneven_level']}"
+            f"codes {summary[split]['codes']}, spaced {summary[split]['spaced']}, uneven level {summary[split]['uneven_level']}"
         )
     return failures
 
@@ -498,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary["args"] = {
         "engines": args.engines, "fragment_prob": args.fragment_prob, "level_prob": args.level_prob,
-        "fragment_sizes": args.fragment_sizes, "spaced_prob": args.spaced_prob, "seed": args.seed,
+        "fragment_sizes": args.fragment_sizes, "spaced_prob": args.spaced_prob, "spelled_prob": args.spelled_prob,
+        "seed": args.seed,
     }  # fmt: skip
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(

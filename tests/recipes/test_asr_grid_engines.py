@@ -293,6 +293,29 @@ def test_words_preset_plans_mostly_short_utterances_and_a_third_said_a_word_at_a
             prepare.parse_args(["--out", "/x", "--fragment-sizes", bad])
 
 
+def test_spelled_preset_plans_codes_of_letters_and_digits() -> None:
+    from speechkit.corpora.grid import DIGITS, LETTERS
+
+    prepare = load_prepare()
+    args = prepare.parse_args(["--out", "/nonexistent", "--preset", "spelled", "--engines=espeak"])
+    assert args.spelled_prob == 0.4 and args.spaced_prob == 0.35 and args.fragment_prob == 0.6
+    utts = prepare.plan_split("train", 1000, ["en-us", "en-gb+f3"], args, {"espeak": ["en-us", "en-gb+f3"]})
+    grid = [u for u in utts if set(u.text.split()) & (set(prepare.WORDS) - set(LETTERS) - set(DIGITS))]
+    codes = [u for u in utts if u not in grid]
+    assert 330 < len(codes) < 480  # 0.4 of 1 000 (and a few fragments of letters and digits alone)
+    sizes = [len(u.text.split()) for u in codes]
+    assert set(sizes) <= {1, 2, 3, 4} and all(sizes.count(n) > 60 for n in (1, 2, 3, 4))
+    words = [w for u in codes for w in u.text.split()]
+    assert set(words) <= set(LETTERS) | set(DIGITS) and len(set(words) & set(LETTERS)) == len(LETTERS)
+    assert 0.2 < sum(w in DIGITS for w in words) / len(words) < 0.45  # 0.3, plus fragments' digits
+    for u in codes:  # said together: no extra pauses (a grammar fragment "b two" may have one); else the gaps
+        n = len(u.text.split())
+        if u.spaced_ms is not None:
+            assert u.breaks_ms == () and len(u.spaced_ms) == n - 1
+        else:
+            assert len(u.breaks_ms) == n - 1 and (not any(u.breaks_ms) or n == 2)
+
+
 def test_the_earlier_presets_plan_the_same_corpora_as_before_the_words_preset() -> None:
     """The corpora and figures of the READMEs were made with these plans (digests taken with the code
     before --fragment-sizes and --spaced-prob; their rendering was checked byte for byte the same way)."""
