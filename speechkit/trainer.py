@@ -496,7 +496,7 @@ class Trainer:
         """Whether ``trainer.eval_every_steps`` asks for a dev evaluation now, inside an epoch (an
         epoch's last batch is measured by the epoch's end; a skipped update does not measure twice)."""
         s, every = self.state, self.tcfg.eval_every_steps
-        if not every or s.step % every or s.step_in_epoch >= of_batches:
+        if not every or not self.dev_examples or s.step % every or s.step_in_epoch >= of_batches:
             return False
         return not (s.history and s.history[-1]["step"] == s.step)
 
