@@ -31,6 +31,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--lexicon", type=Path, help="also decode with beam 16 and this word list")
+    ap.add_argument("--lm", type=Path, help="with --lexicon: also decode with this word n-gram LM (ARPA)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (choose it on synthetic dev data)")
+    ap.add_argument("--beta", type=float, default=0.0, help="word bonus")
     ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
                     "its hypotheses' forms are read back as the words")
     a = ap.parse_args()
@@ -52,6 +55,13 @@ def main() -> None:
     decoders = {"greedy": {"name": "greedy"}}
     if a.lexicon:
         decoders["beam 16 + lexicon"] = {"name": "beam", "beam_size": 16, "lexicon": str(a.lexicon)}
+        if a.lm:
+            decoders[f"beam 16 + lexicon + word LM (α {a.alpha:g}, β {a.beta:g})"] = {
+                **decoders["beam 16 + lexicon"],
+                "lm": {"name": "ngram", "path": str(a.lm), "unit": "word"},
+                "alpha": a.alpha,
+                "beta": a.beta,
+            }
     print(f"{a.checkpoint}: {len(words)} words alone × {len(voices)} held-out voices × 2 channels")
     print("| decoding | voice | letters 16 kHz | letters 8 kHz | digits 16 kHz | digits 8 kHz |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

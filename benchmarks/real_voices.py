@@ -213,6 +213,9 @@ def main() -> None:
     ap.add_argument(
         "--pocketsphinx", type=Path, help="test/data of pocketsphinx's sdist: 12 digits of two more people"
     )
+    ap.add_argument("--lm", type=Path, help="also decode with beam + lexicon + this word n-gram LM (ARPA)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (choose it on synthetic dev data)")
+    ap.add_argument("--beta", type=float, default=0.0, help="word bonus")
     ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
                     "its hypotheses' forms are read back as the words")
     a = ap.parse_args()
@@ -238,6 +241,13 @@ def main() -> None:
             "lexicon": str(a.lexicon),
         },
     }
+    if a.lm:
+        decoders[f"beam {a.beam_size} + lexicon + word LM (α {a.alpha:g}, β {a.beta:g})"] = {
+            **decoders[f"beam {a.beam_size} + lexicon"],
+            "lm": {"name": "ngram", "path": str(a.lm), "unit": "word"},
+            "alpha": a.alpha,
+            "beta": a.beta,
+        }
     results, predictions = {}, []
     for label, node in decoders.items():
         pipe.set_decoder(node)
