@@ -21,6 +21,7 @@ from scipy.signal import resample_poly
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "asr_grid"))
 from engines import HELD_OUT_PEOPLE, OTHER_VOICES, engine_text, speak  # noqa: E402
+from real_voices import add_lm_arguments, add_lm_decoder, read_back  # noqa: E402  (beside this script)
 
 from speechkit.corpora.grid import DIGITS, LETTERS  # noqa: E402
 
@@ -31,15 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--lexicon", type=Path, help="also decode with beam 16 and this word list")
-    ap.add_argument("--lm", type=Path, help="with --lexicon: also decode with this word n-gram LM (ARPA)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (choose it on synthetic dev data)")
-    ap.add_argument("--beta", type=float, default=0.0, help="word bonus")
-    ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
-                    "its hypotheses' forms are read back as the words")
+    add_lm_arguments(ap)  # --lm needs --lexicon here
     a = ap.parse_args()
-    back = {}
-    if a.spoken_forms:
-        back = {f: w for w, f in (ln.split("\t") for ln in a.spoken_forms.read_text().splitlines() if ln.strip())}
+    back = read_back(a.spoken_forms)
 
     from speechkit import load_checkpoint
 
@@ -55,13 +50,7 @@ def main() -> None:
     decoders = {"greedy": {"name": "greedy"}}
     if a.lexicon:
         decoders["beam 16 + lexicon"] = {"name": "beam", "beam_size": 16, "lexicon": str(a.lexicon)}
-        if a.lm:
-            decoders[f"beam 16 + lexicon + word LM (α {a.alpha:g}, β {a.beta:g})"] = {
-                **decoders["beam 16 + lexicon"],
-                "lm": {"name": "ngram", "path": str(a.lm), "unit": "word"},
-                "alpha": a.alpha,
-                "beta": a.beta,
-            }
+        add_lm_decoder(decoders, "beam 16 + lexicon", a)
     print(f"{a.checkpoint}: {len(words)} words alone × {len(voices)} held-out voices × 2 channels")
     print("| decoding | voice | letters 16 kHz | letters 8 kHz | digits 16 kHz | digits 8 kHz |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")

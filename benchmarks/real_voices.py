@@ -200,6 +200,31 @@ def score(items: list[Item], hyps: list[str]) -> dict[str, float]:
     return out
 
 
+def add_lm_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--lm``, ``--alpha``, ``--beta`` and ``--spoken-forms`` (this script's and isolated_words.py's)."""
+    ap.add_argument("--lm", type=Path, help="also decode with beam + lexicon + this word n-gram LM (ARPA)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (choose it on synthetic dev data)")
+    ap.add_argument("--beta", type=float, default=0.0, help="word bonus")
+    ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
+                    "its hypotheses' forms are read back as the words")
+
+
+def add_lm_decoder(decoders: dict[str, dict], beam: str, a: argparse.Namespace) -> None:
+    """With ``--lm``: the decoder ``decoders[beam]`` with the word LM fused, added to ``decoders``."""
+    if a.lm:
+        decoders[f"{beam} + word LM (α {a.alpha:g}, β {a.beta:g})"] = {
+            **decoders[beam], "lm": {"name": "ngram", "path": str(a.lm), "unit": "word"}, "alpha": a.alpha,
+            "beta": a.beta,
+        }  # fmt: skip
+
+
+def read_back(spoken_forms: Path | None) -> dict[str, str]:
+    """``--spoken-forms``' TSV (word, form) read backwards: form → word (empty without one)."""
+    if not spoken_forms:
+        return {}
+    return {f: w for w, f in (ln.split("\t") for ln in spoken_forms.read_text().splitlines() if ln.strip())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", type=Path, required=True)
@@ -213,15 +238,9 @@ def main() -> None:
     ap.add_argument(
         "--pocketsphinx", type=Path, help="test/data of pocketsphinx's sdist: 12 digits of two more people"
     )
-    ap.add_argument("--lm", type=Path, help="also decode with beam + lexicon + this word n-gram LM (ARPA)")
-    ap.add_argument("--alpha", type=float, default=0.5, help="LM weight (choose it on synthetic dev data)")
-    ap.add_argument("--beta", type=float, default=0.0, help="word bonus")
-    ap.add_argument("--spoken-forms", type=Path, help="a model trained on spoken forms (TSV: word, form): "
-                    "its hypotheses' forms are read back as the words")
+    add_lm_arguments(ap)
     a = ap.parse_args()
-    back = {}
-    if a.spoken_forms:
-        back = {f: w for w, f in (ln.split("\t") for ln in a.spoken_forms.read_text().splitlines() if ln.strip())}
+    back = read_back(a.spoken_forms)
 
     from speechkit import load_checkpoint
 
@@ -241,13 +260,7 @@ def main() -> None:
             "lexicon": str(a.lexicon),
         },
     }
-    if a.lm:
-        decoders[f"beam {a.beam_size} + lexicon + word LM (α {a.alpha:g}, β {a.beta:g})"] = {
-            **decoders[f"beam {a.beam_size} + lexicon"],
-            "lm": {"name": "ngram", "path": str(a.lm), "unit": "word"},
-            "alpha": a.alpha,
-            "beta": a.beta,
-        }
+    add_lm_decoder(decoders, f"beam {a.beam_size} + lexicon", a)
     results, predictions = {}, []
     for label, node in decoders.items():
         pipe.set_decoder(node)

@@ -3,8 +3,8 @@
     python benchmarks/time_to_wer.py --out runs/lev \\
         "fp32=runs/asr_grid/steps" "bf16=runs/lev/bf16_a@3.9" "bf16 + 4x stacking=runs/lev/bf16_sub4@5.1"
 
-Each ``NAME=RUN_DIR`` reads the dev evaluations (at epoch ends, and every ``trainer.eval_every_steps``) (step, minutes, dev WER) the trainer keeps in
-``RUN_DIR/checkpoints/last.pt``. The minutes are the run's own wall clock, unless ``@RATE`` gives a
+Each ``NAME=RUN_DIR`` reads the dev evaluations (step, minutes, dev WER) the trainer keeps in
+``RUN_DIR/checkpoints/last.pt``: at epoch ends, and every ``trainer.eval_every_steps`` steps. The minutes are the run's own wall clock, unless ``@RATE`` gives a
 steps-per-second rate measured apart (``benchmarks/train_throughput.py`` on an idle machine): then a
 step count is turned into minutes at that rate, so runs that shared a busy machine are compared as
 they would run alone. WER at a time between two evaluations is interpolated linearly in steps; a

@@ -471,8 +471,7 @@ class Trainer:
             if epoch_done:
                 s.epoch += 1
                 s.step_in_epoch = 0
-            # eval_every_steps may have just measured this very step (and stopped early on it)
-            measured = bool(s.history) and s.history[-1]["step"] == s.step and "dev_wer" in s.history[-1]
+            measured = self._measured_now()  # by eval_every_steps (which may have stopped early on it)
             if epoch_done or (stop and not measured):
                 (skipped,) = self.dist.sum([s.skipped_examples - s.skipped_before_epoch])
                 every = self.tcfg.eval_every_steps
@@ -498,7 +497,12 @@ class Trainer:
         s, every = self.state, self.tcfg.eval_every_steps
         if not every or not self.dev_examples or s.step % every or s.step_in_epoch >= of_batches:
             return False
-        return not (s.history and s.history[-1]["step"] == s.step)
+        return not self._measured_now()
+
+    def _measured_now(self) -> bool:
+        """Whether the last history row holds dev metrics of the current step."""
+        last = self.state.history[-1] if self.state.history else {}
+        return last.get("step") == self.state.step and "dev_wer" in last
 
     def _record(self, losses: list[float], skipped: int | None, evaluate: bool, final: bool, of_batches: int) -> None:
         """A history row at an epoch's end (``skipped``: the epoch's bad examples) or inside one

@@ -117,7 +117,7 @@ PRESETS = {  # defaults that the command-line flags override
         num_train=10000, num_dev=300, num_test=500, lm_sentences=20000,
         snr_db=(5.0, 30.0), clean_prob=0.2, max_speakers=None, bits=16,
         engines="espeak:0.35,flite:0.3,festival:0.15,mbrola:0.2", fragment_prob=0.2, level_prob=0.3,
-        fragment_sizes=None, spaced_prob=0.0,
+        fragment_sizes=None, spaced_prob=0.0, spelled_prob=0.0,
     ),
 }  # fmt: skip
 # mix with all six engines: Pico's two women and RHVoice's six people (slt test) take shares from the rest
@@ -130,11 +130,9 @@ PRESETS["words"] = {
 }  # fmt: skip
 # words where 40 % of the utterances are codes of letters and digits: the letters alone, many times over
 PRESETS["spelled"] = {**PRESETS["words"], "spelled_prob": 0.4}
-for _preset in ("full", "sample", "mix", "mix6", "words"):
-    PRESETS[_preset].setdefault("spelled_prob", 0.0)
 for _preset in ("full", "sample"):  # the espeak-only corpora, as before
     PRESETS[_preset].update(
-        engines="espeak", fragment_prob=0.0, level_prob=0.0, fragment_sizes=None, spaced_prob=0.0
+        engines="espeak", fragment_prob=0.0, level_prob=0.0, fragment_sizes=None, spaced_prob=0.0, spelled_prob=0.0
     )
 
 
