@@ -35,15 +35,22 @@ def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: l
     return Trainer(cfg, run_dir)
 
 
+def seconds_of(trainer) -> list[float | None]:
+    """Each training example's seconds (audio, video); None for images, whose length is a line height."""
+    if trainer.model.frontend.modality == "image":
+        return [None] * len(trainer.lengths)
+    return trainer.lengths
+
+
 def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:
     """Seconds for ``n`` steps (loading included), utterances, audio seconds."""
-    utts, audio = 0, 0.0
+    utts, audio, seconds = 0, 0.0, seconds_of(trainer)
     t0 = time.perf_counter()
     for _ in range(n):
         batch = next(batches_iter)
         trainer.train_step(batch)
         utts += len(batch)
-        audio += sum(trainer.durations[i] or 0.0 for i in batch.indices)  # images: no duration
+        audio += sum(seconds[i] or 0.0 for i in batch.indices)
     return time.perf_counter() - t0, utts, audio
 
 
@@ -69,7 +76,7 @@ def main() -> None:
             batches = tr.epoch_batches(0)
             loader = tr._loader(tr.train_set, EpochBatches(batches))
             trainers[setting], iters[setting] = tr, itertools.cycle(loader)
-            results[setting] = {"padding": padding_fraction(batches, tr.durations), "seconds": 0.0,
+            results[setting] = {"padding": padding_fraction(batches, tr.lengths), "seconds": 0.0,
                                 "steps": 0, "utts": 0, "audio": 0.0}
             timed_steps(tr, iters[setting], a.warmup)
         per_block = max(a.steps // a.blocks, 1)
