@@ -35,16 +35,10 @@ def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: l
     return Trainer(cfg, run_dir)
 
 
-def seconds_of(trainer) -> list[float | None]:
-    """Each training example's seconds (audio, video); None for images, whose length is a line height."""
-    if trainer.model.frontend.modality == "image":
-        return [None] * len(trainer.lengths)
-    return trainer.lengths
-
-
 def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:
     """Seconds for ``n`` steps (loading included), utterances, audio seconds."""
-    utts, audio, seconds = 0, 0.0, seconds_of(trainer)
+    utts, audio = 0, 0.0
+    seconds = [ex.duration for ex in trainer.train_examples]  # s; None for images
     t0 = time.perf_counter()
     for _ in range(n):
         batch = next(batches_iter)
