@@ -42,8 +42,8 @@ DATA_ENV = "SPEECHKIT_DATA"
 @dataclass
 class DataConfig:
     root: str = "data"  # folder of a recipe's manifests; relative: in the current folder, $SPEECHKIT_DATA or the checkout
-    train_manifest: str | None = None
-    dev_manifest: str | None = None
+    train_manifest: Any = None  # a path, or a list of paths joined in order (corpora trained together)
+    dev_manifest: Any = None  # likewise; dev WER is over all of them
     test_manifest: str | None = None
     batch_size: int = 16  # examples per batch (the cap, with batch_seconds)
     batch_seconds: float = 0.0  # > 0: batches hold up to this many padded seconds (longest × count; images: line heights)
@@ -65,6 +65,7 @@ class TrainerConfig:
     warmup_steps: int = 300  # linear warm-up from 0, then cosine decay to min_lr_ratio × lr
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0  # max global gradient L2 norm
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): also average the weights (EMA) as training goes; dev evaluation and best.pt use the average, last.pt keeps both
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (GPU: bf16 where supported, else fp16; CPU: bf16 with AMX/AVX-512 BF16, else fp32) | fp32 | fp16 | bf16

@@ -125,7 +125,10 @@ def data_summary(manifest: Any, examples: Sequence[Any]) -> dict[str, Any]:
     """``{manifest, utterances, hours}`` of a manifest's examples; hours over those with a ``duration``
     (``without_duration`` counts the rest; hours null when none has one: images)."""
     durations = [ex.duration for ex in examples if getattr(ex, "duration", None) is not None]
-    out: dict[str, Any] = {"manifest": str(manifest), "utterances": len(examples),
+    from speechkit.data.manifest import manifest_list
+
+    names = manifest_list(manifest)
+    out: dict[str, Any] = {"manifest": names if len(names) > 1 else str(manifest), "utterances": len(examples),
                            "hours": round(sum(durations) / 3600, 4) if durations else None}
     if durations and len(durations) < len(examples):
         out["without_duration"] = len(examples) - len(durations)
@@ -259,6 +262,11 @@ def _size(d: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _names(manifest: Any) -> str:
+    """A manifest, or several joined (``a + b``)."""
+    return " + ".join(map(str, manifest)) if isinstance(manifest, list) else str(manifest)
+
+
 def _decoder_name(decoder: Any) -> str:
     if not isinstance(decoder, dict):
         return str(decoder)
@@ -282,7 +290,7 @@ def format_card(card: dict[str, Any], source: str) -> str:
                               f"({m.get('tokenizer')}){weights}"))
     for i, (split, d) in enumerate((card.get("data") or {}).items()):
         size = _size(d)
-        rows.append(("data" if i == 0 else "", f"{split:<5}  {d.get('manifest')}" + (f"  ({size})" if size else "")))
+        rows.append(("data" if i == 0 else "", f"{split:<5}  {_names(d.get('manifest'))}" + (f"  ({size})" if size else "")))
     t = card.get("training") or {}
     if t:
         where = t.get("gpu") or t.get("cpu") or ""

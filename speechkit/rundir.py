@@ -248,6 +248,8 @@ def _same_data_path(key: str, old: Any, new: Any) -> bool:
     paths were made absolute (a relative ``samples/grid``) resumed by one that resolves it."""
     if not (key == "data.root" or (key.startswith("data.") and key.endswith("_manifest"))):
         return False
+    if isinstance(old, list) and isinstance(new, list):  # several manifests: each the same
+        return len(old) == len(new) and all(_same_data_path(key, a, b) for a, b in zip(old, new))
     if not (isinstance(old, str) and isinstance(new, str)):
         return False
     return Path(old).expanduser().resolve() == Path(new).expanduser().resolve()

@@ -1,5 +1,5 @@
 """The training loop: AdamW with warm-up and cosine decay, clipping, mixed precision (bf16 on CPUs
-with bf16 instructions, bf16/fp16 on GPUs),
+with bf16 instructions, bf16/fp16 on GPUs), an optional moving average of the weights (EMA),
 dev WER every epoch, atomic checkpoints, and resume that continues exactly where a run stopped.
 """
 
@@ -122,6 +122,7 @@ class Trainer:
             frontend = self.model.frontend  # normalize=global or online: statistics new, or not taken by init
             if getattr(frontend, "uses_dataset_stats", False) and frontend.stats_count.item() == 0:
                 self._global_stats()
+        self.ema = self._make_ema(resume[0] if resume else None)
         self._setup_parallel()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -203,6 +204,31 @@ class Trainer:
         cuts = source_loader(self.model.frontend)  # data.format=lhotse: each example's cut
         self.train_set = ManifestDataset(self.train_examples, load, self.tokenizer, on_error, load_source=cuts)
         self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error, load_source=cuts)
+
+    def _make_ema(self, ckpt: dict[str, Any] | None) -> torch.optim.swa_utils.AveragedModel | None:
+        """``trainer.ema_decay`` > 0: torch's moving average of the weights (buffers, such as normalisation
+        statistics, follow the trained model's); a resumed run continues the average it saved."""
+        decay = self.tcfg.get("ema_decay", 0.0)
+        if not decay:
+            return None
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"trainer.ema_decay={decay}: use a value between 0 and 1 (e.g. 0.999), or 0 for none")
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+        saved = (ckpt or {}).get("trainer", {}).get("ema")
+        if saved is not None:
+            ema.load_state_dict(saved)
+        elif ckpt is not None:  # resume_force onto a run that kept no average: it starts from here
+            log.warning("the checkpoint holds no weight average: trainer.ema_decay starts one from step %d",
+                        self.state.step)
+        log.info("weight average (EMA), decay %g: dev evaluation and best.pt use it", decay)
+        return ema
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights dev evaluation measures and best.pt keeps: the average under trainer.ema_decay."""
+        return self.ema.module if self.ema is not None and self.ema.n_averaged > 0 else self.model
 
     def _setup_parallel(self) -> None:
         """Under torchrun: per-rank augmentation seeds and the DDP wrapper."""
@@ -303,9 +329,12 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
 
     def _payload(self, with_trainer: bool) -> dict[str, Any]:
+        """best.pt (``with_trainer`` False): the evaluated weights; last.pt: the trained ones, and what
+        resuming needs (optimiser, state, RNG, the weight average)."""
         metrics = self.state.history[-1] if self.state.history else {}
         payload = model_payload(
-            self.cfg, self.tokenizer.tokens, self.model, metrics, saved_state(self.tokenizer)
+            self.cfg, self.tokenizer.tokens, self.model if with_trainer else self.eval_model, metrics,
+            saved_state(self.tokenizer)
         )
         payload["card"] = training_card(payload, train=self.train_examples, dev=self.dev_examples, state=self.state,
                                         device=self.device, processes=self.dist.world, precision=self.precision)
@@ -317,6 +346,8 @@ class Trainer:
             }
             if self.scaler is not None:
                 payload["trainer"]["scaler"] = self.scaler.state_dict()
+            if self.ema is not None:
+                payload["trainer"]["ema"] = self.ema.state_dict()
         return payload
 
     def save_last(self) -> None:
@@ -362,6 +393,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.state.step += 1
         return reported
 
@@ -384,10 +417,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Dev loss, WER and CER with greedy decoding."""
+        """Dev loss, WER and CER with greedy decoding, of :attr:`eval_model`."""
         if not len(self.dev_set):
             return {}
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         decoder = GreedyDecoder(GreedyConfig(), self.tokenizer.tokens, self.model.frame_shift_s)
         batches = make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)
         batches = batches[self.dist.rank :: self.dist.world]  # under torchrun each rank scores its share
@@ -398,7 +432,7 @@ class Trainer:
                 continue
             batch = batch.to(self.device)
             with self.autocast():
-                log_probs, lengths = self.model(batch.x, batch.lengths)
+                log_probs, lengths = model(batch.x, batch.lengths)
             loss, _ = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
             losses.append(float(loss))
             hyps += [nbest[0].text for nbest in decoder(log_probs.float(), lengths)]
@@ -415,7 +449,8 @@ class Trainer:
         self.model.train()
         if self.dist.main:  # a read-only or full disk fails now, not at the first checkpoint
             n_params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            check_writable(self.ckpt_dir, need_bytes=7 * n_params)  # last + last.prev (weights, 2 Adam moments) + best
+            copies = 7 + 2 * (self.ema is not None)  # last + last.prev (weights, 2 Adam moments, the average) + best
+            check_writable(self.ckpt_dir, need_bytes=copies * n_params)
         s = self.state
         stop = s.step >= self.total_steps
         while not stop and s.epoch < self.tcfg.max_epochs:

@@ -121,7 +121,7 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
     import torch
     from tqdm import tqdm
 
-    from speechkit.data.manifest import parse_manifest
+    from speechkit.data.manifest import manifest_list, parse_manifest
     from speechkit.data.tokenizer import BLANK_SYMBOL, CharTokenizer
     from speechkit.losses.ctc import min_ctc_frames
     from speechkit.pipeline import CTCModel
@@ -134,18 +134,20 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
     modality = registry("frontend").get(cfg.frontend.name).cls.modality
     problems: list[Problem] = []
     parsed = {}
-    for split, m in manifests.items():
-        try:
-            examples, bad = parse_manifest(m, modality)
-        except Exception as e:  # missing or non-UTF-8 manifest
-            problems.append(Problem(str(m), split, "error", "manifest", str(e)))
-            continue
-        problems += [Problem(f"{m}:{n}", split, "error", "manifest line", msg) for n, msg in bad]
-        if not examples and not bad:
-            problems.append(Problem(str(m), split, "error", "manifest",
-                                    "no examples: the file is empty or has only blank lines — write one JSON object "
-                                    f"per line, or point data.{split}_manifest at another manifest"))
-        parsed[split] = examples
+    for split, ms in manifests.items():
+        parsed[split] = []
+        for m in manifest_list(ms):  # a path, or several joined
+            try:
+                examples, bad = parse_manifest(m, modality)
+            except Exception as e:  # missing or non-UTF-8 manifest
+                problems.append(Problem(str(m), split, "error", "manifest", str(e)))
+                continue
+            problems += [Problem(f"{m}:{n}", split, "error", "manifest line", msg) for n, msg in bad]
+            if not examples and not bad:
+                problems.append(Problem(str(m), split, "error", "manifest",
+                                        "no examples: the file is empty or has only blank lines — write one JSON "
+                                        f"object per line, or point data.{split}_manifest at another manifest"))
+            parsed[split] += examples
 
     tokenizer: CharTokenizer = build("tokenizer", cfg.tokenizer)
     vocab = _vocabulary(cfg.get("vocab"), tokenizer, [ex.text for ex in parsed.get("train", [])])
@@ -204,7 +206,7 @@ def validate(cfg: DictConfig, progress: bool = True) -> tuple[list[Problem], dic
                 problems.append(Problem(where, split, "error", "too short for CTC",
                                         f"{len(ids)} labels need {need} frames but the model gives {frames} "
                                         f"(from {got.length} input steps); lower encoder.subsample or check the transcript"))
-        stats[split] = {"manifest": str(manifests[split]), "entries": len(examples), "loaded": sum(g.error is None for g in loaded),
+        stats[split] = {"manifest": ", ".join(manifest_list(manifests[split])), "entries": len(examples), "loaded": sum(g.error is None for g in loaded),
                         "errors": sum(p.severity == "error" for p in problems) - n_err_before,
                         "hours": total_s / 3600, "sample_rates": dict(rates)}
 

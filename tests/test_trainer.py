@@ -100,18 +100,61 @@ def test_early_stopping_counts_evaluations_inside_epochs(tmp_path, monkeypatch):
     assert trainer.state.step == 3 and trainer.state.best_wer == 0.5
 
 
+def test_ema_is_the_moving_average_of_the_trained_weights_and_best_pt_keeps_it(tmp_path, monkeypatch):
+    # 4 steps, decay 0.6: the average starts at the first step's weights, then e = 0.6 e + 0.4 w after
+    # each step. Dev is evaluated (and best.pt written) with the average; last.pt keeps the trained
+    # weights and the average beside them, for resuming.
+    decay, seen = 0.6, []
+    real_step = Trainer.train_step
+
+    def recording_step(self, batch):
+        loss = real_step(self, batch)
+        seen.append({k: p.detach().clone() for k, p in self.model.named_parameters()})
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", recording_step)
+    cfg = _cfg(tmp_path, 8, "encoder.hidden_size=8", "data.batch_size=2", "data.bucket=false", "augment=none",
+               "trainer.max_steps=4", f"trainer.ema_decay={decay}")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    assert len(seen) == 4 and trainer.eval_model is trainer.ema.module
+    expected = dict(seen[0])
+    for weights in seen[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w for k, w in weights.items()}
+    ckpts = tmp_path / "run" / "checkpoints"
+    best = torch.load(ckpts / "best.pt", map_location="cpu", weights_only=False)["model"]
+    last = torch.load(ckpts / "last.pt", map_location="cpu", weights_only=False)
+    moved = 0
+    for k, e in expected.items():  # fp32 arithmetic in another order: a few ulps
+        torch.testing.assert_close(best[k], e, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(last["model"][k], seen[-1][k], rtol=0, atol=0)
+        torch.testing.assert_close(last["trainer"]["ema"][f"module.{k}"], e, rtol=1e-5, atol=1e-6)
+        moved += not torch.allclose(e, seen[-1][k])
+    assert moved > len(expected) // 2  # the average is not the last weights
+    for k, v in trainer.model.state_dict().items():  # buffers (normalisation statistics) follow the model's
+        if k not in expected:
+            assert torch.equal(best[k], v.cpu()), k
+
+
+def test_ema_decay_outside_0_1_is_refused(tmp_path):
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "trainer.ema_decay=1.5")
+    with pytest.raises(ValueError, match="trainer.ema_decay=1.5"):
+        Trainer(cfg, tmp_path / "run")
+
+
 class Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", ["trainer.ema_decay=0", "trainer.ema_decay=0.7"])
+def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch, ema):
     # 10 utterances in batches of 2: 5 steps an epoch; 8 steps cross an epoch boundary, and the
     # kill at step 7 resumes mid-epoch from the step-6 checkpoint. Dropout and SpecAugment draw
-    # random numbers, so the RNG state must come back too.
+    # random numbers, so the RNG state must come back too; a weight average, its sum so far.
     # Losses are logged as means over 3 steps: the step-6 checkpoint falls inside an interval.
     common = ("encoder.hidden_size=16", "encoder.dropout=0.3", "data.batch_size=2", "trainer.max_steps=8",
               "trainer.save_every_steps=3", "trainer.eval_every_epochs=100", "trainer.seed=7", "trainer.warmup_steps=3",
-              "trainer.log_every_steps=3")
+              "trainer.log_every_steps=3", ema)
     ref = Trainer(_cfg(tmp_path / "a", 10, *common), tmp_path / "a" / "run")
     ref.fit()
 
@@ -134,6 +177,9 @@ def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path,
     assert resumed.state.step == ref.state.step == 8
     for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+    if ref.ema is not None:
+        for (name, a), (_, b) in zip(ref.ema.state_dict().items(), resumed.ema.state_dict().items()):
+            assert torch.equal(a, b), name
     assert resumed.state.losses == ref.state.losses  # the logged means, across the kill
     assert [h["train_loss"] for h in resumed.state.history] == [h["train_loss"] for h in ref.state.history]
 
@@ -313,3 +359,36 @@ def test_fine_tuning_with_a_new_vocabulary_takes_every_weight_but_the_excluded_h
             assert torch.equal(value, saved["model"][name]), name
     with pytest.raises(RunDirError, match=r"'hed' names none of the checkpoint's weights \(its parts: .*head"):
         Trainer(_cfg(tmp_path / "b", 4, *common, "trainer.init_exclude=[hed]"), tmp_path / "b" / "run")
+
+
+def test_several_training_manifests_are_joined_in_order(tmp_path):
+    # two corpora in their own folders, the second with paths relative to its manifest: trained together,
+    # each example still naming its own file and line; the model card lists both manifests
+    import shutil
+
+    from speechkit.rundir import check_resume_config
+
+    (tmp_path / "a").mkdir()
+    first = write_manifest(tmp_path / "a" / "train.jsonl", sample_rows("train", 3))
+    rows = sample_rows("train", 5)[3:]
+    (tmp_path / "b" / "audio").mkdir(parents=True)
+    for r in rows:
+        src = r["audio_filepath"]
+        r["audio_filepath"] = f"audio/{src.rsplit('/', 1)[-1]}"
+        shutil.copy(src, tmp_path / "b" / r["audio_filepath"])
+    second = write_manifest(tmp_path / "b" / "train.jsonl", rows)
+    cfg = _cfg(tmp_path, 2, f"data.train_manifest=[{first},{second}]", "encoder.hidden_size=8",
+               "data.batch_size=5", "trainer.max_steps=1")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert len(trainer.train_examples) == 5
+    assert [ex.where for ex in trainer.train_examples] == [
+        *(f"{first}:{n}" for n in (1, 2, 3)), *(f"{second}:{n}" for n in (1, 2))]
+    assert trainer.train_examples[4].path == tmp_path / "b" / rows[1]["audio_filepath"]
+    trainer.fit()
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["card"]["data"]["train"]["manifest"] == [str(first), str(second)]
+    assert saved["card"]["data"]["train"]["utterances"] == 5
+    from speechkit.info import format_card
+
+    assert f"train  {first} + {second}  (5 utterances" in format_card(saved["card"], "last.pt")
+    check_resume_config(cfg, saved, tmp_path / "last.pt")  # the same list: no refusal

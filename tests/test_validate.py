@@ -106,3 +106,17 @@ def test_video_manifest_is_checked_with_the_video_loader(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     kinds = {(pr["where"].rsplit(":", 1)[-1], pr["kind"]) for pr in report["problems"]}
     assert kinds == {("2", "unreadable"), ("3", "too short for CTC")}
+
+
+def test_several_manifests_of_a_split_are_all_checked(tmp_path):
+    # data.train_manifest as a list (corpora trained together): a bad line of the second names that file
+    first = write_manifest(tmp_path / "a.jsonl", sample_rows("train", 3))
+    rows = sample_rows("train", 5)[3:]
+    rows[1]["audio_filepath"] = str(tmp_path / "missing.flac")
+    second = write_manifest(tmp_path / "b.jsonl", rows)
+    p = validate("recipe=demo", f"data.train_manifest=[{first},{second}]", "data.dev_manifest=null",
+                 "data.test_manifest=null", f"report={tmp_path / 'r.json'}")
+    assert p.returncode == 1, p.stdout + p.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["splits"]["train"]["entries"] == 5 and report["splits"]["train"]["loaded"] == 4
+    assert report["errors"] == 1 and f"{second}:2" in p.stdout

@@ -12,19 +12,23 @@ larger ones with ``speechkit-prepare`` or point at the cut manifest whose record
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from speechkit.data.errors import DataError
-from speechkit.data.manifest import Example, read_manifest
+from speechkit.data.manifest import Example, manifest_list, read_manifest
 
 FORMATS = ("manifest", "lhotse")
 
 
-def read_examples(path: str | Path, modality: str, fmt: str = "manifest") -> list[Example]:
-    """The examples of ``path`` in ``data.format`` ``fmt``: a JSON-lines manifest, or a lhotse CutSet."""
+def read_examples(path: Any, modality: str, fmt: str = "manifest") -> list[Example]:
+    """The examples of ``path`` in ``data.format`` ``fmt``: a JSON-lines manifest, or a lhotse CutSet; a
+    list of them, joined in order (each example still names its own file and line)."""
+    if not isinstance(path, (str, Path)):
+        return [ex for one in manifest_list(path) for ex in read_examples(one, modality, fmt)]
     if fmt == "manifest":
         return read_manifest(path, modality)
     if fmt != "lhotse":

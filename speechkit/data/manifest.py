@@ -64,6 +64,16 @@ class ManifestError(DataError):
         )
 
 
+def manifest_list(value: Any) -> list[str]:
+    """A ``data.*_manifest`` setting as a list of paths: one path, or a list of them (corpora trained
+    together: ``data.train_manifest=[a/train.jsonl,b/train.jsonl]``); [] when unset."""
+    if not value:
+        return []
+    if isinstance(value, (str, Path)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
 def write_manifest(path: str | Path, rows: Iterable[dict]) -> Path:
     """Write ``rows`` as a JSON-lines manifest (UTF-8, one object a line, ``\\n`` endings); returns ``path``."""
     path = Path(path)
