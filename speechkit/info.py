@@ -128,7 +128,7 @@ def data_summary(manifest: Any, examples: Sequence[Any]) -> dict[str, Any]:
     from speechkit.data.manifest import manifest_list
 
     names = manifest_list(manifest)
-    out: dict[str, Any] = {"manifest": names if len(names) > 1 else str(manifest), "utterances": len(examples),
+    out: dict[str, Any] = {"manifest": names[0] if len(names) == 1 else names or str(manifest), "utterances": len(examples),
                            "hours": round(sum(durations) / 3600, 4) if durations else None}
     if durations and len(durations) < len(examples):
         out["without_duration"] = len(examples) - len(durations)
@@ -177,10 +177,12 @@ def _recipe_choice() -> str | None:
 
 
 def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequence[Any], state: Any,
-                  device: Any, processes: int = 1, precision: str | None = None) -> dict[str, Any]:
+                  device: Any, processes: int = 1, precision: str | None = None,
+                  weights: str | None = None) -> dict[str, Any]:
     """The card the trainer writes into ``payload`` (:func:`speechkit.checkpoint.model_payload`'s):
     ``train``/``dev`` the examples read from the manifests, ``state`` the trainer's (``step``, ``epoch``,
-    ``train_seconds``), ``processes`` the world size, ``precision`` the one trained in (fp32, bf16, fp16)."""
+    ``train_seconds``), ``processes`` the world size, ``precision`` the one trained in (fp32, bf16, fp16),
+    ``weights`` what the checkpoint's weights are when not simply the trained ones (a moving average)."""
     card = card_of({k: v for k, v in payload.items() if k != "card"})
     data = payload["config"].get("data") or {}
     card.update(card_version=CARD_VERSION, recipe=_recipe_choice(), written=_now(), software=software())
@@ -193,6 +195,8 @@ def training_card(payload: dict[str, Any], *, train: Sequence[Any], dev: Sequenc
                         "epochs": state.epoch, **hardware(device, processes)}
     if precision:
         card["training"]["precision"] = precision
+    if weights:
+        card["training"]["weights"] = weights
     trainer = payload["config"].get("trainer") or {}
     if trainer.get("init_from"):  # fine-tuned: the checkpoint it started from (its own card holds that model's data)
         card["training"]["init_from"] = str(trainer["init_from"])

@@ -225,11 +225,17 @@ def _node(config: Any, path: list[str]) -> Any:
 
 
 def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether ``key`` is a setting of a plugin the checkpoint's run had too, added to the plugin since
-    (absent in the checkpoint) and at its default now: how the old code behaved (``encoder.lookahead: 0``)."""
+    """Whether ``key`` is a setting of a plugin the checkpoint's run had too, or of ``data`` or ``trainer``,
+    added since (absent in the checkpoint) and at its default now: how the old code behaved
+    (``encoder.lookahead: 0``, ``trainer.ema_decay: 0``)."""
     if old != "(absent)":
         return False
     *path, field = key.split(".")
+    from speechkit.config import _SCHEMAS
+
+    if len(path) == 1 and path[0] in _SCHEMAS:  # data.*, trainer.*: a key added to the schema since
+        default = {f.name: f.default for f in dataclasses.fields(_SCHEMAS[path[0]])}.get(field, dataclasses.MISSING)
+        return default is not dataclasses.MISSING and default == new
     node, before = _node(current, path), _node(saved, path)
     name = node.get("name") if isinstance(node, dict) else None
     if not path or not isinstance(name, str) or not isinstance(before, dict) or before.get("name") != name:

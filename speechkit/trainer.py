@@ -206,17 +206,32 @@ class Trainer:
         self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error, load_source=cuts)
 
     def _make_ema(self, ckpt: dict[str, Any] | None) -> torch.optim.swa_utils.AveragedModel | None:
-        """``trainer.ema_decay`` > 0: torch's moving average of the weights (buffers, such as normalisation
-        statistics, follow the trained model's); a resumed run continues the average it saved."""
+        """``trainer.ema_decay`` > 0: torch's moving average of the weights, and of the float buffers
+        (batch-norm statistics; integer ones follow the trained model's); a resumed run continues the
+        average it saved."""
         decay = self.tcfg.get("ema_decay", 0.0)
+        saved = (ckpt or {}).get("trainer", {}).get("ema")
         if not decay:
+            if saved is not None:  # resume_force with the average turned off
+                log.warning("trainer.ema_decay=0: the checkpoint's weight average is dropped; dev is measured on "
+                            "the trained weights from now on")
             return None
         if not 0.0 < decay < 1.0:
             raise ValueError(f"trainer.ema_decay={decay}: use a value between 0 and 1 (e.g. 0.999), or 0 for none")
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-        saved = (ckpt or {}).get("trainer", {}).get("ema")
+        lerp = get_ema_multi_avg_fn(decay)
+
+        def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+            if averaged[0].is_floating_point():  # torch groups the tensors by dtype: all float or none
+                lerp(averaged, current, n)
+            else:  # counters (num_batches_tracked, statistics counts) are not averaged
+                torch._foreach_copy_(averaged, current)
+
+        ema = AveragedModel(self.model, multi_avg_fn=update, use_buffers=True)
+        for module in ema.module.modules():  # the copy's RNN weights in one block again (cuDNN wants that)
+            if isinstance(module, torch.nn.RNNBase):
+                module.flatten_parameters()
         if saved is not None:
             ema.load_state_dict(saved)
         elif ckpt is not None:  # resume_force onto a run that kept no average: it starts from here
@@ -336,8 +351,13 @@ class Trainer:
             self.cfg, self.tokenizer.tokens, self.model if with_trainer else self.eval_model, metrics,
             saved_state(self.tokenizer)
         )
+        weights = None
+        if self.ema is not None:
+            weights = (f"the trained ones (dev metrics: their moving average's, trainer.ema_decay={self.tcfg.ema_decay})"
+                       if with_trainer else f"moving average of the trained ones (trainer.ema_decay={self.tcfg.ema_decay})")
         payload["card"] = training_card(payload, train=self.train_examples, dev=self.dev_examples, state=self.state,
-                                        device=self.device, processes=self.dist.world, precision=self.precision)
+                                        device=self.device, processes=self.dist.world, precision=self.precision,
+                                        weights=weights)
         if with_trainer:
             payload["trainer"] = {
                 "optimizer": self.optimizer.state_dict(),

@@ -131,6 +131,7 @@ def test_ema_is_the_moving_average_of_the_trained_weights_and_best_pt_keeps_it(t
         torch.testing.assert_close(last["trainer"]["ema"][f"module.{k}"], e, rtol=1e-5, atol=1e-6)
         moved += not torch.allclose(e, seen[-1][k])
     assert moved > len(expected) // 2  # the average is not the last weights
+    assert "moving average" in torch.load(ckpts / "best.pt", map_location="cpu", weights_only=False)["card"]["training"]["weights"]
     for k, v in trainer.model.state_dict().items():  # buffers (normalisation statistics) follow the model's
         if k not in expected:
             assert torch.equal(best[k], v.cpu()), k
@@ -333,7 +334,13 @@ def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
     cfg = _cfg(tmp_path, 2, "encoder.hidden_size=8")
     saved = OmegaConf.to_container(cfg, resolve=True)
     del saved["trainer"]["init_from"]  # the key came later: a checkpoint written before has none
+    del saved["trainer"]["ema_decay"], saved["data"]["sortagrad"]  # likewise, at their defaults now
     check_resume_config(cfg, {"config": saved}, tmp_path / "last.pt")  # no refusal
+    from speechkit.rundir import RunDirError
+
+    averaged = _cfg(tmp_path, 2, "encoder.hidden_size=8", "trainer.ema_decay=0.9")  # not how the old run trained
+    with pytest.raises(RunDirError, match="trainer.ema_decay"):
+        check_resume_config(averaged, {"config": saved}, tmp_path / "last.pt")
 
 
 def test_fine_tuning_with_a_new_vocabulary_takes_every_weight_but_the_excluded_head(tmp_path):

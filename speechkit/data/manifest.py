@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,9 @@ def manifest_list(value: Any) -> list[str]:
         return []
     if isinstance(value, (str, Path)):
         return [str(value)]
-    return [str(v) for v in value]
+    if isinstance(value, Sequence) and all(isinstance(v, (str, Path)) for v in value):
+        return [str(v) for v in value]
+    raise ValueError(f"a manifest setting is {value!r}: give a path, or a list of paths ([a.jsonl,b.jsonl])")
 
 
 def write_manifest(path: str | Path, rows: Iterable[dict]) -> Path:
