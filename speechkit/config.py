@@ -147,6 +147,15 @@ def resolve_data_root(cfg: Any, uses: tuple[str, ...] = ("train_manifest", "dev_
         place, path = found[0][0], found[0][1].resolve()
     cfg.data.root = str(path)
     logging.getLogger("speechkit.data").info("data.root: %s (%s)", path, place)
+    from speechkit.data.manifest import manifest_list
+
+    for key in (k for k in through if k in uses):  # a corpus the root lacks: the command that makes it
+        for manifest in map(Path, manifest_list(cfg.data[key])):
+            if not manifest.exists() and manifest.parent.is_relative_to(path):
+                folder = manifest.parent.relative_to(path)
+                named = str(root) if folder == Path() else f"{root}/{folder.as_posix()}"
+                raise SystemExit(f"error: {manifest}: manifest not found (data.{key}, under data.root={path}); "
+                                 f"{_prepare_hint(named)}")
     return path
 
 

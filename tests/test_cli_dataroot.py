@@ -137,6 +137,26 @@ def test_a_root_found_nowhere_is_one_error_line_naming_the_places_and_the_prepar
     assert f"python {checkout}/recipes/lips_grid/prepare.py --out data/lips_grid" in line
 
 
+def test_a_corpus_missing_under_a_found_root_is_one_error_line_with_its_prepare_command(
+    elsewhere, tmp_path, monkeypatch, capsys
+):
+    # asr_grid_mix_codes reads two corpora under data.root=data: the root exists here, mix6's corpus does not
+    from speechkit.train import main
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "recipes").symlink_to(REPO / "recipes")
+    monkeypatch.setattr(config, "CHECKOUT_DIR", checkout)
+    (elsewhere / "data").mkdir()
+    status, _, err = run_in_process(
+        main, "recipe=asr_grid_mix_codes", cwd=elsewhere, monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert status == USER_ERROR_STATUS
+    line = error_line(err)
+    assert f"{elsewhere / 'data/asr_grid_mix6/train.jsonl'}: manifest not found (data.train_manifest" in line, line
+    assert f"python {checkout}/recipes/asr_grid/prepare.py --preset mix6 --out data/asr_grid_mix6" in line, line
+
+
 # ----------------------------------------------------------------------------- what the commands do with it
 
 
