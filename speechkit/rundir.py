@@ -233,19 +233,18 @@ def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any],
     *path, field = key.split(".")
     from speechkit.config import _SCHEMAS
 
-    if len(path) == 1 and path[0] in _SCHEMAS:  # data.*, trainer.*: a key added to the schema since
-        default = {f.name: f.default for f in dataclasses.fields(_SCHEMAS[path[0]])}.get(field, dataclasses.MISSING)
-        return default is not dataclasses.MISSING and default == new
-    node, before = _node(current, path), _node(saved, path)
-    name = node.get("name") if isinstance(node, dict) else None
-    if not path or not isinstance(name, str) or not isinstance(before, dict) or before.get("name") != name:
-        return False
-    kind = path[-1] if path[-1] in KINDS else path[0]  # decoder.lm.order: lm; augment.vtlp.low: augment
-    try:
-        plugin = registry(kind).get(name)
-    except PluginError:
-        return False
-    default = {f.name: f.default for f in dataclasses.fields(plugin.config)}.get(field, dataclasses.MISSING)
+    schema = _SCHEMAS.get(path[0]) if len(path) == 1 else None  # data.*, trainer.*
+    if schema is None:
+        node, before = _node(current, path), _node(saved, path)
+        name = node.get("name") if isinstance(node, dict) else None
+        if not path or not isinstance(name, str) or not isinstance(before, dict) or before.get("name") != name:
+            return False
+        kind = path[-1] if path[-1] in KINDS else path[0]  # decoder.lm.order: lm; augment.vtlp.low: augment
+        try:
+            schema = registry(kind).get(name).config
+        except PluginError:
+            return False
+    default = {f.name: f.default for f in dataclasses.fields(schema)}.get(field, dataclasses.MISSING)
     return default is not dataclasses.MISSING and default == new
 
 
