@@ -19,7 +19,11 @@ times, in ms.
 
     python benchmarks/timestamps.py --checkpoint runs/asr_grid/mix/checkpoints/best.pt \\
         --manifest data/asr_grid/test.jsonl [--pad-s 1.0] [--word-timing frames|raw] \\
-        [--timing snap_s=0.1 ...]
+        [--placed-by aligner|main] [--timing snap_s=0.1 ...]
+
+``--placed-by``: for a model trained with an aligner (``aligner.weight``), whose posteriors the
+hypothesis is aligned to for its word times: the aligner's (the default, as ``Pipeline`` does) or the
+main head's.
 
 ``--word-timing frames``: ``WordTiming`` read off the frames alone, not snapped to the audio's pauses
 (``snap_s=None``); ``raw``: word times as speechkit gave them before ``WordTiming`` (its tokens' frames).
@@ -254,7 +258,7 @@ def posteriors(pipe, manifest: Path, pad_s: float = 0.0, limit: int | None = Non
 
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][:limit]
     sr = pipe.model.frontend.cfg.sample_rate
-    lps, durations, audio = [], [], []
+    lps, durations, audio, aligner_lps = [], [], [], []
     for i in range(0, len(rows), pipe.batch_size):
         waves = []
         for row in rows[i : i + pipe.batch_size]:
@@ -265,15 +269,25 @@ def posteriors(pipe, manifest: Path, pad_s: float = 0.0, limit: int | None = Non
             waves.append(torch.from_numpy(np.concatenate([pad, x, pad])))
         lengths = torch.tensor([len(w) for w in waves])
         x = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-        lp, frames = pipe.log_probs(x, lengths)
+        lp, frames, aligned = pipe.posteriors(x, lengths)
         lps += [lp[b, : frames[b]].float() for b in range(len(waves))]
+        if aligned is not None:
+            aligner_lps += [aligned[b, : frames[b]].float() for b in range(len(waves))]
         durations += [len(w) / sr for w in waves]
         audio += waves
-    return rows, lps, durations, audio
+    return rows, lps, durations, audio, aligner_lps or None
 
 
-def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float], audio: list[torch.Tensor]):
-    """The best hypothesis of each utterance, annotated by ``Pipeline.annotate`` (word times, confidence)."""
+def decode(
+    pipe,
+    decoder,
+    lps: list[torch.Tensor],
+    durations: list[float],
+    audio: list[torch.Tensor],
+    aligner_lps: list[torch.Tensor] | None = None,
+):
+    """The best hypothesis of each utterance, annotated by ``Pipeline.annotate`` (word times, confidence);
+    ``aligner_lps``: the aligner's log-probs, which place the words (None: the main head's)."""
     import torch
 
     from speechkit.decoders.timing import energy_levels
@@ -285,7 +299,8 @@ def decode(pipe, decoder, lps: list[torch.Tensor], durations: list[float], audio
         lp = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
         span = slice(i, i + pipe.batch_size)
         levels = [energy_levels(a, pipe.model.frontend.cfg.sample_rate) for a in audio[span]]
-        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[span], levels)
+        aligned = None if aligner_lps is None else torch.nn.utils.rnn.pad_sequence(aligner_lps[span], batch_first=True)
+        nbests = pipe.annotate(decoder(lp, lengths), lp, lengths, durations[span], levels, aligned)
         best += [nbest[0] for nbest in nbests]
     return best
 
@@ -354,6 +369,13 @@ def main() -> None:
         "raw: the tokens' frames as they are (speechkit before WordTiming)",
     )
     ap.add_argument(
+        "--placed-by",
+        choices=["aligner", "main"],
+        default="aligner",
+        help="whose posteriors place the words: the model's aligner (where it has one; speechkit/aligner.py) "
+        "or its main head",
+    )
+    ap.add_argument(
         "--timing",
         nargs="+",
         default=[],
@@ -377,7 +399,11 @@ def main() -> None:
             time.perf_counter() - t0,
         )
     pipe = load_checkpoint(a.checkpoint)
-    timing = {"default": WordTiming(), "frames": WordTiming(snap_s=None), "raw": RAW_FRAMES}[a.word_timing]
+    aligned = pipe.model.aligner is not None and a.placed_by == "aligner"
+    if a.placed_by == "aligner" and not aligned:
+        log.info("%s has no aligner: words placed by its main head", a.checkpoint)
+    default = pipe.timing(aligned)
+    timing = {"default": default, "frames": dataclasses.replace(default, snap_s=None), "raw": RAW_FRAMES}[a.word_timing]
     fields = {f.name for f in dataclasses.fields(WordTiming)}
     for item in a.timing:
         key, _, value = item.partition("=")
@@ -392,7 +418,9 @@ def main() -> None:
     pipe.word_timing = timing
     log.info("%s", timing)
     t0 = time.perf_counter()
-    rows, lps, durations, audio = posteriors(pipe, a.manifest, a.pad_s, a.limit)
+    rows, lps, durations, audio, aligner_lps = posteriors(pipe, a.manifest, a.pad_s, a.limit)
+    if not aligned:
+        aligner_lps = None
     log.info("log-probs of %d utterances in %.0f s", len(rows), time.perf_counter() - t0)
     refs = refs[: len(rows)]
     figures = {}
@@ -401,7 +429,7 @@ def main() -> None:
             k: v.format(root=a.manifest.parent) if isinstance(v, str) else v
             for k, v in DECODERS[name].items()
         }
-        hyps = decode(pipe, pipe.build_decoder(node), lps, durations, audio)
+        hyps = decode(pipe, pipe.build_decoder(node), lps, durations, audio, aligner_lps)
         figures[name] = boundary_errors(hyps, refs, a.pad_s)
         f = figures[name]
         print(

@@ -1,7 +1,7 @@
-"""Typed configs of the non-plugin parts (data, trainer) and the Hydra entry-point wrapper.
+"""Typed configs of the non-plugin parts (data, trainer, aligner) and the Hydra entry-point wrapper.
 
 The stage groups (frontend, augment, encoder, …) are filled by the registry; this module stores
-``data`` and ``trainer`` schemas and runs Hydra so that a misspelt key, an unknown plugin or recipe
+``data``, ``trainer`` and ``aligner`` schemas and runs Hydra so that a misspelt key, an unknown plugin or recipe
 fails at once with a message naming the valid choices.
 
 Every command (train, eval, transcribe, export, validate) answers the same way: exit status 0 when
@@ -85,6 +85,13 @@ class TrainerConfig:
     logger: str = "none"  # none | tensorboard: also write metrics to <run dir>/tensorboard (speechkit/loggers.py)
 
 
+@dataclass
+class AlignerConfig:
+    weight: float = 0.0  # > 0 (e.g. 0.3): train a short-sighted CTC head beside the main one (its loss × weight added); word times are read off it (speechkit/aligner.py)
+    context_ms: float = 120.0  # ms of features on each side of an output frame that the aligner sees
+    channels: int = 128  # width of its convolutions
+
+
 def data_root_places(root: str) -> list[tuple[str, Path | None]]:
     """Where a relative ``data.root`` is looked for, in order, as (place, folder); folder None where the place
     does not exist (``$SPEECHKIT_DATA`` unset, no checkout)."""
@@ -163,6 +170,7 @@ def store_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="data", name="default", node=DataConfig)
     cs.store(group="trainer", name="default", node=TrainerConfig)
+    cs.store(group="aligner", name="default", node=AlignerConfig)
 
 
 # Nested plugin groups a user writes with a dot: ``decoder.lm=ngram`` selects the ``decoder/lm``
@@ -485,7 +493,7 @@ def _run_hydra(task: Callable, config_name: str, save_hydra_dir: bool) -> None:
 # ----------------------------------------------------------------------------- --help
 
 
-_SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig}
+_SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "aligner": AlignerConfig}
 
 
 def _defaults(config_name: str) -> list[tuple[str, str | None]]:

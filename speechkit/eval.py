@@ -71,7 +71,7 @@ def evaluate(
         # word times from each hypothesis' alignment, ended by the manifest's durations and snapped to
         # the audio's pauses as speechkit-transcribe's are; confidences
         durations = [examples[i].duration for i in batch.indices]
-        pipe.annotate(nbests, batch.log_probs, batch.lengths, durations, batch.levels)
+        pipe.annotate(nbests, batch.log_probs, batch.lengths, durations, batch.levels, batch.aligner)
         for i, nbest in zip(batch.indices, nbests):
             ex = examples[i]
             preds.append(_prediction(ex, nbest, tok.clean(ex.text), pipe.model.frontend.modality))
@@ -116,8 +116,8 @@ def _model_batches(pipe, dataset, num_workers: int = 0) -> Iterator[LogProbBatch
         if len(batch) == 0:
             yield LogProbBatch(batch.indices, None, None)
             continue
-        lp, lengths = pipe.log_probs(batch.x, batch.lengths)
-        yield LogProbBatch(batch.indices, lp, lengths, pipe.energy_levels(batch.x, batch.lengths))
+        lp, lengths, aligned = pipe.posteriors(batch.x, batch.lengths)
+        yield LogProbBatch(batch.indices, lp, lengths, pipe.energy_levels(batch.x, batch.lengths), aligned)
 
 
 def _decoded(

@@ -76,6 +76,7 @@ def model_summary(ckpt: dict[str, Any]) -> dict[str, Any]:
 
     encoder = config.get("encoder") if isinstance(config.get("encoder"), dict) else {}
     weights = ckpt.get("model") or {}
+    aligner = config.get("aligner") if isinstance(config.get("aligner"), dict) else {}
     return {
         "frontend": name("frontend"),
         "encoder": name("encoder"),
@@ -84,6 +85,8 @@ def model_summary(ckpt: dict[str, Any]) -> dict[str, Any]:
         "tokenizer": name("tokenizer"),
         "vocabulary": len(ckpt.get("tokens") or []),
         "weights": sum(t.numel() for t in weights.values() if hasattr(t, "numel")),
+        # the short-sighted head word times are read off (speechkit/aligner.py): its ms of context each side
+        "aligner_context_ms": aligner.get("context_ms") if (aligner.get("weight") or 0) > 0 else None,
     }
 
 
@@ -290,8 +293,9 @@ def format_card(card: dict[str, Any], source: str) -> str:
     if m:
         shape = f" ({m['num_layers']} × {m['hidden_size']})" if m.get("num_layers") and m.get("hidden_size") else ""
         weights = f"; {m['weights']:,} weights" if m.get("weights") else ""
+        aligner = f"; aligner ±{m['aligner_context_ms']:g} ms (word times)" if m.get("aligner_context_ms") else ""
         rows.append(("model", f"{m.get('frontend')} → {m.get('encoder')}{shape} → {m.get('vocabulary')} tokens "
-                              f"({m.get('tokenizer')}){weights}"))
+                              f"({m.get('tokenizer')}){weights}{aligner}"))
     for i, (split, d) in enumerate((card.get("data") or {}).items()):
         size = _size(d)
         rows.append(("data" if i == 0 else "", f"{split:<5}  {_names(d.get('manifest'))}" + (f"  ({size})" if size else "")))

@@ -21,6 +21,7 @@ EPOCH_TAGS = {  # TrainState.history row key → tag
     "dev_loss": "dev/loss",
     "dev_wer": "dev/wer",
     "dev_cer": "dev/cer",
+    "dev_aligner_loss": "dev/aligner_loss",
 }
 
 

@@ -281,9 +281,9 @@ def transcribe_long(
             if not batch:
                 return
             x, lengths = pad_time_first([s.audio for s in batch])
-            lp, frames = pipe.log_probs(x, lengths)
+            lp, frames, aligned = pipe.posteriors(x, lengths)
             hyps = pipe.decoder(lp.float(), frames)
-            nbests = pipe.annotate(hyps, lp, frames, pipe.durations(lengths), pipe.energy_levels(x, lengths))
+            nbests = pipe.annotate(hyps, lp, frames, pipe.durations(lengths), pipe.energy_levels(x, lengths), aligned)
             for seg, nbest in zip(batch, nbests):
                 seg.audio = None  # decoded: its samples go
                 decoded.append((seg, nbest[0] if nbest else Hypothesis("", 0.0)))

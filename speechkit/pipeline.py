@@ -12,13 +12,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from speechkit.aligner import AlignerConfig, AlignerHead, aligner_config
 from speechkit.augment.chain import AugmentChain
 from speechkit.data.dataset import ManifestDataset, Skipped, collate
 from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import CharTokenizer
 from speechkit.decoders.base import Hypothesis
 from speechkit.decoders.confidence import ConfidenceConfig
-from speechkit.decoders.timing import EnergyLevels, WordTiming
+from speechkit.decoders.timing import ALIGNER_TIMING, EnergyLevels, WordTiming
 from speechkit.registry import build
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,23 @@ class CTCModel(nn.Module):
     before the frontend, its feature stages after it.
     """
 
-    def __init__(self, frontend: nn.Module, augment: nn.Module, encoder: nn.Module, vocab_size: int) -> None:
+    def __init__(
+        self,
+        frontend: nn.Module,
+        augment: nn.Module,
+        encoder: nn.Module,
+        vocab_size: int,
+        aligner: AlignerConfig | None = None,
+    ) -> None:
         super().__init__()
         self.frontend, self.encoder = frontend, encoder
         self.augment = augment if isinstance(augment, AugmentChain) else AugmentChain([augment])
         self.head = nn.Linear(encoder.output_dim, vocab_size)
+        self.aligner: AlignerHead | None = None  # the short-sighted head word times come from (aligner.py)
+        if aligner is not None and aligner.weight > 0:
+            self.aligner = AlignerHead(
+                frontend.output_dim, getattr(encoder, "subsampling", 1), self.frame_shift_s, vocab_size, aligner
+            )
 
     @classmethod
     def from_config(cls, cfg: DictConfig | dict, vocab_size: int) -> CTCModel:
@@ -43,7 +56,7 @@ class CTCModel(nn.Module):
         sample_rate = getattr(getattr(frontend, "cfg", None), "sample_rate", None)  # Hz; None: images, video
         augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate, frontend=frontend)
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
-        return cls(frontend, augment, encoder, vocab_size)
+        return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")))
 
     @property
     def frame_shift_s(self) -> float | None:
@@ -54,19 +67,28 @@ class CTCModel(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``.
+    def forward(self, x: Tensor, lengths: Tensor, with_aligner: bool = False) -> tuple[Tensor, ...]:
+        """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``; with
+        ``with_aligner`` (for a model that has one) also the aligner's log-probs ``(B, T', V)``, on the
+        same frames.
 
         The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
         on the raw batch before the frontend; the others on features after it. Both only in training.
         """
         with torch.autocast(x.device.type, enabled=False):  # under mixed precision: features in fp32
             x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
-            feats, lengths = self.frontend(x, lengths)
-            feats, lengths = self.augment.after_frontend(feats, lengths)
-        hidden, lengths = self.encoder(feats, lengths)
+            clean, clean_lengths = self.frontend(x, lengths)
+            feats, lengths = self.augment.after_frontend(clean, clean_lengths)
+        hidden, out_lengths = self.encoder(feats, lengths)
         # log-probs in fp32 whatever the autocast
-        return self.head(hidden).float().log_softmax(dim=-1), lengths
+        log_probs = self.head(hidden).float().log_softmax(dim=-1)
+        if not with_aligner or self.aligner is None:
+            return log_probs, out_lengths
+        # the aligner reads the features before SpecAugment's masks (a masked stretch would teach it to
+        # emit tokens where it hears nothing of them), unless a feature stage changed their length
+        if clean.shape != feats.shape or not torch.equal(clean_lengths, lengths):
+            clean = feats
+        return log_probs, out_lengths, self.aligner(clean, lengths)[0]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,9 +111,11 @@ class Pipeline:
     whose lines are the inputs. One input gives one result; a list (or any iterable) of inputs a list.
     ``word_timing`` and ``confidence`` say how word times and confidences are read off the posteriors
     and the audio (assign others to change them: ``WordTiming(snap_s=None)`` leaves the audio out).
+    A model trained with an aligner (``aligner.weight``, speechkit/aligner.py) has its words placed by
+    the aligner's posteriors.
     """
 
-    word_timing: WordTiming = WordTiming()
+    word_timing: WordTiming | None = None  # None: the default for the model (:meth:`timing`)
     confidence: ConfidenceConfig = ConfidenceConfig()
 
     def __init__(
@@ -121,6 +145,21 @@ class Pipeline:
     def log_probs(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         return self.model(x.to(self.device), lengths.to(self.device))
 
+    @torch.no_grad()
+    def posteriors(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """:meth:`log_probs` and the aligner's log-probs on the same frames (None for a model without
+        one): what :meth:`annotate` reads word times from."""
+        if self.model.aligner is None:
+            return *self.log_probs(x, lengths), None
+        return self.model(x.to(self.device), lengths.to(self.device), with_aligner=True)
+
+    def timing(self, aligned: bool) -> WordTiming:
+        """How word times are read: :attr:`word_timing` when set, else the default for posteriors of
+        the main head (``WordTiming()``) or of an aligner (``ALIGNER_TIMING``, ``aligned``)."""
+        if self.word_timing is not None:
+            return self.word_timing
+        return ALIGNER_TIMING if aligned else WordTiming()
+
     def load(self, item: Any, sample_rate: int | None = None) -> Tensor:
         """The raw, time-first tensor the model reads for one input (a path, bytes or an array), as
         :meth:`transcribe` loads it: audio ``(samples,)`` at the model's rate, images ``(width, height)``,
@@ -137,6 +176,7 @@ class Pipeline:
         lengths: Tensor,
         durations: Sequence[float | None] | None = None,
         levels: Sequence[EnergyLevels | None] | None = None,
+        aligner_log_probs: Tensor | None = None,
     ) -> list[list[Hypothesis]]:
         """Word times and confidences for every hypothesis of ``nbests``, the decoder's n-best lists of
         the utterances of ``log_probs`` ``(B, T, V)`` with ``lengths`` ``(B,)``; in place, and returned.
@@ -148,8 +188,11 @@ class Pipeline:
         None: as the frames say), then moved to the pauses of the audio (``levels[b]``, its
         ``decoders.timing.energy_levels``, for an audio model; ``decoders.timing.snap_to_audio``) unless
         ``levels`` is None or ``word_timing.snap_s`` is; and it gets ``confidence`` and ``word_confidences``
-        (decoders/confidence.py, with :attr:`confidence`). ``decode`` and ``transcribe`` call it; call
-        it on n-best lists you decode yourself from log-probs (a cache, a sweep of decoders).
+        (decoders/confidence.py, with :attr:`confidence`). ``aligner_log_probs`` ``(B, T, V)``: the
+        aligner's posteriors on the same frames (:meth:`posteriors`); given, each hypothesis is aligned
+        to them too and its word times read off that alignment (its confidences still off its own).
+        ``decode`` and ``transcribe`` call it; call it on n-best lists you decode yourself from
+        log-probs (a cache, a sweep of decoders).
         """
         from speechkit.decoders import confidence
         from speechkit.decoders.base import word_groups
@@ -158,11 +201,12 @@ class Pipeline:
         if not nbests:
             return nbests
         lp_all = log_probs.detach().float().cpu().numpy()
+        placed_by = None if aligner_log_probs is None else aligner_log_probs.detach().float().cpu().numpy()
         frames = lengths.tolist()
         shift = self.model.frame_shift_s
         symbols = self.tokenizer.tokens
         space = getattr(getattr(self.decoder, "cfg", None), "space", " ")
-        timing = self.word_timing
+        timing = self.timing(placed_by is not None)
         snap = levels is not None and shift and timing.snap_s is not None
         for b, nbest in enumerate(nbests):
             lp = lp_all[b, : frames[b]]  # (T, V)
@@ -175,7 +219,9 @@ class Pipeline:
                 if spans is None and len(h.token_frames) != len(h.tokens):
                     continue  # no alignment, and no frames from the decoder: left as it came
                 starts, ends = spans if spans is not None else (list(h.token_frames), list(h.token_frames))
-                words = word_spans(h.tokens, starts, symbols, shift, ends, space, end_s, timing)
+                placed = None if placed_by is None else align_tokens(placed_by[b, : frames[b]], h.tokens)
+                at, to = placed if placed is not None else (starts, ends)  # the aligner's frames, where it has some
+                words = word_spans(h.tokens, at, symbols, shift, to, space, end_s, timing)
                 if loud is not None:
                     words = snap_to_audio(words, loud, timing)
                 cc = self.confidence
@@ -220,13 +266,14 @@ class Pipeline:
                     bar.update(len(batch.skipped))
                     yield batch, []
                     continue
-                lp, lengths = self.log_probs(batch.x, batch.lengths)
+                lp, lengths, aligned = self.posteriors(batch.x, batch.lengths)
                 nbests = self.annotate(
                     self.decoder(lp.float(), lengths),
                     lp,
                     lengths,
                     self.durations(batch.lengths),
                     self.energy_levels(batch.x, batch.lengths),
+                    aligned,
                 )
                 bar.update(len(batch) + len(batch.skipped))
                 yield batch, nbests

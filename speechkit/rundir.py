@@ -210,12 +210,24 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
             "it was trained with sets them), or train from scratch without trainer.init_from"
         )
     try:
-        load_weights(CTCModel.from_config(cfg, len(ckpt["tokens"])), ckpt["model"], exclude)
+        load_weights(CTCModel.from_config(cfg, len(ckpt["tokens"])), ckpt["model"], exclude + fresh_aligner(cfg, ckpt))
     except RuntimeError as e:  # the settings match, so: written by another version of a plugin
         raise CheckpointError(source, f"trainer.init_from: its weights do not fit this model "
                               f"({str(e).splitlines()[-1].strip()})",
                               "train from scratch, or with the speechkit version that wrote it") from None
     return ckpt, str(source)
+
+
+def fresh_aligner(cfg: DictConfig, ckpt: dict[str, Any]) -> list[str]:
+    """``["aligner"]`` when a fine-tune cannot take the checkpoint's aligner weights (speechkit/aligner.py):
+    it has none, this run has none, or its shape differs (``context_ms``, ``channels``); the run's own
+    aligner then starts afresh (or the checkpoint's is left out). Else none: a fine-tune keeps its aligner."""
+    shape = ("context_ms", "channels")
+    now = cfg.get("aligner") or {}
+    before = (ckpt.get("config") or {}).get("aligner") or {}
+    has = any(k.startswith("aligner.") for k in ckpt["model"])
+    same = all(now.get(k) == before.get(k) for k in shape)
+    return [] if has and (now.get("weight") or 0) > 0 and same else ["aligner"]
 
 
 def _node(config: Any, path: list[str]) -> Any:

@@ -174,7 +174,7 @@ class Streamer:
         self.samples = 0  # samples pushed so far
         self.prev = BLANK  # the last frame's most likely token
         self.done = False
-        snap = pipeline.word_timing.snap_s is not None  # the final word times snap to the audio's pauses
+        snap = pipeline.timing(False).snap_s is not None  # the final word times snap to the audio's pauses
         self.energy = EnergyMeter(self.rate) if snap else None
 
     @torch.no_grad()

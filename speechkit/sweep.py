@@ -196,6 +196,7 @@ class LogProbBatch(NamedTuple):
     log_probs: Tensor | None  # (B, T', V) log-softmax; None for a batch with no usable example
     lengths: Tensor | None  # (B,) valid frames of each row
     levels: list[EnergyLevels] | None = None  # each audio row's energy (word times snap to it), or None
+    aligner: Tensor | None = None  # (B, T', V) the aligner's log-softmax (word times are read off it), or None
 
 
 def sweep_cache_dir() -> Path | None:
@@ -216,7 +217,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-CACHE_FORMAT = 2  # what an entry holds: 2 = log-probs, lengths and each audio row's energy levels
+CACHE_FORMAT = 3  # what an entry holds: 3 = log-probs, lengths, each audio row's energy levels, the aligner's log-probs
 
 
 def logprob_key(
@@ -273,8 +274,10 @@ class LogProbCache:
             if b.get("levels") is not None:  # none for images and videos
                 sr = b["sample_rate"]
                 levels = [EnergyLevels(t.numpy(), sr, n) for t, n in zip(b["levels"], b["num_samples"])]
+            aligner = b.get("aligner")
             yield LogProbBatch(b["indices"], None if lp is None else lp.to(device),
-                               None if lengths is None else lengths.to(device), levels)  # fmt: skip
+                               None if lengths is None else lengths.to(device), levels,
+                               None if aligner is None else aligner.to(device))  # fmt: skip
 
     def write(self, batches: Iterable[LogProbBatch]) -> Iterator[LogProbBatch]:
         """``batches`` passed through, each stored on the way; the entry appears once all are stored."""
@@ -287,7 +290,8 @@ class LogProbCache:
             for i, b in enumerate(batches):
                 entry = {"indices": list(b.indices),
                          "log_probs": None if b.log_probs is None else b.log_probs.detach().cpu(),
-                         "lengths": None if b.lengths is None else b.lengths.detach().cpu()}  # fmt: skip
+                         "lengths": None if b.lengths is None else b.lengths.detach().cpu(),
+                         "aligner": None if b.aligner is None else b.aligner.detach().cpu()}  # fmt: skip
                 if b.levels:
                     entry.update(levels=[torch.from_numpy(lv.level_db) for lv in b.levels],
                                  num_samples=[lv.num_samples for lv in b.levels],

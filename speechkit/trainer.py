@@ -191,9 +191,11 @@ class Trainer:
         self.forward = self.model  # what train_step calls: the model, or its DDP wrapper
         self.loss_fn = build("loss", cfg.loss)
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info("model: %s + %s + %s, %.2f M parameters, %s frames/s out",
-                 cfg.frontend.name, self.model.augment.summary, cfg.encoder.name, n_params / 1e6,
-                 f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
+        aligner = self.model.aligner
+        log.info("model: %s + %s + %s%s, %.2f M parameters, %s frames/s out",
+                 cfg.frontend.name, self.model.augment.summary, cfg.encoder.name,
+                 f" + aligner (±{cfg.aligner.context_ms:g} ms, loss weight {cfg.aligner.weight:g})" if aligner else "",
+                 n_params / 1e6, f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
         )
@@ -295,8 +297,13 @@ class Trainer:
     def _init_weights(self, ckpt: dict[str, Any], source: str) -> None:
         """Fine-tuning: the model's weights (and frontend statistics) from ``ckpt``; the optimiser, the LR
         schedule and the step count start afresh."""
+        from speechkit import rundir
+
         exclude = list(self.tcfg.get("init_exclude") or [])
-        load_weights(self.model, ckpt["model"], exclude)  # rundir.find_init loaded them once already
+        fresh = rundir.fresh_aligner(self.cfg, ckpt)  # an aligner the checkpoint lacks starts afresh
+        load_weights(self.model, ckpt["model"], exclude + fresh)  # rundir.find_init loaded them once already
+        if fresh and self.model.aligner is not None:
+            log.info("the aligner starts afresh: %s has none of its shape", source)
         m = ckpt.get("metrics", {})
         log.info("fine-tuning from %s (its run's step %s, dev WER %s)%s; optimiser and schedule start afresh",
                  source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?",
@@ -389,14 +396,19 @@ class Trainer:
         lr = self.tcfg.lr * lr_factor(progress, self.state.step, self.tcfg.warmup_steps, self.tcfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        aligner = self.model.aligner is not None
         with self.autocast():
-            log_probs, lengths = self.forward(batch.x, batch.lengths)
+            log_probs, lengths, *aligned = self.forward(batch.x, batch.lengths, with_aligner=aligner)
         loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
                         "left out of the loss (check the data, or lower encoder.subsample)", self.state.step, too_short)
         # under torchrun: rescaled so DDP's gradient mean is the global batch's (distributed.py)
-        loss, reported = self.dist.global_loss(loss, len(batch) - too_short, self.cfg.loss.get("reduction", "mean"))
+        used, reduction = len(batch) - too_short, self.cfg.loss.get("reduction", "mean")
+        loss, reported = self.dist.global_loss(loss, used, reduction)
+        if aligned:  # the aligner's CTC loss on the same targets, weighted (aligner.py); reported: the main loss
+            aligner_loss, _ = self.loss_fn(aligned[0], lengths, batch.targets, batch.target_lengths)
+            loss = loss + self.cfg.aligner.weight * self.dist.global_loss(aligner_loss, used, reduction)[0]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -446,23 +458,30 @@ class Trainer:
         batches = make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)
         batches = batches[self.dist.rank :: self.dist.world]  # under torchrun each rank scores its share
         loader = self._loader(self.dev_set, EpochBatches(batches))
-        refs, hyps, losses = [], [], []
+        refs, hyps, losses, aligner_losses = [], [], [], []
         for batch in loader:
             if not len(batch):
                 continue
             batch = batch.to(self.device)
             with self.autocast():
-                log_probs, lengths = model(batch.x, batch.lengths)
+                log_probs, lengths, *aligned = model(batch.x, batch.lengths, with_aligner=True)
             loss, _ = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
             losses.append(float(loss))
+            if aligned:
+                aligner_losses.append(float(self.loss_fn(aligned[0], lengths, batch.targets, batch.target_lengths)[0]))
             hyps += [nbest[0].text for nbest in decoder(log_probs.float(), lengths)]
             refs += [self.tokenizer.clean(self.dev_examples[i].text) for i in batch.indices]
         self.model.train()
         keys = ("word_errors", "words", "char_errors", "chars")
         c = error_counts(refs, hyps)
-        *summed, loss_sum, n_losses = self.dist.sum([*(c[k] for k in keys), sum(losses), len(losses)], self.device)
+        *summed, loss_sum, n_losses, aligner_sum = self.dist.sum(
+            [*(c[k] for k in keys), sum(losses), len(losses), sum(aligner_losses)], self.device
+        )
         wer, cer = rates(dict(zip(keys, summed)))  # counts summed over ranks first
-        return {"dev_loss": loss_sum / n_losses if n_losses else float("nan"), "dev_wer": wer, "dev_cer": cer}
+        out = {"dev_loss": loss_sum / n_losses if n_losses else float("nan"), "dev_wer": wer, "dev_cer": cer}
+        if self.model.aligner is not None:  # the aligner's CTC loss on dev: whether it learns
+            out["dev_aligner_loss"] = aligner_sum / n_losses if n_losses else float("nan")
+        return out
 
     def fit(self) -> dict[str, float]:
         """Train until max_epochs, max_steps, max_minutes or early stopping; return the last metrics."""

@@ -51,6 +51,9 @@ class WordTiming:
 # the tokens' frames as they are: what decoders report
 RAW_FRAMES = WordTiming(max_gap_s=None, start_offset_s=0.0, end_offset_s=0.0, snap_s=None)
 
+# word times off an aligner's posteriors (speechkit/aligner.py): TODO fitted on dev
+ALIGNER_TIMING = WordTiming()
+
 
 def word_spans(
     tokens: list[int],
