@@ -50,7 +50,7 @@ def test_an_utterance_gets_the_same_outputs_alone_and_padded_in_a_batch():
 def test_weight_zero_is_no_aligner_and_a_negative_one_is_refused():
     assert aligner_config(None) is None
     assert aligner_config({"weight": 0.0, "context_ms": 120, "channels": 8}) is None
-    assert aligner_config({"weight": 0.3}).context_ms == 120.0
+    assert aligner_config({"weight": 0.3}).context_ms == 80.0
     with pytest.raises(ValueError, match="aligner.weight=-1"):
         aligner_config({"weight": -1.0})
 

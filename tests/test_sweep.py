@@ -168,5 +168,11 @@ def test_the_cache_gives_back_what_was_stored_and_nothing_from_an_unfinished_run
     assert [(lv.sample_rate, lv.num_samples, lv.level_db.tolist()) for lv in got.levels] == [
         (lv.sample_rate, lv.num_samples, lv.level_db.tolist()) for lv in levels
     ]
+    assert got.aligner is None
+    placed = torch.randn(2, 5, 3).log_softmax(-1)  # an aligner's log-probs (speechkit/aligner.py)
+    with_aligner = LogProbBatch([0, 1], torch.randn(2, 5, 3).log_softmax(-1), torch.tensor([5, 4]), None, placed)
+    list(LogProbCache(tmp_path, "aligner").write([with_aligner]))
+    (got,) = LogProbCache(tmp_path, "aligner").read()
+    assert torch.equal(got.aligner, placed)
     shutil.rmtree(cache.entry)
     assert not cache.hit
