@@ -9,10 +9,12 @@ head whose outputs cannot do that: a few convolutions over the features, so an o
 Word times are then read by aligning the main head's hypothesis to the aligner's posteriors
 (``Pipeline.annotate``): the words are the main head's, their places the aligner's.
 
-It reads the features after the frontend and the feature augmentations, stacks ``subsampling``
-frames as the encoder does (same output frames), and pads every convolution with the utterance's own
-first and last frames, not zeros (zeros would mark the file's edges, and it would learn to put the
-first and last tokens there), so an utterance's outputs do not depend on what it is batched with.
+It reads the frontend's features before the feature augmentations (``CTCModel.forward``: a stretch
+masked by SpecAugment would teach it to emit tokens it cannot hear; waveform augmentations it does
+hear), stacks ``subsampling`` frames as the encoder does (same output frames), and pads every
+convolution with the utterance's own first and last frames, not zeros (zeros would mark the file's
+edges, and it would learn to put the first and last tokens there), so an utterance's outputs do not
+depend on what it is batched with.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ class CTCModel(nn.Module):
         log_probs = self.head(hidden).float().log_softmax(dim=-1)
         if not with_aligner or self.aligner is None:
             return log_probs, out_lengths
-        # the aligner reads the features before SpecAugment's masks (a masked stretch would teach it to
-        # emit tokens where it hears nothing of them), unless a feature stage changed their length
+        # the aligner reads the features before the feature stages, SpecAugment's masks (a masked stretch
+        # would teach it to emit tokens where it hears nothing of them), unless a stage changed their length
         if clean.shape != feats.shape or not torch.equal(clean_lengths, lengths):
             clean = feats
         return log_probs, out_lengths, self.aligner(clean, lengths)[0]
