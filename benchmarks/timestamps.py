@@ -19,8 +19,11 @@ times, in ms.
 
     python benchmarks/timestamps.py --checkpoint runs/asr_grid/mix/checkpoints/best.pt \\
         --manifest data/asr_grid/test.jsonl [--pad-s 1.0] [--word-timing frames|raw] \\
-        [--placed-by aligner|main] [--timing snap_s=0.1 ...]
+        [--placed-by aligner|main] [--calibrate-on data/asr_grid/dev.jsonl] [--timing snap_s=0.1 ...]
 
+``--calibrate-on DEV_MANIFEST``: first measure the model's own word-time offsets on that audio, with no
+references (``Pipeline.calibrate_timing``: where snapping to the pauses moves its boundaries), as
+training now does for best.pt; the figures then use them.
 ``--placed-by``: for a model trained with an aligner (``aligner.weight``), whose posteriors the
 hypothesis is aligned to for its word times: the aligner's (the default, as ``Pipeline`` does) or the
 main head's.
@@ -376,6 +379,13 @@ def main() -> None:
         "or its main head",
     )
     ap.add_argument(
+        "--calibrate-on",
+        type=Path,
+        metavar="DEV_MANIFEST",
+        help="first calibrate the model's word-time offsets on this manifest's audio "
+        "(Pipeline.calibrate_timing, as training does for best.pt), replacing any it has",
+    )
+    ap.add_argument(
         "--timing",
         nargs="+",
         default=[],
@@ -402,6 +412,9 @@ def main() -> None:
     aligned = pipe.model.aligner is not None and a.placed_by == "aligner"
     if a.placed_by == "aligner" and not aligned:
         log.info("%s has no aligner: words placed by its main head", a.checkpoint)
+    if a.calibrate_on:
+        log.info("calibrated on %s: starts %+.3f s, ends %+.3f s", a.calibrate_on, *pipe.calibrate_timing(a.calibrate_on))
+    log.info("timing shift %s", pipe.timing_shift)
     default = pipe.timing(aligned)
     timing = {"default": default, "frames": dataclasses.replace(default, snap_s=None), "raw": RAW_FRAMES}[a.word_timing]
     fields = {f.name for f in dataclasses.fields(WordTiming)}

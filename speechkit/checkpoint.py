@@ -456,4 +456,6 @@ def load_checkpoint(
         if isinstance(saved.get("lm"), DictConfig) and saved.lm.get("name"):
             check_plugin(path, "lm", OmegaConf.to_container(saved.lm, resolve=True), fix)
     pipe = Pipeline(model, tokenizer, cfg, decoder=decoder, device=resolve_device(device), batch_size=batch_size)
+    if ckpt.get("timing_shift") is not None:  # the model's word-time calibration (Pipeline.calibrate_timing)
+        pipe.timing_shift = tuple(float(v) for v in ckpt["timing_shift"])
     return pipe

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,9 @@ class Pipeline:
     """
 
     word_timing: WordTiming | None = None  # None: the default for the model (:meth:`timing`)
+    # s added to the default's start and end offsets: the model's own, measured on its dev audio
+    # (:meth:`calibrate_timing`; saved in checkpoints by training as ``timing_shift``)
+    timing_shift: tuple[float, float] = (0.0, 0.0)
     confidence: ConfidenceConfig = ConfidenceConfig()
 
     def __init__(
@@ -155,10 +158,40 @@ class Pipeline:
 
     def timing(self, aligned: bool) -> WordTiming:
         """How word times are read: :attr:`word_timing` when set, else the default for posteriors of
-        the main head (``WordTiming()``) or of an aligner (``ALIGNER_TIMING``, ``aligned``)."""
+        the main head (``WordTiming()``) or of an aligner (``ALIGNER_TIMING``, ``aligned``), its offsets
+        moved by :attr:`timing_shift`."""
         if self.word_timing is not None:
             return self.word_timing
-        return ALIGNER_TIMING if aligned else WordTiming()
+        base = ALIGNER_TIMING if aligned else WordTiming()
+        start, end = self.timing_shift
+        return replace(base, start_offset_s=base.start_offset_s + start, end_offset_s=base.end_offset_s + end)
+
+    def calibrate_timing(self, inputs: Any) -> tuple[float, float]:
+        """The model's own :attr:`timing_shift` from audio ``inputs`` (its dev set: a manifest path or
+        a list of examples), without references: the median move that snapping to the audio's pauses
+        makes to the starts and the ends read off the frames (``decoders.timing.timing_shift``), measured
+        with no shift. Set, and returned. Unusable inputs are skipped."""
+        from speechkit.decoders.timing import timing_shift
+
+        user, self.word_timing = self.word_timing, None
+        saved, self.timing_shift = self.timing_shift, (0.0, 0.0)
+        try:
+            snapped = replace(self.timing(self.model.aligner is not None))
+            self.word_timing = replace(snapped, snap_s=None)
+            frames = self.transcribe(inputs, on_error="skip")
+            self.word_timing = snapped
+            moved = self.transcribe(inputs, on_error="skip")
+        except BaseException:
+            self.timing_shift = saved
+            raise
+        finally:
+            self.word_timing = user
+        pairs = [(a, b) for a, b in zip(frames, moved) if not isinstance(a, Skipped) and not isinstance(b, Skipped)]
+        self.timing_shift = timing_shift(
+            [[(w.word, w.start, w.end) for w in a.words] for a, _ in pairs],
+            [[(w.word, w.start, w.end) for w in b.words] for _, b in pairs],
+        )
+        return self.timing_shift
 
     def load(self, item: Any, sample_rate: int | None = None) -> Tensor:
         """The raw, time-first tensor the model reads for one input (a path, bytes or an array), as

@@ -554,8 +554,26 @@ class Trainer:
                 self._record(epoch_losses, int(skipped), evaluate=evaluate, final=stop, of_batches=len(batches))
                 stop = stop or self._early_stop()
         self.plot(final=True)
+        self._calibrate_timing()
         self.metrics_logger.close()
         return s.history[-1] if s.history else {}
+
+    def _calibrate_timing(self) -> None:
+        """best.pt's word-time calibration (``timing_shift``, ``Pipeline.calibrate_timing``) measured on the
+        dev audio and saved in it: the model's own offsets, read off where snapping to the audio's pauses
+        moves its word boundaries. Audio models only; the main process."""
+        best = self.ckpt_dir / "best.pt"
+        if not self.dist.main or self.model.frontend.modality != "audio" or not self.dev_examples or not best.exists():
+            return
+        from speechkit.checkpoint import load_checkpoint, read_checkpoint
+
+        pipe = load_checkpoint(best, decoder={"name": "greedy"}, device=str(self.device))
+        shift = pipe.calibrate_timing(self.dev_examples)
+        payload = read_checkpoint(best)
+        payload["timing_shift"] = list(shift)
+        save_checkpoint(best, payload)
+        log.info("word times calibrated on dev: starts %+.0f ms, ends %+.0f ms (timing_shift in %s)",
+                 1000 * shift[0], 1000 * shift[1], best)
 
     def _early_stop(self) -> bool:
         """Whether ``trainer.early_stop_patience`` evaluations have passed without a better dev WER (logged)."""

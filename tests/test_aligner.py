@@ -72,6 +72,9 @@ def test_training_with_an_aligner_trains_it_and_its_checkpoint_places_words_with
     assert metrics["dev_aligner_loss"] > 0
     pipe = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")
     assert pipe.model.aligner is not None
+    # the end of training calibrated best.pt's word times on dev (two steps: too few moves to shift)
+    shift = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    assert len(shift["timing_shift"]) == 2 and pipe.timing_shift == tuple(shift["timing_shift"])
     for k, v in trainer.model.state_dict().items():
         torch.testing.assert_close(pipe.model.state_dict()[k], v, rtol=0, atol=0)
     path = sample_rows("test", 1)[0]["audio_filepath"]
@@ -159,3 +162,29 @@ def test_the_aligner_hears_the_features_before_specaugment_masks_them(tmp_path):
     main_train, _, placed_train = model(x, n, with_aligner=True)
     assert (main_train - main_eval).abs().max() > 1e-3  # the masks reached the main head
     torch.testing.assert_close(placed_train, placed_eval, rtol=1e-5, atol=1e-5)
+
+
+def test_timing_shift_is_the_median_move_snapping_makes_and_nothing_from_too_few():
+    """Starts that snapping moves by +30 ms (and one outlier), ends by −10 ms: the shift is (0.03, −0.01);
+    boundaries snapping left alone do not count; under 20 moves of a kind, that kind is not shifted."""
+    from speechkit.decoders.timing import MIN_CALIBRATION_BOUNDARIES, timing_shift
+
+    n = MIN_CALIBRATION_BOUNDARIES + 5
+    frames = [[("w", 1.0 + i, 1.5 + i), ("x", 2.0 + i, 2.5 + i)] for i in range(n)]
+    snapped = [[("w", 1.03 + i, 1.49 + i), ("x", 2.0 + i, 2.5 + i)] for i in range(n)]  # x unmoved
+    snapped[0][0] = ("w", 1.4, 1.49)  # one start far off: the median ignores it
+    assert timing_shift(frames, snapped) == pytest.approx((0.03, -0.01))
+    few = MIN_CALIBRATION_BOUNDARIES - 1
+    assert timing_shift(frames[:few], snapped[:few]) == (0.0, 0.0)
+
+
+def test_a_calibrated_shift_moves_the_default_timing_not_one_the_user_chose(tiny_run):
+    from speechkit.checkpoint import load_checkpoint
+    from speechkit.decoders.timing import ALIGNER_TIMING, WordTiming
+
+    pipe = load_checkpoint(tiny_run / "run/checkpoints/best.pt")
+    pipe.timing_shift = (0.02, -0.03)
+    assert pipe.timing(True).start_offset_s == pytest.approx(ALIGNER_TIMING.start_offset_s + 0.02)
+    assert pipe.timing(False).end_offset_s == pytest.approx(WordTiming().end_offset_s - 0.03)
+    pipe.word_timing = RAW_FRAMES
+    assert pipe.timing(True) == RAW_FRAMES

@@ -58,6 +58,33 @@ RAW_FRAMES = WordTiming(max_gap_s=None, start_offset_s=0.0, end_offset_s=0.0, sn
 # benchmarks/README.md, "Word timestamps").
 ALIGNER_TIMING = WordTiming(max_gap_s=None, start_offset_s=-0.06, end_offset_s=0.0, snap_s=0.1)
 
+# Fewest moved boundaries of each kind (starts, ends) for :func:`timing_shift` to trust their median.
+MIN_CALIBRATION_BOUNDARIES = 20
+
+
+def timing_shift(
+    from_frames: Sequence[Sequence[tuple[str, float, float]]],
+    snapped: Sequence[Sequence[tuple[str, float, float]]],
+) -> tuple[float, float]:
+    """How far a model's word times read off the frames sit from the audio's pauses: the median move of
+    the starts, and of the ends, that snapping moved (s; ``from_frames`` and ``snapped`` the same
+    utterances' words without and with :func:`snap_to_audio`). No references needed: run on a model's
+    own dev audio, it calibrates ``start_offset_s`` / ``end_offset_s`` for that model (a CTC head's
+    spikes sit earlier or later by model and seed). (0, 0) for a kind with fewer than
+    ``MIN_CALIBRATION_BOUNDARIES`` moves."""
+    starts, ends = [], []
+    for frames_words, snapped_words in zip(from_frames, snapped):
+        for (_, s1, e1), (_, s2, e2) in zip(frames_words, snapped_words):
+            if s2 != s1:
+                starts.append(s2 - s1)
+            if e2 != e1:
+                ends.append(e2 - e1)
+
+    def median(moves: list[float]) -> float:
+        return round(float(np.median(moves)), 3) if len(moves) >= MIN_CALIBRATION_BOUNDARIES else 0.0
+
+    return median(starts), median(ends)
+
 
 def word_spans(
     tokens: list[int],
