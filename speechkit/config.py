@@ -88,7 +88,7 @@ class TrainerConfig:
 @dataclass
 class AlignerConfig:
     weight: float = 0.0  # > 0 (e.g. 0.3): train a short-sighted CTC head beside the main one (its loss × weight added); word times are read off it (speechkit/aligner.py)
-    context_ms: float = 80.0  # ms of features on each side of an output frame that the aligner sees (40: too little to tell letters apart)
+    context_ms: float = 80.0  # ms of features on each side of an output frame that the aligner sees, in whole output frames, at least one (40: too little to tell letters apart)
     channels: int = 128  # width of its convolutions
 
 

@@ -159,38 +159,52 @@ class Pipeline:
     def timing(self, aligned: bool) -> WordTiming:
         """How word times are read: :attr:`word_timing` when set, else the default for posteriors of
         the main head (``WordTiming()``) or of an aligner (``ALIGNER_TIMING``, ``aligned``), its offsets
-        moved by :attr:`timing_shift`."""
+        moved by :attr:`timing_shift` where these are the posteriors it was measured on (the aligner's
+        for a model with one, else the main head's)."""
         if self.word_timing is not None:
             return self.word_timing
         base = ALIGNER_TIMING if aligned else WordTiming()
+        if aligned != (self.model.aligner is not None):  # e.g. a stream's final transcript: not calibrated
+            return base
         start, end = self.timing_shift
         return replace(base, start_offset_s=base.start_offset_s + start, end_offset_s=base.end_offset_s + end)
 
-    def calibrate_timing(self, inputs: Any) -> tuple[float, float]:
-        """The model's own :attr:`timing_shift` from audio ``inputs`` (its dev set: a manifest path or
-        a list of examples), without references: the median move that snapping to the audio's pauses
-        makes to the starts and the ends read off the frames (``decoders.timing.timing_shift``), measured
-        with no shift. Set, and returned. Unusable inputs are skipped."""
+    @torch.no_grad()
+    def calibrate_timing(self, inputs: Any, max_inputs: int | None = 500) -> tuple[float, float]:
+        """The model's own :attr:`timing_shift` from audio ``inputs`` (its dev set: a manifest path or a
+        list of examples; the first ``max_inputs``), without references: the model runs once, and each
+        hypothesis' words are read off its frames with and without snapping to the audio's pauses
+        (``decoders.timing.timing_shift``: the median move of the starts and of the ends), with no
+        shift. Set, and returned. Unusable inputs are skipped."""
         from speechkit.decoders.timing import timing_shift
 
+        aligned = self.model.aligner is not None
         user, self.word_timing = self.word_timing, None
         saved, self.timing_shift = self.timing_shift, (0.0, 0.0)
+        snapped = self.timing(aligned)
+        readings: dict[bool, list] = {False: [], True: []}
         try:
-            snapped = replace(self.timing(self.model.aligner is not None))
-            self.word_timing = replace(snapped, snap_s=None)
-            frames = self.transcribe(inputs, on_error="skip")
-            self.word_timing = snapped
-            moved = self.transcribe(inputs, on_error="skip")
+            with _Inputs(self.model.frontend, inputs, None, "calibrate_timing", "skip") as given:
+                examples = given.examples[:max_inputs] if max_inputs else given.examples
+                dataset = ManifestDataset(examples, given.load, None, on_error="skip")
+                loader = torch.utils.data.DataLoader(
+                    dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate
+                )
+                for batch in loader:
+                    if not len(batch):
+                        continue
+                    lp, lengths, placed = self.posteriors(batch.x, batch.lengths)
+                    durations, levels = self.durations(batch.lengths), self.energy_levels(batch.x, batch.lengths)
+                    for snap in (False, True):
+                        self.word_timing = snapped if snap else replace(snapped, snap_s=None)
+                        nbests = self.annotate(self.decoder(lp.float(), lengths), lp, lengths, durations, levels, placed)
+                        readings[snap] += [nbest[0].words if nbest else [] for nbest in nbests]
         except BaseException:
             self.timing_shift = saved
             raise
         finally:
             self.word_timing = user
-        pairs = [(a, b) for a, b in zip(frames, moved) if not isinstance(a, Skipped) and not isinstance(b, Skipped)]
-        self.timing_shift = timing_shift(
-            [[(w.word, w.start, w.end) for w in a.words] for a, _ in pairs],
-            [[(w.word, w.start, w.end) for w in b.words] for _, b in pairs],
-        )
+        self.timing_shift = timing_shift(readings[False], readings[True])
         return self.timing_shift
 
     def load(self, item: Any, sample_rate: int | None = None) -> Tensor:

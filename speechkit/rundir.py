@@ -220,14 +220,16 @@ def find_init(cfg: DictConfig) -> tuple[dict[str, Any], str] | None:
 
 def fresh_aligner(cfg: DictConfig, ckpt: dict[str, Any]) -> list[str]:
     """``["aligner"]`` when a fine-tune cannot take the checkpoint's aligner weights (speechkit/aligner.py):
-    it has none, this run has none, or its shape differs (``context_ms``, ``channels``); the run's own
+    it has none, this run has none, its shape differs (``context_ms``, ``channels``), or the vocabulary is
+    new (``head`` in ``trainer.init_exclude``: the aligner's output layer is sized by it); the run's own
     aligner then starts afresh (or the checkpoint's is left out). Else none: a fine-tune keeps its aligner."""
     shape = ("context_ms", "channels")
     now = cfg.get("aligner") or {}
     before = (ckpt.get("config") or {}).get("aligner") or {}
     has = any(k.startswith("aligner.") for k in ckpt["model"])
     same = all(now.get(k) == before.get(k) for k in shape)
-    return [] if has and (now.get("weight") or 0) > 0 and same else ["aligner"]
+    new_vocabulary = "head" in list(cfg.trainer.get("init_exclude") or [])
+    return [] if has and (now.get("weight") or 0) > 0 and same and not new_vocabulary else ["aligner"]
 
 
 def _node(config: Any, path: list[str]) -> Any:

@@ -570,12 +570,12 @@ class Trainer:
         try:  # training is done and saved: a failure here costs the calibration, not the run
             pipe = load_checkpoint(best, decoder={"name": "greedy"}, device=str(self.device))
             shift = pipe.calibrate_timing(self.dev_examples)
+            payload = read_checkpoint(best)
+            payload["timing_shift"] = list(shift)
+            save_checkpoint(best, payload)  # atomic: the old best.pt stays whole if this fails
         except Exception as e:  # noqa: BLE001
             log.warning("word times not calibrated (%s: %s); best.pt keeps the default offsets", type(e).__name__, e)
             return
-        payload = read_checkpoint(best)
-        payload["timing_shift"] = list(shift)
-        save_checkpoint(best, payload)
         log.info("word times calibrated on dev: starts %+.0f ms, ends %+.0f ms (timing_shift in %s)",
                  1000 * shift[0], 1000 * shift[1], best)
 

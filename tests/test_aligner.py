@@ -125,6 +125,7 @@ def test_fine_tuning_adds_an_aligner_to_a_model_trained_without_one_and_keeps_on
     """``trainer.init_from`` a checkpoint without an aligner into a run with one: every other weight is
     taken, the aligner starts afresh; from that run into another with the same aligner: it is taken too."""
     from speechkit.trainer import Trainer
+    from tests.conftest import sample_rows, write_manifest
 
     common = ("encoder.hidden_size=8", "data.batch_size=2", "augment=none", "trainer.max_steps=1")
     plain = Trainer(_cfg(tmp_path / "a", 2, *common), tmp_path / "a" / "run")
@@ -143,6 +144,20 @@ def test_fine_tuning_adds_an_aligner_to_a_model_trained_without_one_and_keeps_on
     )
     for k, v in tuned.model.aligner.state_dict().items():
         torch.testing.assert_close(again.model.aligner.state_dict()[k], v, rtol=0, atol=0)
+    # a new vocabulary (the head excluded): the aligner's output layer is sized by it, so it starts afresh
+    rows = [dict(r, text=r["text"] + " qu'il") for r in sample_rows("train", 2)]
+    (tmp_path / "d").mkdir()
+    new = write_manifest(tmp_path / "d" / "new.jsonl", rows)
+    renamed = Trainer(
+        _cfg(tmp_path / "d", 2, *common, *with_aligner, f"trainer.init_from={second}", "trainer.init_exclude=[head]",
+             f"data.train_manifest={new}", f"data.dev_manifest={new}"),
+        tmp_path / "d" / "run",
+    )  # fmt: skip
+    assert (
+        renamed.model.aligner.out.out_features
+        == len(renamed.tokenizer)
+        != tuned.model.aligner.out.out_features
+    )
 
 
 def test_the_aligner_hears_the_features_before_specaugment_masks_them(tmp_path):
@@ -182,9 +197,10 @@ def test_a_calibrated_shift_moves_the_default_timing_not_one_the_user_chose(tiny
     from speechkit.checkpoint import load_checkpoint
     from speechkit.decoders.timing import ALIGNER_TIMING, WordTiming
 
-    pipe = load_checkpoint(tiny_run / "run/checkpoints/best.pt")
+    pipe = load_checkpoint(tiny_run / "run/checkpoints/best.pt")  # no aligner: its main head was calibrated
     pipe.timing_shift = (0.02, -0.03)
-    assert pipe.timing(True).start_offset_s == pytest.approx(ALIGNER_TIMING.start_offset_s + 0.02)
+    assert pipe.timing(False).start_offset_s == pytest.approx(WordTiming().start_offset_s + 0.02)
     assert pipe.timing(False).end_offset_s == pytest.approx(WordTiming().end_offset_s - 0.03)
+    assert pipe.timing(True) == ALIGNER_TIMING  # posteriors it was not measured on: not shifted
     pipe.word_timing = RAW_FRAMES
-    assert pipe.timing(True) == RAW_FRAMES
+    assert pipe.timing(False) == RAW_FRAMES
