@@ -103,21 +103,16 @@ def _prediction(ex, nbest: list, ref: str, modality: str) -> dict:
 
 
 def _model_batches(pipe, dataset, num_workers: int = 0) -> Iterator[LogProbBatch]:
-    """The model's log-probs of ``dataset``, batch by batch, in order (as ``Pipeline.decode_batches`` runs it)."""
-    import torch
-
-    from speechkit.data.dataset import collate
+    """The model's log-probs of ``dataset``, batch by batch, in order (``Pipeline.model_batches``), as the
+    log-prob cache keeps them."""
     from speechkit.sweep import LogProbBatch
 
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=pipe.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
-    )
-    for batch in loader:
-        if len(batch) == 0:
+    for batch, outputs in pipe.model_batches(dataset, num_workers):
+        if outputs is None:
             yield LogProbBatch(batch.indices, None, None)
             continue
-        lp, lengths, aligned = pipe.posteriors(batch.x, batch.lengths)
-        yield LogProbBatch(batch.indices, lp, lengths, pipe.energy_levels(batch.x, batch.lengths), aligned)
+        lp, lengths, _, levels, aligned = outputs  # durations: eval takes the manifest's
+        yield LogProbBatch(batch.indices, lp, lengths, levels, aligned)
 
 
 def _decoded(

@@ -47,7 +47,11 @@ class CTCModel(nn.Module):
         self.aligner: AlignerHead | None = None  # the short-sighted head word times come from (aligner.py)
         if aligner is not None and aligner.weight > 0:
             self.aligner = AlignerHead(
-                frontend.output_dim, getattr(encoder, "subsampling", 1), self.frame_shift_s, vocab_size, aligner
+                frontend.output_dim,
+                getattr(encoder, "subsampling", 1),
+                self.frame_shift_s,
+                vocab_size,
+                aligner,
             )
 
     @classmethod
@@ -187,18 +191,14 @@ class Pipeline:
             with _Inputs(self.model.frontend, inputs, None, "calibrate_timing", "skip") as given:
                 examples = given.examples[:max_inputs] if max_inputs else given.examples
                 dataset = ManifestDataset(examples, given.load, None, on_error="skip")
-                loader = torch.utils.data.DataLoader(
-                    dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate
-                )
-                for batch in loader:
-                    if not len(batch):
+                for _, outputs in self.model_batches(dataset):
+                    if outputs is None:
                         continue
-                    lp, lengths, placed = self.posteriors(batch.x, batch.lengths)
-                    durations, levels = self.durations(batch.lengths), self.energy_levels(batch.x, batch.lengths)
-                    for snap in (False, True):
+                    for snap in (False, True):  # the same posteriors read both ways
                         self.word_timing = snapped if snap else replace(snapped, snap_s=None)
-                        nbests = self.annotate(self.decoder(lp.float(), lengths), lp, lengths, durations, levels, placed)
-                        readings[snap] += [nbest[0].words if nbest else [] for nbest in nbests]
+                        readings[snap] += [
+                            nbest[0].words if nbest else [] for nbest in self._decoded(outputs)
+                        ]
         except BaseException:
             self.timing_shift = saved
             raise
@@ -267,7 +267,9 @@ class Pipeline:
                     continue  # no alignment, and no frames from the decoder: left as it came
                 starts, ends = spans if spans is not None else (list(h.token_frames), list(h.token_frames))
                 placed = None if placed_by is None else align_tokens(placed_by[b, : frames[b]], h.tokens)
-                at, to = placed if placed is not None else (starts, ends)  # the aligner's frames, where it has some
+                at, to = (
+                    placed if placed is not None else (starts, ends)
+                )  # the aligner's frames, where it has some
                 words = word_spans(h.tokens, at, symbols, shift, to, space, end_s, timing)
                 if loud is not None:
                     words = snap_to_audio(words, loud, timing)
@@ -302,28 +304,33 @@ class Pipeline:
         word times and confidences (:meth:`annotate`). ``progress``: a bar on stderr, in files/s."""
         from tqdm import tqdm
 
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
-        )
         with tqdm(
             total=len(dataset), desc="decode", unit="file", disable=not progress, mininterval=1.0
         ) as bar:
-            for batch in loader:
-                if len(batch) == 0:
-                    bar.update(len(batch.skipped))
-                    yield batch, []
-                    continue
-                lp, lengths, aligned = self.posteriors(batch.x, batch.lengths)
-                nbests = self.annotate(
-                    self.decoder(lp.float(), lengths),
-                    lp,
-                    lengths,
-                    self.durations(batch.lengths),
-                    self.energy_levels(batch.x, batch.lengths),
-                    aligned,
-                )
+            for batch, outputs in self.model_batches(dataset, num_workers):
+                nbests = [] if outputs is None else self._decoded(outputs)
                 bar.update(len(batch) + len(batch.skipped))
                 yield batch, nbests
+
+    def model_batches(self, dataset: ManifestDataset, num_workers: int = 0):
+        """``(batch, outputs)`` for every batch of ``dataset``, in order: ``outputs`` what :meth:`annotate`
+        takes after the n-best lists (log-probs, lengths, durations, energy levels, the aligner's
+        log-probs), None for a batch with no usable example."""
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
+        )
+        for batch in loader:
+            if len(batch) == 0:
+                yield batch, None
+                continue
+            lp, lengths, aligned = self.posteriors(batch.x, batch.lengths)
+            levels = self.energy_levels(batch.x, batch.lengths)
+            yield batch, (lp, lengths, self.durations(batch.lengths), levels, aligned)
+
+    def _decoded(self, outputs: tuple) -> list[list[Hypothesis]]:
+        """The decoder's n-best lists of one of :meth:`model_batches`' outputs, annotated."""
+        lp, lengths = outputs[:2]
+        return self.annotate(self.decoder(lp.float(), lengths), *outputs)
 
     def decode(
         self, inputs: Any, *, sample_rate: int | None = None, on_error: str = "raise", progress: bool = False

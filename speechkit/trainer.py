@@ -303,7 +303,8 @@ class Trainer:
         fresh = rundir.fresh_aligner(self.cfg, ckpt)  # an aligner the checkpoint lacks starts afresh
         load_weights(self.model, ckpt["model"], exclude + fresh)  # rundir.find_init loaded them once already
         if fresh and self.model.aligner is not None:
-            log.info("the aligner starts afresh: %s has none of its shape", source)
+            log.info("the aligner starts afresh: %s has none that fits it (none, another shape, or a new "
+                     "vocabulary)", source)
         m = ckpt.get("metrics", {})
         log.info("fine-tuning from %s (its run's step %s, dev WER %s)%s; optimiser and schedule start afresh",
                  source, m.get("step", "?"), f"{100 * m['dev_wer']:.2f} %" if "dev_wer" in m else "?",
@@ -565,12 +566,14 @@ class Trainer:
         best = self.ckpt_dir / "best.pt"
         if not self.dist.main or self.model.frontend.modality != "audio" or not self.dev_examples or not best.exists():
             return
-        from speechkit.checkpoint import load_checkpoint, read_checkpoint
+        from speechkit.checkpoint import build_from_checkpoint, read_checkpoint
+        from speechkit.pipeline import Pipeline
 
         try:  # training is done and saved: a failure here costs the calibration, not the run
-            pipe = load_checkpoint(best, decoder={"name": "greedy"}, device=str(self.device))
+            payload = read_checkpoint(best)  # read once: the model calibrated and the file rewritten
+            model, tokenizer, cfg = build_from_checkpoint(payload, best)
+            pipe = Pipeline(model, tokenizer, cfg, decoder={"name": "greedy"}, device=self.device)
             shift = pipe.calibrate_timing(self.dev_examples)
-            payload = read_checkpoint(best)
             payload["timing_shift"] = list(shift)
             save_checkpoint(best, payload)  # atomic: the old best.pt stays whole if this fails
         except Exception as e:  # noqa: BLE001
