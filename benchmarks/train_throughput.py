@@ -3,10 +3,12 @@
     python benchmarks/train_throughput.py                       # asr_grid, data.bucket=false,true
     python benchmarks/train_throughput.py --steps 60 --threads 2
     python benchmarks/train_throughput.py --compare trainer.precision=fp32,bf16
+    python benchmarks/train_throughput.py --workers 2 --compare data.frontend_in_workers=false,true
 
 Builds the recipe's Trainer once per value of the ``--compare`` key (default ``data.bucket``:
 random batches of 32 against batches drawn from duration-sorted windows) and times the same number
-of optimiser steps through ``Trainer.train_step`` after a few warm-up steps, data loading included.
+of optimiser steps through ``Trainer.train_step`` after a few warm-up steps, data loading included
+(in the main process, or in ``--workers`` loader processes).
 The settings are timed in alternating blocks, so a busy machine slows them alike. Reports steps/s,
 utterances/s, audio seconds/s, and the share of padded batch time that is padding.
 """
@@ -26,11 +28,11 @@ from speechkit.data.sampler import EpochBatches, padding_fraction
 from speechkit.registry import load_plugins
 
 
-def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: list[str]):
+def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: list[str], workers: int = 0):
     from speechkit.trainer import Trainer
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"recipe={recipe}", f"trainer.threads={threads}", "data.num_workers=0",
+        cfg = compose("config", overrides=[f"recipe={recipe}", f"trainer.threads={threads}", f"data.num_workers={workers}",
                                            *extra, setting])
     return Trainer(cfg, run_dir)
 
@@ -55,6 +57,7 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=4, help="alternating blocks the steps are split into")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0, help="loader workers (0: load in the main process)")
     p.add_argument("--compare", default="data.bucket=false,true", help="KEY=V1,V2[,…]: the settings timed")
     p.add_argument("overrides", nargs="*", help="extra config overrides (key=value)")
     a = p.parse_args()
@@ -66,9 +69,9 @@ def main() -> None:
     results, iters, trainers = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, setting in enumerate(settings):
-            tr = make_trainer(a.recipe, setting, a.threads, f"{tmp}/{i}", a.overrides)
+            tr = make_trainer(a.recipe, setting, a.threads, f"{tmp}/{i}", a.overrides, a.workers)
             batches = tr.epoch_batches(0)
-            loader = tr._loader(tr.train_set, EpochBatches(batches))
+            loader = tr.train_loader(EpochBatches(batches), 0)
             trainers[setting], iters[setting] = tr, itertools.cycle(loader)
             results[setting] = {"padding": padding_fraction(batches, tr.lengths), "seconds": 0.0,
                                 "steps": 0, "utts": 0, "audio": 0.0}
@@ -82,7 +85,7 @@ def main() -> None:
                 r["steps"] += per_block
                 r["utts"] += u
                 r["audio"] += au
-    print(f"# {a.recipe}: {per_block * a.blocks} steps per setting, torch threads {a.threads}")
+    print(f"# {a.recipe}: {per_block * a.blocks} steps per setting, torch threads {a.threads}, loader workers {a.workers}")
     print("| setting | padding % of batch time | steps / s | utterances / s | audio s / s |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for setting, r in results.items():

@@ -71,17 +71,24 @@ class CTCModel(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
 
-    def forward(self, x: Tensor, lengths: Tensor, with_aligner: bool = False) -> tuple[Tensor, ...]:
+    def forward(
+        self, x: Tensor, lengths: Tensor, with_aligner: bool = False, features: bool = False
+    ) -> tuple[Tensor, ...]:
         """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``; with
         ``with_aligner`` (for a model that has one) also the aligner's log-probs ``(B, T', V)``, on the
         same frames.
 
         The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
         on the raw batch before the frontend; the others on features after it. Both only in training.
+        ``features``: ``x`` is the frontend's output already (raw stages and frontend run in a loader
+        worker: ``data.FrontendCollate``), so only the feature stages run here.
         """
         with torch.autocast(x.device.type, enabled=False):  # under mixed precision: features in fp32
-            x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
-            clean, clean_lengths = self.frontend(x, lengths)
+            if features:
+                clean, clean_lengths = x, lengths
+            else:
+                x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
+                clean, clean_lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(clean, clean_lengths)
         hidden, out_lengths = self.encoder(feats, lengths)
         # log-probs in fp32 whatever the autocast

@@ -5,6 +5,7 @@ dev WER every epoch, atomic checkpoints, and resume that continues exactly where
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -27,7 +28,7 @@ from speechkit.checkpoint import (
     save_checkpoint,
     tokenizer_context,
 )
-from speechkit.data.dataset import Batch, ManifestDataset, collate
+from speechkit.data.dataset import Batch, FrontendCollate, ManifestDataset, collate
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
@@ -200,6 +201,7 @@ class Trainer:
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
         )
         self.autocast, self.scaler = self._precision()
+        self.frontend_in_workers = self._frontend_in_workers()
         load, on_error = self.model.frontend.load, cfg.data.on_error
         from speechkit.data.lhotse_cuts import source_loader
 
@@ -326,10 +328,42 @@ class Trainer:
                                batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 
-    def _loader(self, dataset, batch_sampler) -> torch.utils.data.DataLoader:
+    def _frontend_in_workers(self) -> bool:
+        """``data.frontend_in_workers``: whether training batches come as features, the raw augmentations
+        and the frontend run in the loader (data.FrontendCollate) instead of in the step."""
+        setting = str(self.cfg.data.get("frontend_in_workers", "auto")).lower()
+        if setting not in ("auto", "true", "false"):
+            raise ValueError(f"data.frontend_in_workers={setting!r}: use auto, true or false")
+        model = self.model
+        raw = list(model.augment.stages[: model.augment.n_raw])
+        trainable = [name for module in (model.frontend, *raw) for name, p in module.named_parameters()
+                     if p.requires_grad]
+        if setting == "false" or (setting == "auto" and trainable):
+            return False
+        if trainable:
+            raise ValueError(f"data.frontend_in_workers=true: the frontend or a raw augmentation has trainable "
+                             f"weights ({trainable[0]}), which must stay in the model; use auto or false")
+        if setting == "auto" and not (self.device.type == "cpu" and self.cfg.data.num_workers > 0):
+            return False
+        model.augment.prepare()  # reverb's rooms built once, before the workers fork
+        log.info("the %s frontend%s runs in the %s (data.frontend_in_workers)", self.cfg.frontend.name,
+                 f" and {', '.join(model.augment.names[: model.augment.n_raw])}" if raw else "",
+                 f"{self.cfg.data.num_workers} loader workers" if self.cfg.data.num_workers else "loader")
+        return True
+
+    def train_loader(self, sampler: EpochBatches, epoch: int) -> torch.utils.data.DataLoader:
+        """The training batches of ``epoch``: raw, or as features where the frontend runs in the loader."""
+        if not self.frontend_in_workers:
+            return self._loader(self.train_set, sampler)
+        m = self.model  # copies in training mode: the step's own stay the model's (and DDP's)
+        seed = hash((self.tcfg.seed, self.dist.rank, epoch))
+        fn = FrontendCollate(copy.deepcopy(m.augment).train(), copy.deepcopy(m.frontend).train(), seed)
+        return self._loader(self.train_set, sampler, fn)
+
+    def _loader(self, dataset, batch_sampler, collate_fn=collate) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             dataset, batch_sampler=batch_sampler, num_workers=self.cfg.data.num_workers,
-            collate_fn=collate, pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn, pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(self.tcfg.seed),  # leaves the global RNG alone (resume)
         )
 
@@ -399,7 +433,8 @@ class Trainer:
             group["lr"] = lr
         aligner = self.model.aligner is not None
         with self.autocast():
-            log_probs, lengths, *aligned = self.forward(batch.x, batch.lengths, with_aligner=aligner)
+            log_probs, lengths, *aligned = self.forward(batch.x, batch.lengths, with_aligner=aligner,
+                                                        features=batch.features)
         loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
@@ -496,7 +531,7 @@ class Trainer:
         while not stop and s.epoch < self.tcfg.max_epochs:
             batches = self.epoch_batches(s.epoch)
             sampler = EpochBatches(batches, skip=s.step_in_epoch)
-            bar = tqdm(self._loader(self.train_set, sampler), total=len(batches), initial=s.step_in_epoch,
+            bar = tqdm(self.train_loader(sampler, s.epoch), total=len(batches), initial=s.step_in_epoch,
                        desc=f"epoch {s.epoch + 1}", unit="batch", mininterval=2.0, dynamic_ncols=True,
                        disable=not self.dist.main)
             if s.step_in_epoch == 0:

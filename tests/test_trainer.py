@@ -147,15 +147,17 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("ema", ["trainer.ema_decay=0", "trainer.ema_decay=0.7"])
-def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch, ema):
+@pytest.mark.parametrize("extra", [("trainer.ema_decay=0",), ("trainer.ema_decay=0.7",),
+                                   ("data.frontend_in_workers=true", "augment=[gain,specaugment]")])
+def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch, extra):
     # 10 utterances in batches of 2: 5 steps an epoch; 8 steps cross an epoch boundary, and the
     # kill at step 7 resumes mid-epoch from the step-6 checkpoint. Dropout and SpecAugment draw
-    # random numbers, so the RNG state must come back too; a weight average, its sum so far.
+    # random numbers, so the RNG state must come back too; a weight average, its sum so far; a raw
+    # augmentation run in the loader (frontend_in_workers), the same draws for the same batches.
     # Losses are logged as means over 3 steps: the step-6 checkpoint falls inside an interval.
     common = ("encoder.hidden_size=16", "encoder.dropout=0.3", "data.batch_size=2", "trainer.max_steps=8",
               "trainer.save_every_steps=3", "trainer.eval_every_epochs=100", "trainer.seed=7", "trainer.warmup_steps=3",
-              "trainer.log_every_steps=3", ema)
+              "trainer.log_every_steps=3", *extra)
     ref = Trainer(_cfg(tmp_path / "a", 10, *common), tmp_path / "a" / "run")
     ref.fit()
 

@@ -80,6 +80,13 @@ class AugmentChain(nn.Module):
         self.names = names
         self.n_raw = n_raw  # stages[:n_raw] run on the raw batch, the rest on features
 
+    def prepare(self) -> None:
+        """Builds what the raw stages cache on first use (reverb's rooms) now, so that loader workers forked
+        after it inherit it instead of building it again each (``data.frontend_in_workers``)."""
+        for stage in self.stages[: self.n_raw]:
+            if hasattr(stage, "prepare"):
+                stage.prepare()
+
     @classmethod
     def from_config(
         cls, node: Any, sample_rate: int | None = None, frontend: nn.Module | None = None

@@ -177,6 +177,11 @@ class Reverb(WaveformAugment):
             c.seed,
         )
 
+    def prepare(self) -> None:
+        """The bank built now (on the CPU), e.g. before loader workers fork."""
+        if self._rirs is None:
+            self._rirs = self.bank().rirs
+
     def apply(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self._rirs is None or self._rirs.device != x.device:
             self._rirs = self.bank().rirs.to(x.device)

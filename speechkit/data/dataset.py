@@ -40,6 +40,7 @@ class Batch:
     target_lengths: Tensor  # (B,)
     indices: list[int]  # dataset index of each row
     skipped: list[Skipped] = field(default_factory=list)
+    features: bool = False  # x holds the frontend's features (B, T, F), lengths their frames (FrontendCollate)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -52,6 +53,7 @@ class Batch:
             self.target_lengths.to(device),
             self.indices,
             self.skipped,
+            self.features,
         )
 
 
@@ -132,3 +134,28 @@ def collate(items: Sequence[Item | Skipped]) -> Batch:
         target_lengths = torch.zeros(len(good), dtype=torch.long)
         flat = torch.zeros(0, dtype=torch.long)
     return Batch(x, lengths, flat, target_lengths, [it.index for it in good], skipped)
+
+
+class FrontendCollate:
+    """Training batches as features: the raw augmentations and the frontend run where the batch is
+    collated, in a loader worker, overlapping the training step (``data.frontend_in_workers``).
+
+    ``augment`` (an ``AugmentChain``, only its raw stages run here) and ``frontend`` are copies of the
+    model's, in training mode; neither may have trainable weights. The random draws of a batch depend on
+    ``seed`` and the batch's dataset indices alone, not on the worker, the number of workers or the
+    process's random state (which is left as it was): a resumed run draws what the uninterrupted one did.
+    """
+
+    def __init__(self, augment: torch.nn.Module, frontend: torch.nn.Module, seed: int) -> None:
+        self.augment, self.frontend, self.seed = augment, frontend, seed
+
+    def __call__(self, items: Sequence[Item | Skipped]) -> Batch:
+        batch = collate(items)
+        if not len(batch):
+            return batch
+        seed = hash((self.seed, *batch.indices)) & 0x7FFF_FFFF_FFFF_FFFF  # tuples of ints hash alike everywhere
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            x, lengths = self.augment.before_frontend(batch.x, batch.lengths)
+            x, lengths = self.frontend(x, lengths)
+        return Batch(x, lengths, batch.targets, batch.target_lengths, batch.indices, batch.skipped, features=True)

@@ -1,0 +1,128 @@
+"""Training batches as features: the raw augmentations and the frontend in the loader (data.FrontendCollate)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from speechkit.config import CONF_DIR, store_schemas
+from speechkit.data.dataset import FrontendCollate, collate
+from speechkit.data.sampler import EpochBatches
+from speechkit.trainer import Trainer
+from tests.conftest import sample_rows, write_manifest
+
+
+def _trainer(tmp_path, *overrides) -> Trainer:
+    store_schemas()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    train = write_manifest(tmp_path / "train.jsonl", sample_rows("train", 8))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"data.train_manifest={train}",
+                f"data.dev_manifest={train}",
+                "data.num_workers=0",
+                "encoder.num_layers=1",
+                "encoder.hidden_size=8",
+                "trainer.device=cpu",
+                "data.batch_size=4",
+                *overrides,
+            ],
+        )
+    return Trainer(cfg, tmp_path / "run")
+
+
+def test_loader_features_are_the_models_own_frontend_of_the_same_batch(tmp_path):
+    trainer = _trainer(tmp_path, "augment=none", "data.frontend_in_workers=true")
+    assert trainer.frontend_in_workers
+    batches = [[0, 1, 2, 3]]
+    feats = next(iter(trainer.train_loader(EpochBatches(batches), 0)))
+    raw = next(iter(trainer._loader(trainer.train_set, EpochBatches(batches))))
+    assert feats.features and not raw.features
+    want, want_lengths = trainer.model.frontend(raw.x, raw.lengths)
+    assert torch.equal(feats.lengths, want_lengths)
+    torch.testing.assert_close(feats.x, want, atol=1e-5, rtol=1e-5)
+    trainer.model.eval()  # no feature stage runs in eval mode: the same log-probs either way
+    with torch.no_grad():
+        a, a_len = trainer.model(feats.x, feats.lengths, features=True)
+        b, b_len = trainer.model(raw.x, raw.lengths)
+    assert torch.equal(a_len, b_len)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_batchs_random_draws_depend_on_the_seed_and_its_examples_alone(tmp_path):
+    trainer = _trainer(tmp_path, "augment=[speed,specaugment]", "augment.speed.factors=[0.8,1.25]")
+    m = trainer.model
+    items = [trainer.train_set[i] for i in range(4)]
+
+    def features(seed):
+        return FrontendCollate(m.augment, m.frontend, seed)(items)
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a = features(5)
+    assert torch.equal(torch.get_rng_state(), state)  # the process's own stream is left as it was
+    torch.manual_seed(99)
+    b = features(5)
+    assert torch.equal(a.lengths, b.lengths)
+    torch.testing.assert_close(a.x, b.x, atol=1e-5, rtol=1e-5)
+    # speed perturbation changes lengths: another seed draws other factors for these four utterances
+    others = [features(seed).lengths for seed in range(6, 12)]
+    assert any(not torch.equal(a.lengths, lengths) for lengths in others)
+    raw = collate(items)
+    _, plain = m.frontend(raw.x, raw.lengths)  # and speed was applied: not every draw leaves all at 1.0
+    assert any(not torch.equal(plain, lengths) for lengths in [a.lengths, *others])
+
+
+def test_a_loader_worker_draws_what_the_main_process_draws(tmp_path):
+    trainer = _trainer(tmp_path, "augment=[speed,specaugment]", "data.frontend_in_workers=true")
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    here = list(trainer.train_loader(EpochBatches(batches), 3))
+    trainer.cfg.data.num_workers = 1
+    there = list(trainer.train_loader(EpochBatches(batches), 3))
+    for a, b in zip(here, there, strict=True):
+        assert a.features and b.features and a.indices == b.indices
+        assert torch.equal(a.lengths, b.lengths)
+        torch.testing.assert_close(a.x, b.x, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_runs_the_frontend_in_workers_on_a_cpu_with_workers_only(tmp_path):
+    assert not _trainer(tmp_path / "a").frontend_in_workers  # no workers: in the step
+    assert _trainer(tmp_path / "b", "data.num_workers=2").frontend_in_workers
+    assert not _trainer(
+        tmp_path / "c", "data.num_workers=2", "data.frontend_in_workers=false"
+    ).frontend_in_workers
+
+
+def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="data.frontend_in_workers='maybe': use auto, true or false"):
+        _trainer(tmp_path / "a", "data.frontend_in_workers=maybe")
+    from speechkit.pipeline import CTCModel
+
+    real = CTCModel.from_config.__func__
+
+    def with_weight(cls, *args, **kwargs):
+        model = real(cls, *args, **kwargs)
+        model.frontend.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
+        return model
+
+    monkeypatch.setattr(CTCModel, "from_config", classmethod(with_weight))
+    assert not _trainer(tmp_path / "b", "data.num_workers=2").frontend_in_workers
+    with pytest.raises(ValueError, match="trainable weights"):
+        _trainer(tmp_path / "c", "data.frontend_in_workers=true")
+
+
+def test_training_on_loader_features_learns(tmp_path):
+    trainer = _trainer(
+        tmp_path,
+        "augment=[gain,specaugment]",
+        "data.frontend_in_workers=true",
+        "trainer.max_steps=4",
+        "trainer.eval_every_epochs=100",
+        "trainer.warmup_steps=1",
+    )
+    trainer.fit()
+    assert trainer.state.step == 4
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in trainer.state.losses)
