@@ -7,7 +7,7 @@
 
 Builds the recipe's Trainer once per value of the ``--compare`` key (default ``data.bucket``:
 random batches of 32 against batches drawn from duration-sorted windows) and times the same number
-of optimiser steps through ``Trainer.train_step`` after a few warm-up steps, data loading included
+of optimiser steps through ``Trainer.train_step`` after a few warm-up steps (in each block), data loading included
 (in the main process, or in ``--workers`` loader processes).
 The settings are timed in alternating blocks, so a busy machine slows them alike. Reports steps/s,
 utterances/s, audio seconds/s, and the share of padded batch time that is padding.
@@ -66,20 +66,23 @@ def main() -> None:
     load_plugins()
     store_schemas()
     torch.manual_seed(0)
-    results, iters, trainers = {}, {}, {}
+    results, loaders, trainers = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, setting in enumerate(settings):
             tr = make_trainer(a.recipe, setting, a.threads, f"{tmp}/{i}", a.overrides, a.workers)
             batches = tr.epoch_batches(0)
-            loader = tr.train_loader(EpochBatches(batches), 0)
-            trainers[setting], iters[setting] = tr, itertools.cycle(loader)
+            trainers[setting], loaders[setting] = tr, tr.train_loader(EpochBatches(batches), 0)
             results[setting] = {"padding": padding_fraction(batches, tr.lengths), "seconds": 0.0,
                                 "steps": 0, "utts": 0, "audio": 0.0}
-            timed_steps(tr, iters[setting], a.warmup)
         per_block = max(a.steps // a.blocks, 1)
         for _ in range(a.blocks):
             for setting in settings:
-                s, u, au = timed_steps(trainers[setting], iters[setting], per_block)
+                # a block's own loader, started (and its warm-up steps taken) before the clock: the workers
+                # of the setting not being timed are gone, not filling their queues beside this one
+                batches_iter = itertools.cycle(loaders[setting])
+                timed_steps(trainers[setting], batches_iter, a.warmup)
+                s, u, au = timed_steps(trainers[setting], batches_iter, per_block)
+                del batches_iter
                 r = results[setting]
                 r["seconds"] += s
                 r["steps"] += per_block
