@@ -195,7 +195,7 @@ FIRST_VOICE = {"pico": "en-US", "rhvoice": "slt"}
 def by_ear_voice(engine: str):
     if engine not in PRESENT:
         pytest.skip(
-            f"{BINARIES[engine]} is not installed (apt-get install {load_engines().PACKAGES[engine]})"
+            f"{BINARIES[engine]} is not installed (apt-get install {load_checks().PACKAGES[engine]})"
         )
     return next(v for v in load_engines().OTHER_VOICES if (v.engine, v.name) == (engine, FIRST_VOICE[engine]))
 
