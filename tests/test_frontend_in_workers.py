@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from speechkit.config import CONF_DIR, store_schemas
 from speechkit.data.dataset import FrontendCollate, collate
 from speechkit.data.sampler import EpochBatches
 from speechkit.trainer import Trainer
-from tests.conftest import sample_rows, write_manifest
+from tests.test_trainer import _cfg  # the trainer tests' config: tiny model, CPU, no workers
 
 
 def _trainer(tmp_path, *overrides) -> Trainer:
-    store_schemas()
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    train = write_manifest(tmp_path / "train.jsonl", sample_rows("train", 8))
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"data.train_manifest={train}",
-                f"data.dev_manifest={train}",
-                "data.num_workers=0",
-                "encoder.num_layers=1",
-                "encoder.hidden_size=8",
-                "trainer.device=cpu",
-                "data.batch_size=4",
-                *overrides,
-            ],
-        )
-    return Trainer(cfg, tmp_path / "run")
+    return Trainer(
+        _cfg(tmp_path, 8, "encoder.hidden_size=8", "data.batch_size=4", *overrides), tmp_path / "run"
+    )
 
 
 def test_loader_features_are_the_models_own_frontend_of_the_same_batch(tmp_path):

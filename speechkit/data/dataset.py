@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -158,4 +158,4 @@ class FrontendCollate:
             torch.manual_seed(seed)
             x, lengths = self.augment.before_frontend(batch.x, batch.lengths)
             x, lengths = self.frontend(x, lengths)
-        return Batch(x, lengths, batch.targets, batch.target_lengths, batch.indices, batch.skipped, features=True)
+        return replace(batch, x=x, lengths=lengths, features=True)
