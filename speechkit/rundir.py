@@ -78,6 +78,17 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         held.release()
 
 
+def is_new(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` is missing or holds only the empty log Hydra opened for this start: a
+    directory this attempt made, which ``speechkit-train`` takes away again if the attempt fails before
+    training begins."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return True
+    entries = list(run_dir.iterdir())
+    return all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in entries) and len(entries) <= 1
+
+
 def _owner(run_dir: Path) -> str:
     try:
         o = json.loads((run_dir / OWNER_NAME).read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,33 +19,40 @@ def task(cfg: DictConfig) -> float:
 
     from speechkit import distributed, rundir
     from speechkit.checkpoint import CheckpointError
-    from speechkit.config import resolve_data_root
 
-    resolve_data_root(cfg, uses=("train_manifest", "dev_manifest"))  # a recipe's data from any folder; the run's saved config names it absolutely
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()  # under torchrun only rank 0 writes (and holds the lock)
+    new = main and rundir.is_new(run_dir)  # before anything of ours is logged into Hydra's empty log
     try:
         with rundir.lock(run_dir) if main else nullcontext():
-            return _run(cfg, run_dir, main)
+            began: list[bool] = []  # set when training begins: from then on the directory is the run's record
+            try:
+                return _run(cfg, run_dir, main, began)
+            finally:
+                if new and not began:  # a mistake found before the first step leaves no half-made run behind
+                    shutil.rmtree(run_dir, ignore_errors=True)
     except (rundir.RunDirError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
 
-def _run(cfg: DictConfig, run_dir: Path, main: bool) -> float:
+def _run(cfg: DictConfig, run_dir: Path, main: bool, began: list[bool]) -> float:
     from speechkit import distributed, rundir
+    from speechkit.config import resolve_data_root
     from speechkit.trainer import Trainer
 
+    resolve_data_root(cfg, uses=("train_manifest", "dev_manifest"))  # a recipe's data from any folder; the run's saved config names it absolutely
     resume = None
     if cfg.trainer.resume:  # checked before anything is written into the run directory
         resume = rundir.find_resume(run_dir / "checkpoints")
         if resume:
             rundir.check_resume_config(cfg, *resume)
     init = None if resume else rundir.find_init(cfg)  # trainer.init_from: a fine-tune's first weights
-    if main:
-        rundir.write_configs(run_dir, cfg)
     try:
-        trainer = Trainer(cfg, run_dir, resume=resume, init=init)
+        trainer = Trainer(cfg, run_dir, resume=resume, init=init)  # checks every setting before anything is written
         resume = init = None  # the checkpoints' tensors are the trainer's now; do not hold a second copy
+        if main:
+            rundir.write_configs(run_dir, cfg)
+        began.append(True)
         metrics = trainer.fit()
     finally:
         distributed.shutdown()

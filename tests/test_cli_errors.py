@@ -115,6 +115,21 @@ def test_a_setting_speechkit_rejects_is_one_error_line(tmp_path):
     assert "data.train_manifest is not set" in the_error(p, "speechkit-train")
 
 
+@pytest.mark.parametrize("mistake", ["trainer.ema_decay=1.5", "data.root=/no_such_folder"])
+def test_a_mistake_leaves_no_new_run_directory_and_an_old_one_as_it_was(tmp_path, mistake):
+    new = tmp_path / "new"
+    p = run_cli("speechkit-train", "recipe=demo", mistake, f"hydra.run.dir={new}", check=False)
+    the_error(p, "speechkit-train")
+    assert not new.exists()  # no config, log or lock of a run that never started
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text("the run before\n")
+    p = run_cli("speechkit-train", "recipe=demo", mistake, f"hydra.run.dir={old}", check=False)
+    the_error(p, "speechkit-train")
+    assert (old / "config.yaml").read_text() == "the run before\n"
+    assert not (old / ".hydra").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA device")
 def test_device_cuda_without_a_gpu_is_one_error_line(tmp_path):
     p = run_cli("speechkit-train", "recipe=demo", "trainer.device=cuda", "data.num_workers=0",
