@@ -115,8 +115,10 @@ def test_sidecar_json_holds_the_vocabulary_and_frontend_parameters(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_features_input_exports_encoder_and_head_only(tmp_path, fmt):
-    path, model = _checkpoint(tmp_path, "frontend=fbank", "frontend.n_mels=24", "encoder=elman")
+@pytest.mark.parametrize("subsampling", [[], ["encoder.subsample=4", "encoder.subsample_mode=conv2d",
+                                              "encoder.subsample_channels=4"]], ids=["none", "conv2d"])
+def test_features_input_exports_encoder_and_head_only(tmp_path, fmt, subsampling):
+    path, model = _checkpoint(tmp_path, "frontend=fbank", "frontend.n_mels=24", "encoder=elman", *subsampling)
     out = tmp_path / f"f.{fmt}"
     export(path, out, fmt, input="features")
     torch.manual_seed(2)

@@ -31,11 +31,11 @@ TOKENS = ["<blank>", " ", "a", "b", "c", "d", "e"]
 RATE = 16000  # Hz
 ATOL = 1e-5  # see the module docstring
 
-# the unidirectional encoders, with subsampling (stack and conv) spread over them
+# the unidirectional encoders, with subsampling (stack, conv and conv2d) spread over them
 UNIDIRECTIONAL = {
     "lstm": {"subsample": 3, "lookahead": 2},  # right context: 2 frames past each group of 3
     "gru": {"subsample": 2, "subsample_mode": "conv", "lookahead": 1},
-    "elman": {"bidirectional": False},
+    "elman": {"bidirectional": False, "subsample": 4, "subsample_mode": "conv2d", "subsample_channels": 3},
     "jordan": {"bidirectional": False, "subsample": 2, "hidden_size": 8},
     "lstm_peephole": {"bidirectional": False},
     "lstm_coupled": {"bidirectional": False, "subsample": 3, "subsample_mode": "conv"},

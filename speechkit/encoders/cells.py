@@ -329,7 +329,7 @@ class CellStack(nn.Module):
         if activation not in ("tanh", "relu"):
             raise ValueError(f"encoder {self.cell!r}: activation {activation!r} is not one of: tanh, relu")
         self.relu = activation == "relu"
-        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead)
+        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead, cfg.subsample_channels)
         self.num_directions = 2 if cfg.bidirectional else 1
         self.layers = nn.ModuleList()
         size = self.sub.output_dim

@@ -53,7 +53,13 @@ class StreamState:
 
 class Subsample(nn.Module):
     """Reduce the frame rate by ``factor``: ``stack`` concatenates neighbouring frames,
-    ``conv`` uses a strided 1-D convolution. ``(B, T, F)`` → ``(B, ceil(T / factor), F')``.
+    ``conv`` uses a strided 1-D convolution, ``conv2d`` two 2-D convolutions over time and frequency
+    (``channels`` maps, ReLU; each halves the frequency axis, 3 bands a kernel, and the first takes
+    2 frames of the group (its whole when ``factor`` is odd), the second the rest: local
+    time-frequency patterns such as a consonant's burst, found wherever in the spectrum a voice puts
+    them; ``F' = channels · ceil(ceil(F / 2) / 2)``). ``(B, T, F)`` → ``(B, ceil(T / factor), F')``.
+    Each output frame reads the ``factor`` input frames of its group only, so streaming gives what
+    ``forward`` gives.
 
     ``lookahead`` frames of right context: output frame ``k`` reads input frames
     ``[k·factor, (k + 1)·factor + lookahead)`` (stacked: ``F' = F·(factor + lookahead)``; conv: a kernel
@@ -61,15 +67,29 @@ class Subsample(nn.Module):
     for ``lookahead`` more input frames (10 ms each at a 10 ms hop).
     """
 
-    def __init__(self, input_size: int, factor: int, mode: str = "stack", lookahead: int = 0) -> None:
+    def __init__(self, input_size: int, factor: int, mode: str = "stack", lookahead: int = 0,
+                 channels: int = 32) -> None:
         super().__init__()
-        if mode not in ("stack", "conv"):
-            raise ValueError(f"subsampling mode {mode!r} is not one of: stack, conv")
+        if mode not in ("stack", "conv", "conv2d"):
+            raise ValueError(f"subsampling mode {mode!r} is not one of: stack, conv, conv2d")
         if lookahead < 0:
             raise ValueError(f"encoder.lookahead={lookahead}: use 0 or a positive number of input frames")
+        if mode == "conv2d" and lookahead:
+            raise ValueError(f"encoder.lookahead={lookahead} with encoder.subsample_mode=conv2d: its output frames "
+                             "read their own group only; use subsample_mode=stack or conv for a lookahead")
+        if mode == "conv2d" and channels < 1:
+            raise ValueError(f"encoder.subsample_channels={channels}: use a positive number of feature maps")
         self.factor, self.mode, self.lookahead = factor, mode, lookahead
         width = factor + lookahead  # input frames one output frame reads
-        if mode == "conv" and width > 1:
+        if mode == "conv2d":
+            first = 2 if factor % 2 == 0 else factor  # frames of a group each convolution takes
+            self.conv2d = nn.Sequential(
+                nn.Conv2d(1, channels, (first, 3), stride=(first, 2), padding=(0, 1)), nn.ReLU(),
+                nn.Conv2d(channels, channels, (factor // first, 3), stride=(factor // first, 2), padding=(0, 1)),
+                nn.ReLU(),
+            )
+            self.output_dim = channels * (((input_size + 1) // 2 + 1) // 2)
+        elif mode == "conv" and width > 1:
             self.conv = nn.Conv1d(input_size, input_size, kernel_size=width, stride=factor)
             self.output_dim = input_size
         else:
@@ -79,7 +99,7 @@ class Subsample(nn.Module):
         return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if self.factor == 1 and self.lookahead == 0:
+        if self.factor == 1 and self.lookahead == 0 and self.mode != "conv2d":
             return x, lengths
         T = x.shape[1]
         groups = (T + self.factor - 1) // self.factor
@@ -90,6 +110,9 @@ class Subsample(nn.Module):
     def _groups(self, x: Tensor, groups: int) -> Tensor:
         """``groups`` output frames of ``x`` ``(B, groups·factor + lookahead, F)``."""
         B, _, F = x.shape
+        if self.mode == "conv2d":  # (B, 1, groups·factor, F) → (B, C, groups, F') → (B, groups, C·F')
+            y = self.conv2d(x[:, None, : groups * self.factor])
+            return y.permute(0, 2, 1, 3).reshape(B, groups, -1)
         if self.mode == "conv" and self.factor + self.lookahead > 1:
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
         y = x[:, : groups * self.factor].reshape(B, groups, F * self.factor)
@@ -103,7 +126,7 @@ class Subsample(nn.Module):
         back from the last chunk → ``(B, t', F')`` output frames, the frames held back now. Only groups
         whose ``factor + lookahead`` frames have all arrived go out; with ``final`` the rest are
         zero-padded, as ``forward`` pads the end of an utterance, so the outputs equal ``forward``'s."""
-        if self.factor == 1 and self.lookahead == 0:
+        if self.factor == 1 and self.lookahead == 0 and self.mode != "conv2d":
             return x, None
         x = x if rest is None else torch.cat([rest, x], 1)
         B, T, F = x.shape
@@ -123,7 +146,8 @@ class RNNConfig:
     num_layers: int = 3
     dropout: float = 0.1  # between layers
     subsample: int = 1  # time reduction factor before the recurrence (1 = none)
-    subsample_mode: str = "stack"  # stack | conv
+    subsample_mode: str = "stack"  # stack | conv | conv2d
+    subsample_channels: int = 32  # feature maps of subsample_mode=conv2d
     lookahead: int = 0  # input frames of right context each subsampled frame also reads (10 ms each)
     impl: str = "auto"  # packed | reversed | auto (packed on GPU, reversed on CPU); same parameters
 
@@ -137,7 +161,7 @@ class _TorchRNN(nn.Module):
     def __init__(self, cfg: RNNConfig, input_size: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead)
+        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead, cfg.subsample_channels)
         self.rnn = self.rnn_cls(
             self.sub.output_dim,
             cfg.hidden_size,

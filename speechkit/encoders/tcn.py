@@ -36,7 +36,8 @@ class TCNConfig:
     causal: bool = False  # True: frame t sees frames ≤ t only
     dropout: float = 0.1  # inside each block, before its 1×1 convolution
     subsample: int = 1  # time reduction factor before the convolutions (1 = none)
-    subsample_mode: str = "stack"  # stack | conv
+    subsample_mode: str = "stack"  # stack | conv | conv2d
+    subsample_channels: int = 32  # feature maps of subsample_mode=conv2d
 
 
 class _Block(nn.Module):
@@ -77,7 +78,7 @@ class TCN(nn.Module):
         if cfg.dilation_cycle < 1:
             raise ValueError(f"encoder 'tcn': dilation_cycle must be ≥ 1, got {cfg.dilation_cycle}")
         self.cfg = cfg
-        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode)
+        self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, channels=cfg.subsample_channels)
         self.inp = nn.Conv1d(self.sub.output_dim, cfg.hidden_size, 1)
         dilations = [2 ** (i % cfg.dilation_cycle) for i in range(cfg.num_layers)]
         self.blocks = nn.ModuleList(

@@ -132,7 +132,7 @@ def test_peephole_lstm_with_zero_peepholes_equals_torch_lstm():
 
 @pytest.mark.parametrize("cell,activation", VARIANTS)
 @pytest.mark.parametrize("bidirectional", [True, False])
-@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv")])
+@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv"), (4, "conv2d")])
 def test_padding_never_changes_an_utterances_output(cell, activation, bidirectional, subsample, mode):
     torch.manual_seed(0)
     enc = make(

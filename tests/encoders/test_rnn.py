@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ from speechkit import build
 
 @pytest.mark.parametrize("impl", ["packed", "reversed"])
 @pytest.mark.parametrize("name", ["blstm", "lstm", "bgru", "gru"])
-@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv")])
+@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv"), (4, "conv2d")])
 def test_padding_never_changes_an_utterances_output(name, subsample, mode, impl):
     torch.manual_seed(0)
     # float64: a batch of 2 and a batch of 1 run differently shaped (and, per CPU, differently ordered)
@@ -60,3 +62,18 @@ def test_lookahead_stacks_each_group_with_the_next_frames_zero_past_the_end():
     assert torch.equal(y[1, 1], torch.cat([x[1, 3].flatten(), torch.zeros(8)]))  # padding reads as zeros
     alone, _ = sub(x[1:, :4], torch.tensor([4]))
     assert torch.equal(alone[0], y[1, :2])
+
+
+@pytest.mark.parametrize("features,factor", [(80, 4), (13, 3), (5, 1)])
+def test_conv2d_subsampling_gives_the_frames_and_width_it_promises(features, factor):
+    enc = build("encoder", "blstm", hidden_size=4, num_layers=1, subsample=factor, subsample_mode="conv2d",
+                subsample_channels=6, input_size=features)
+    y, lengths = enc.sub(torch.randn(2, 10, features), torch.tensor([10, 5]))
+    bands = math.ceil(math.ceil(features / 2) / 2)  # each convolution halves the frequency axis
+    assert y.shape == (2, math.ceil(10 / factor), 6 * bands) and enc.sub.output_dim == 6 * bands
+    assert lengths.tolist() == [-(-10 // factor), -(-5 // factor)]
+
+
+def test_conv2d_subsampling_refuses_a_lookahead_it_cannot_read():
+    with pytest.raises(ValueError, match="lookahead=2 with encoder.subsample_mode=conv2d"):
+        build("encoder", "blstm", subsample=4, subsample_mode="conv2d", lookahead=2, input_size=80)

@@ -41,7 +41,7 @@ def test_dilation_cycle_restarts_the_doubling():
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv")])
+@pytest.mark.parametrize("subsample,mode", [(1, "stack"), (2, "stack"), (3, "conv"), (4, "conv2d")])
 def test_padding_never_changes_an_utterances_output(causal, subsample, mode):
     torch.manual_seed(0)
     enc = make(causal=causal, subsample=subsample, subsample_mode=mode)
