@@ -58,11 +58,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=0, help="loader workers (0: load in the main process)")
-    p.add_argument("--compare", default="data.bucket=false,true", help="KEY=V1,V2[,…]: the settings timed")
+    p.add_argument("--compare", default="data.bucket=false,true", help="KEY=V1,V2[,…]: the settings timed; V1;V2 when a value holds "
+                   "commas (--compare 'augment=[vtlp,specaugment];[speed,vtlp,specaugment]')")
     p.add_argument("overrides", nargs="*", help="extra config overrides (key=value)")
     a = p.parse_args()
     key, _, values = a.compare.partition("=")
-    settings = [f"{key}={v}" for v in values.split(",")]
+    settings = [f"{key}={v}" for v in values.split(";" if ";" in values else ",")]
     load_plugins()
     store_schemas()
     torch.manual_seed(0)

@@ -51,7 +51,8 @@ class DataConfig:
     sortagrad: bool = False  # first epoch shortest utterances first (DeepSpeech 2's curriculum); needs lengths (duration, or an image's width / height)
     num_workers: int = 2  # loader processes (0 = load in the main process)
     # auto: in training on a CPU with loader workers, the raw augmentations and the frontend run in the workers,
-    # beside the step (data.FrontendCollate) | true (also without workers or on a GPU) | false: in the model
+    # beside the step (data.FrontendCollate; the raw augmentations alone where the frontend has trainable weights)
+    # | true (also without workers or on a GPU; refused for a trainable frontend) | false: in the model
     frontend_in_workers: Any = "auto"
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)
     format: str = "manifest"  # manifest (JSON lines) | lhotse (a CutSet: cuts.jsonl[.gz] or a Shar folder)

@@ -72,7 +72,7 @@ class CTCModel(nn.Module):
         return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
 
     def forward(
-        self, x: Tensor, lengths: Tensor, with_aligner: bool = False, features: bool = False
+        self, x: Tensor, lengths: Tensor, with_aligner: bool = False, stage: str = "raw"
     ) -> tuple[Tensor, ...]:
         """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``; with
         ``with_aligner`` (for a model that has one) also the aligner's log-probs ``(B, T', V)``, on the
@@ -80,14 +80,18 @@ class CTCModel(nn.Module):
 
         The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
         on the raw batch before the frontend; the others on features after it. Both only in training.
-        ``features``: ``x`` is the frontend's output already (raw stages and frontend run in a loader
-        worker: ``data.FrontendCollate``), so only the feature stages run here.
+        ``stage``: what ``x`` is (``Batch.stage``) — ``raw``; ``augmented``, the raw stages applied already
+        (in a loader worker: ``data.FrontendCollate``); ``features``, the frontend's output already, so
+        only the feature stages run here.
         """
+        if stage not in ("raw", "augmented", "features"):
+            raise ValueError(f"stage={stage!r}: use raw, augmented or features")
         with torch.autocast(x.device.type, enabled=False):  # under mixed precision: features in fp32
-            if features:
+            if stage == "features":
                 clean, clean_lengths = x, lengths
             else:
-                x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
+                if stage == "raw":
+                    x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
                 clean, clean_lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(clean, clean_lengths)
         hidden, out_lengths = self.encoder(feats, lengths)

@@ -201,7 +201,7 @@ class Trainer:
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
         )
         self.autocast, self.scaler = self._precision()
-        self.frontend_in_workers = self._frontend_in_workers()
+        self.loader_stage = self._loader_stage()  # what the training loader delivers: raw | augmented | features
         load, on_error = self.model.frontend.load, cfg.data.on_error
         from speechkit.data.lhotse_cuts import source_loader
 
@@ -328,37 +328,49 @@ class Trainer:
                                batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 
-    def _frontend_in_workers(self) -> bool:
-        """``data.frontend_in_workers``: whether training batches come as features, the raw augmentations
-        and the frontend run in the loader (data.FrontendCollate) instead of in the step."""
+    def _loader_stage(self) -> str:
+        """``data.frontend_in_workers``: what training batches come as — ``features`` (the raw augmentations
+        and the frontend run in the loader, data.FrontendCollate, instead of in the step), ``augmented``
+        (the raw augmentations alone: the frontend has trainable weights) or ``raw``."""
         setting = str(self.cfg.data.get("frontend_in_workers", "auto")).lower()
         if setting not in ("auto", "true", "false"):
             raise ValueError(f"data.frontend_in_workers={setting!r}: use auto, true or false")
         model = self.model
         raw = list(model.augment.stages[: model.augment.n_raw])
-        trainable = [name for module in (model.frontend, *raw) for name, p in module.named_parameters()
-                     if p.requires_grad]
-        if setting == "false" or (setting == "auto" and trainable):
-            return False
-        if trainable:
+
+        def trainable(*modules: torch.nn.Module) -> list[str]:
+            return [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
+
+        if setting == "true" and trainable(model.frontend, *raw):
             raise ValueError(f"data.frontend_in_workers=true: the frontend or a raw augmentation has trainable "
-                             f"weights ({trainable[0]}), which must stay in the model; use auto or false")
+                             f"weights ({trainable(model.frontend, *raw)[0]}), which must stay in the model; "
+                             "use auto or false")
+        if setting == "false" or trainable(*raw):
+            return "raw"
         if setting == "auto" and not (self.device.type == "cpu" and self.cfg.data.num_workers > 0):
-            return False
+            return "raw"
+        stage = "augmented" if trainable(model.frontend) else "features"
+        if stage == "augmented" and not raw:
+            return "raw"  # nothing to move
         model.augment.prepare()  # reverb's rooms built once, before the workers fork
-        log.info("the %s frontend%s runs in the %s (data.frontend_in_workers)", self.cfg.frontend.name,
-                 f" and {', '.join(model.augment.names[: model.augment.n_raw])}" if raw else "",
-                 f"{self.cfg.data.num_workers} loader workers" if self.cfg.data.num_workers else "loader")
-        return True
+        names = ", ".join(model.augment.names[: model.augment.n_raw])
+        where = f"{self.cfg.data.num_workers} loader workers" if self.cfg.data.num_workers else "loader"
+        if stage == "features":
+            log.info("the %s frontend%s runs in the %s (data.frontend_in_workers)", self.cfg.frontend.name,
+                     f" and {names}" if raw else "", where)
+        else:
+            log.info("%s runs in the %s (data.frontend_in_workers); the %s frontend has trainable weights and "
+                     "runs in the step", names, where, self.cfg.frontend.name)
+        return stage
 
     def train_loader(self, sampler: EpochBatches, epoch: int) -> torch.utils.data.DataLoader:
-        """The training batches of ``epoch``: raw, or as features where the frontend runs in the loader."""
-        if not self.frontend_in_workers:
+        """The training batches of ``epoch``: raw, augmented or as features (``loader_stage``)."""
+        if self.loader_stage == "raw":
             return self._loader(self.train_set, sampler)
         m = self.model  # copies in training mode: the step's own stay the model's (and DDP's)
         seed = hash((self.tcfg.seed, self.dist.rank, epoch))
-        fn = FrontendCollate(copy.deepcopy(m.augment).train(), copy.deepcopy(m.frontend).train(), seed)
-        return self._loader(self.train_set, sampler, fn)
+        frontend = copy.deepcopy(m.frontend).train() if self.loader_stage == "features" else None
+        return self._loader(self.train_set, sampler, FrontendCollate(copy.deepcopy(m.augment).train(), frontend, seed))
 
     def _loader(self, dataset, batch_sampler, collate_fn=collate) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -434,7 +446,7 @@ class Trainer:
         aligner = self.model.aligner is not None
         with self.autocast():
             log_probs, lengths, *aligned = self.forward(batch.x, batch.lengths, with_aligner=aligner,
-                                                        features=batch.features)
+                                                        stage=batch.stage)
         loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "

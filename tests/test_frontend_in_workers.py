@@ -19,17 +19,17 @@ def _trainer(tmp_path, *overrides) -> Trainer:
 
 def test_loader_features_are_the_models_own_frontend_of_the_same_batch(tmp_path):
     trainer = _trainer(tmp_path, "augment=none", "data.frontend_in_workers=true")
-    assert trainer.frontend_in_workers
+    assert trainer.loader_stage == "features"
     batches = [[0, 1, 2, 3]]
     feats = next(iter(trainer.train_loader(EpochBatches(batches), 0)))
     raw = next(iter(trainer._loader(trainer.train_set, EpochBatches(batches))))
-    assert feats.features and not raw.features
+    assert feats.stage == "features" and raw.stage == "raw"
     want, want_lengths = trainer.model.frontend(raw.x, raw.lengths)
     assert torch.equal(feats.lengths, want_lengths)
     torch.testing.assert_close(feats.x, want, atol=1e-5, rtol=1e-5)
     trainer.model.eval()  # no feature stage runs in eval mode: the same log-probs either way
     with torch.no_grad():
-        a, a_len = trainer.model(feats.x, feats.lengths, features=True)
+        a, a_len = trainer.model(feats.x, feats.lengths, stage="features")
         b, b_len = trainer.model(raw.x, raw.lengths)
     assert torch.equal(a_len, b_len)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
@@ -66,17 +66,15 @@ def test_a_loader_worker_draws_what_the_main_process_draws(tmp_path):
     trainer.cfg.data.num_workers = 1
     there = list(trainer.train_loader(EpochBatches(batches), 3))
     for a, b in zip(here, there, strict=True):
-        assert a.features and b.features and a.indices == b.indices
+        assert a.stage == b.stage == "features" and a.indices == b.indices
         assert torch.equal(a.lengths, b.lengths)
         torch.testing.assert_close(a.x, b.x, atol=1e-5, rtol=1e-5)
 
 
 def test_auto_runs_the_frontend_in_workers_on_a_cpu_with_workers_only(tmp_path):
-    assert not _trainer(tmp_path / "a").frontend_in_workers  # no workers: in the step
-    assert _trainer(tmp_path / "b", "data.num_workers=2").frontend_in_workers
-    assert not _trainer(
-        tmp_path / "c", "data.num_workers=2", "data.frontend_in_workers=false"
-    ).frontend_in_workers
+    assert _trainer(tmp_path / "a").loader_stage == "raw"  # no workers: in the step
+    assert _trainer(tmp_path / "b", "data.num_workers=2").loader_stage == "features"
+    assert _trainer(tmp_path / "c", "data.num_workers=2", "data.frontend_in_workers=false").loader_stage == "raw"
 
 
 def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refused(tmp_path, monkeypatch):
@@ -92,9 +90,22 @@ def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refuse
         return model
 
     monkeypatch.setattr(CTCModel, "from_config", classmethod(with_weight))
-    assert not _trainer(tmp_path / "b", "data.num_workers=2").frontend_in_workers
+    assert _trainer(tmp_path / "b", "data.num_workers=2", "augment=specaugment").loader_stage == "raw"
     with pytest.raises(ValueError, match="trainable weights"):
         _trainer(tmp_path / "c", "data.frontend_in_workers=true")
+    # the raw augmentations, which have none, still run in the workers; the frontend in the step
+    trainer = _trainer(tmp_path / "d", "data.num_workers=2", "augment=[speed,specaugment]")
+    assert trainer.loader_stage == "augmented"
+    trainer.cfg.data.num_workers = 0  # the same draws in the main process (test above)
+    batch = next(iter(trainer.train_loader(EpochBatches([[0, 1, 2, 3]]), 0)))
+    assert batch.stage == "augmented" and batch.x.dim() == 2  # waveforms, perturbed
+    items = [trainer.train_set[i] for i in range(4)]
+    want = FrontendCollate(trainer.model.augment, trainer.model.frontend, hash((trainer.tcfg.seed, 0, 0)))(items)
+    trainer.model.eval()  # the frontend of the augmented batch: the features the loader would have made
+    with torch.no_grad():
+        feats, lengths = trainer.model.frontend(batch.x, batch.lengths)
+    assert torch.equal(lengths, want.lengths)
+    torch.testing.assert_close(feats, want.x, atol=1e-5, rtol=1e-5)
 
 
 def test_training_on_loader_features_learns(tmp_path):

@@ -40,7 +40,8 @@ class Batch:
     target_lengths: Tensor  # (B,)
     indices: list[int]  # dataset index of each row
     skipped: list[Skipped] = field(default_factory=list)
-    features: bool = False  # x holds the frontend's features (B, T, F), lengths their frames (FrontendCollate)
+    stage: str = "raw"  # what x is (FrontendCollate): raw (as loaded) | augmented (the raw augmentations
+    # applied) | features (the frontend's output (B, T, F), lengths its frames)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -53,7 +54,7 @@ class Batch:
             self.target_lengths.to(device),
             self.indices,
             self.skipped,
-            self.features,
+            self.stage,
         )
 
 
@@ -141,12 +142,14 @@ class FrontendCollate:
     collated, in a loader worker, overlapping the training step (``data.frontend_in_workers``).
 
     ``augment`` (an ``AugmentChain``, only its raw stages run here) and ``frontend`` are copies of the
-    model's, in training mode; neither may have trainable weights. The random draws of a batch depend on
-    ``seed`` and the batch's dataset indices alone, not on the worker, the number of workers or the
-    process's random state (which is left as it was): a resumed run draws what the uninterrupted one did.
+    model's, in training mode; neither may have trainable weights. ``frontend`` None: the raw
+    augmentations alone run here (a frontend with trainable weights stays in the step), and the batch
+    is ``augmented`` instead of ``features``. The random draws of a batch depend on ``seed`` and the
+    batch's dataset indices alone, not on the worker, the number of workers or the process's random
+    state (which is left as it was): a resumed run draws what the uninterrupted one did.
     """
 
-    def __init__(self, augment: torch.nn.Module, frontend: torch.nn.Module, seed: int) -> None:
+    def __init__(self, augment: torch.nn.Module, frontend: torch.nn.Module | None, seed: int) -> None:
         self.augment, self.frontend, self.seed = augment, frontend, seed
 
     def __call__(self, items: Sequence[Item | Skipped]) -> Batch:
@@ -157,5 +160,7 @@ class FrontendCollate:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(seed)
             x, lengths = self.augment.before_frontend(batch.x, batch.lengths)
+            if self.frontend is None:
+                return replace(batch, x=x, lengths=lengths, stage="augmented")
             x, lengths = self.frontend(x, lengths)
-        return replace(batch, x=x, lengths=lengths, features=True)
+        return replace(batch, x=x, lengths=lengths, stage="features")
