@@ -5,7 +5,9 @@ saved, and nothing is written into it before both are known.
 at once, naming the holder), :func:`find_resume` and :func:`check_resume_config` when
 ``trainer.resume=true`` (a changed model is refused with the list of changes), :func:`find_init` when
 not resuming and ``trainer.init_from`` names a checkpoint to fine-tune (its weights must fit the model),
-and only then :func:`write_configs` (``config.yaml`` and ``.hydra/``).
+then builds the Trainer (which checks every setting), and only then :func:`write_configs`
+(``config.yaml`` and ``.hydra/``). When the attempt fails before its first step, :func:`undo_new`
+takes away what it made in a directory :func:`is_new` found new.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -78,15 +81,37 @@ def lock(run_dir: str | Path) -> Iterator[None]:
         held.release()
 
 
-def is_new(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` is missing or holds only the empty log Hydra opened for this start: a
-    directory this attempt made, which ``speechkit-train`` takes away again if the attempt fails before
-    training begins."""
+def is_new(run_dir: str | Path) -> set[str] | None:
+    """When ``run_dir`` is missing or holds only the empty log Hydra opened for this start (a directory
+    this attempt made), the names it holds now; else None. See :func:`undo_new`."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
-        return True
+        return set()
     entries = list(run_dir.iterdir())
-    return all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in entries) and len(entries) <= 1
+    if len(entries) <= 1 and all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in entries):
+        return {p.name for p in entries}
+    return None
+
+
+def undo_new(run_dir: str | Path, before: set[str], keep: tuple[str, ...] = ()) -> None:
+    """Take away what a failed attempt made in the directory :func:`is_new` found new (``before``: the
+    names it held then, Hydra's log of this start among them), then the directory itself if that leaves
+    it empty and it is not the current one. Names in ``keep`` stay (the lock, taken away after its release)."""
+    run_dir = Path(run_dir)
+    for p in run_dir.iterdir() if run_dir.is_dir() else ():
+        if p.name in keep:
+            continue
+        if p.name in before and not (p.is_file() and p.suffix == ".log"):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    try:
+        if not keep and run_dir.resolve() != Path.cwd().resolve():
+            run_dir.rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 def _owner(run_dir: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,17 +21,22 @@ def task(cfg: DictConfig) -> float:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     main = distributed.is_main()  # under torchrun only rank 0 writes (and holds the lock)
-    new = main and rundir.is_new(run_dir)  # before anything of ours is logged into Hydra's empty log
+    before = rundir.is_new(run_dir) if main else None  # before anything of ours is logged into Hydra's empty log
+    began: list[bool] = []  # set when training begins: from then on the directory is the run's record
+    locked = False
     try:
         with rundir.lock(run_dir) if main else nullcontext():
-            began: list[bool] = []  # set when training begins: from then on the directory is the run's record
+            locked = True
             try:
                 return _run(cfg, run_dir, main, began)
             finally:
-                if new and not began:  # a mistake found before the first step leaves no half-made run behind
-                    shutil.rmtree(run_dir, ignore_errors=True)
+                if before is not None and not began:  # a mistake found before the first step: no half-made run
+                    rundir.undo_new(run_dir, before, keep=(rundir.LOCK_NAME, rundir.OWNER_NAME))
     except (rundir.RunDirError, CheckpointError) as e:
         sys.exit(f"error: {e}")
+    finally:
+        if before is not None and locked and not began:  # the lock too, once released
+            rundir.undo_new(run_dir, before)
 
 
 def _run(cfg: DictConfig, run_dir: Path, main: bool, began: list[bool]) -> float:

@@ -17,7 +17,7 @@ import torch
 
 from speechkit import load_checkpoint
 from speechkit.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from speechkit.rundir import OWNER_NAME, RunDirError, lock
+from speechkit.rundir import OWNER_NAME, RunDirError, is_new, lock, undo_new
 from tests.conftest import MODULES, REPO, error_line, run_cli, sample_rows, write_manifest
 
 SMALL = ["recipe=demo", "encoder.hidden_size=16", "encoder.num_layers=1", "data.num_workers=0", "data.batch_size=8",
@@ -288,3 +288,28 @@ def test_a_skipped_non_finite_update_names_the_manifest_lines_of_its_batch(tmp_p
     assert len(warned) == 2
     named = warned[0].split("the batch: ")[1].split(", ")
     assert len(named) == 2 and all(n.startswith(str(tmp_path / "train.jsonl") + ":") for n in named), warned[0]
+
+
+def test_undoing_a_failed_start_takes_away_only_what_it_made(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert is_new(run) == set()  # missing: new
+    run.mkdir()
+    (run / "train.log").touch()  # Hydra's log of this start, still empty
+    before = is_new(run)
+    assert before == {"train.log"}
+    (run / "config.yaml").write_text("x\n")
+    (run / ".hydra").mkdir()
+    (run / "train.log").write_text("the attempt's lines\n")
+    undo_new(run, before)
+    assert not run.exists()
+    run.mkdir()
+    (run / "notes.txt").write_text("mine\n")
+    assert is_new(run) is None  # a file of the user's: not new, nothing is undone there
+    (run / "train.log").write_text("an earlier run's log\n")
+    (run / "notes.txt").unlink()
+    assert is_new(run) is None  # a log with lines in it is not Hydra's log of this start
+    monkeypatch.chdir(run)  # the current folder itself is emptied of what was made, never removed
+    (run / "train.log").unlink()
+    assert is_new(run) == set()
+    undo_new(run, set())
+    assert run.is_dir()

@@ -138,8 +138,8 @@ def collate(items: Sequence[Item | Skipped]) -> Batch:
 
 
 class FrontendCollate:
-    """Training batches as features: the raw augmentations and the frontend run where the batch is
-    collated, in a loader worker, overlapping the training step (``data.frontend_in_workers``).
+    """Training batches as features (or augmented): the raw augmentations and the frontend run where the
+    batch is collated, in a loader worker, overlapping the training step (``data.frontend_in_workers``).
 
     ``augment`` (an ``AugmentChain``, only its raw stages run here) and ``frontend`` are copies of the
     model's, in training mode; neither may have trainable weights. ``frontend`` None: the raw

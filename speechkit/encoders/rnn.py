@@ -72,6 +72,8 @@ class Subsample(nn.Module):
         super().__init__()
         if mode not in ("stack", "conv", "conv2d"):
             raise ValueError(f"subsampling mode {mode!r} is not one of: stack, conv, conv2d")
+        if factor < 1:
+            raise ValueError(f"encoder.subsample={factor}: use 1 (none) or more input frames per output frame")
         if lookahead < 0:
             raise ValueError(f"encoder.lookahead={lookahead}: use 0 or a positive number of input frames")
         if mode == "conv2d" and lookahead:
@@ -111,8 +113,10 @@ class Subsample(nn.Module):
         """``groups`` output frames of ``x`` ``(B, groups·factor + lookahead, F)``."""
         B, _, F = x.shape
         if self.mode == "conv2d":  # (B, 1, groups·factor, F) → (B, C, groups, F') → (B, groups, C·F')
+            if B == 0 or groups == 0:
+                return x.new_zeros(B, groups, self.output_dim)
             y = self.conv2d(x[:, None, : groups * self.factor])
-            return y.permute(0, 2, 1, 3).reshape(B, groups, -1)
+            return y.permute(0, 2, 1, 3).reshape(B, groups, self.output_dim)
         if self.mode == "conv" and self.factor + self.lookahead > 1:
             return self.conv(x.transpose(1, 2)).transpose(1, 2)
         y = x[:, : groups * self.factor].reshape(B, groups, F * self.factor)

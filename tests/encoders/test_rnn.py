@@ -77,3 +77,12 @@ def test_conv2d_subsampling_gives_the_frames_and_width_it_promises(features, fac
 def test_conv2d_subsampling_refuses_a_lookahead_it_cannot_read():
     with pytest.raises(ValueError, match="lookahead=2 with encoder.subsample_mode=conv2d"):
         build("encoder", "blstm", subsample=4, subsample_mode="conv2d", lookahead=2, input_size=80)
+
+
+def test_conv2d_subsampling_of_an_empty_batch_and_a_factor_below_one():
+    enc = build("encoder", "blstm", hidden_size=4, num_layers=1, subsample=4, subsample_mode="conv2d",
+                subsample_channels=3, input_size=10)
+    y, lengths = enc.sub(torch.randn(0, 8, 10), torch.zeros(0, dtype=torch.long))
+    assert y.shape == (0, 2, enc.sub.output_dim) and lengths.numel() == 0
+    with pytest.raises(ValueError, match="encoder.subsample=0"):
+        build("encoder", "blstm", subsample=0, input_size=10)
