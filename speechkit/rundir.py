@@ -108,8 +108,8 @@ def undo_new(run_dir: str | Path, before: set[str], keep: tuple[str, ...] = ()) 
         else:
             p.unlink(missing_ok=True)
     try:
-        if not keep and run_dir.resolve() != Path.cwd().resolve():
-            run_dir.rmdir()  # only when empty
+        if run_dir.resolve() != Path.cwd().resolve():
+            run_dir.rmdir()  # only when empty: not while a kept lock is in it
     except OSError:
         pass
 

@@ -341,10 +341,10 @@ class Trainer:
         def trainable(*modules: torch.nn.Module) -> list[str]:
             return [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
 
-        if setting == "true" and trainable(model.frontend, *raw):
+        weights = trainable(model.frontend, *raw)
+        if setting == "true" and weights:
             raise ValueError(f"data.frontend_in_workers=true: the frontend or a raw augmentation has trainable "
-                             f"weights ({trainable(model.frontend, *raw)[0]}), which must stay in the model; "
-                             "use auto or false")
+                             f"weights ({weights[0]}), which must stay in the model; use auto or false")
         if setting == "false" or trainable(*raw):
             return "raw"
         if setting == "auto" and not (self.device.type == "cpu" and self.cfg.data.num_workers > 0):

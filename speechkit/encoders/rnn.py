@@ -82,6 +82,7 @@ class Subsample(nn.Module):
         if mode == "conv2d" and channels < 1:
             raise ValueError(f"encoder.subsample_channels={channels}: use a positive number of feature maps")
         self.factor, self.mode, self.lookahead = factor, mode, lookahead
+        self.identity = factor == 1 and lookahead == 0 and mode != "conv2d"  # passes frames through unchanged
         width = factor + lookahead  # input frames one output frame reads
         if mode == "conv2d":
             first = 2 if factor % 2 == 0 else factor  # frames of a group each convolution takes
@@ -101,7 +102,7 @@ class Subsample(nn.Module):
         return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if self.factor == 1 and self.lookahead == 0 and self.mode != "conv2d":
+        if self.identity:
             return x, lengths
         T = x.shape[1]
         groups = (T + self.factor - 1) // self.factor
@@ -130,7 +131,7 @@ class Subsample(nn.Module):
         back from the last chunk → ``(B, t', F')`` output frames, the frames held back now. Only groups
         whose ``factor + lookahead`` frames have all arrived go out; with ``final`` the rest are
         zero-padded, as ``forward`` pads the end of an utterance, so the outputs equal ``forward``'s."""
-        if self.factor == 1 and self.lookahead == 0 and self.mode != "conv2d":
+        if self.identity:
             return x, None
         x = x if rest is None else torch.cat([rest, x], 1)
         B, T, F = x.shape
