@@ -16,17 +16,35 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-# Pico and RHVoice (asr_grid's mix6 voices) are in Debian's non-free component: installed where apt offers
-# them, else their tests skip and prepare.py --preset mix6 names what to install.
-OPTIONAL_DEBS="libttspico-utils rhvoice rhvoice-english"
-for p in $OPTIONAL_DEBS; do
-  dpkg -s "$p" >/dev/null 2>&1 && continue
-  if apt-cache policy "$p" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+# MBROLA, Pico and RHVoice (asr_grid's mix and mix6 voices) are in Debian's contrib and non-free
+# components: installed where apt offers them, else their tests skip and prepare.py names what to install.
+# SPEECHKIT_NONFREE=1 adds "contrib non-free" to Debian's apt sources first (bookworm's deb822 file or
+# sources.list), where they are missing; without it the apt sources are left as they are.
+OPTIONAL_DEBS="libttspico-utils rhvoice rhvoice-english mbrola mbrola-us1 mbrola-us2 mbrola-us3 festvox-us1 festvox-us2 festvox-us3"
+offered() { apt-cache policy "$1" 2>/dev/null | grep -q "Candidate: [0-9]"; }
+want=""
+for p in $OPTIONAL_DEBS; do dpkg -s "$p" >/dev/null 2>&1 || want="$want $p"; done
+if [ -n "$want" ] && [ "${SPEECHKIT_NONFREE:-0}" = 1 ] && ! offered libttspico-utils; then
+  src=/etc/apt/sources.list.d/debian.sources
+  if [ -f "$src" ] && grep -q "^Components: main$" "$src"; then
+    echo "setup: adding contrib non-free to $src (SPEECHKIT_NONFREE=1)"
+    $SUDO sed -i 's/^Components: main$/Components: main contrib non-free/' "$src"
+  elif [ -f /etc/apt/sources.list ] && grep -qE "^deb .*debian.* main$" /etc/apt/sources.list; then
+    echo "setup: adding contrib non-free to /etc/apt/sources.list (SPEECHKIT_NONFREE=1)"
+    $SUDO sed -i -E 's/^(deb .*debian.* main)$/\1 contrib non-free/' /etc/apt/sources.list
+  fi
+  $SUDO apt-get update -qq
+fi
+absent=""
+for p in $want; do
+  if offered "$p"; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$p" >/dev/null || echo "setup: could not install $p (optional)"
   else
-    echo "setup: $p is not offered by apt (Debian non-free); optional, for asr_grid --preset mix6"
+    absent="$absent $p"
   fi
 done
+[ -z "$absent" ] || echo "setup: not offered by apt (Debian contrib/non-free; optional, for asr_grid --preset mix and mix6):$absent;" \
+  "SPEECHKIT_NONFREE=1 bash scripts/setup.sh adds those components"
 
 PY="${PYTHON:-python3}"
 # torchaudio 2.11 from PyPI needs torch 2.14.1's CUDA build (it runs on CPU too).
