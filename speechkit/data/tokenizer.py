@@ -3,9 +3,10 @@
 A tokenizer's ``tokens[i]`` is the text id ``i`` writes, so a label sequence reads as its tokens
 joined (white space runs collapsed): characters (``char``), subwords whose word-initial pieces
 start with a space (``bpe``, speechkit/data/bpe.py: sentencepiece's ``▁the`` is ``" the"``), or
-phones that each start with one (``phone``: ``" sil"``). A token that starts with a space starts
-a word; the decoders need nothing else to write text and word times. ``unit`` names what the
-tokens are (``char``, ``subword``, ``phone``; :func:`speechkit.metrics.named_rates` reads it), and
+phones that each start with one (``phone``: ``" sil"``), or whole words of a closed vocabulary
+(``word``: ``" bin"``). A token that starts with a space starts a word; the decoders need nothing
+else to write text and word times. ``unit`` names what the tokens are (``char``, ``subword``,
+``phone``, ``word``; :func:`speechkit.metrics.named_rates` reads it), and
 a tokenizer with more to save than its tokens returns it from ``state()`` (a dict of tensors and
 plain data, kept in the checkpoint and passed back as ``state=``).
 """
@@ -141,12 +142,13 @@ class PhoneConfig:
     normalize: str = "NFC"  # Unicode normalisation of transcripts: NFC, NFKC, none
 
 
-def read_inventory(inventory: str | Path | Sequence[str]) -> list[str]:
-    """The phones of ``inventory`` in its order: a list, or a file's first field of each non-blank line."""
+def read_inventory(inventory: str | Path | Sequence[str], symbol: str = "phone") -> list[str]:
+    """The symbols (phones, words) of ``inventory`` in its order: a list, or a file's first field of
+    each non-blank line."""
     if isinstance(inventory, str | Path):
         path = Path(inventory)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer.inventory={inventory}: no such file (one phone a line)")
+            raise FileNotFoundError(f"tokenizer.inventory={inventory}: no such file (one {symbol} a line)")
         phones = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         phones = [str(p) for p in inventory]
@@ -156,7 +158,7 @@ def read_inventory(inventory: str | Path | Sequence[str]) -> list[str]:
     if repeated or bad or not phones:
         raise ValueError(
             f"tokenizer.inventory={inventory!r}: {problem}; "
-            f"list each phone once, without white space, none named {BLANK_SYMBOL!r}"
+            f"list each {symbol} once, without white space, none named {BLANK_SYMBOL!r}"
         )
     return phones
 
@@ -165,19 +167,20 @@ def read_inventory(inventory: str | Path | Sequence[str]) -> list[str]:
 class PhoneTokenizer:
     """Phones as tokens: transcripts are white-space-separated phone symbols (TIMIT's "sil dh ax s")."""
 
-    unit = "phone"
+    unit = "phone"  # also the symbol's name in messages
 
     def __init__(self, cfg: PhoneConfig, tokens: list[str] | None = None) -> None:
         check_normalize(cfg.normalize)
         self.cfg = cfg
-        if tokens is not None:  # a checkpoint's: each phone is written with the space that starts it
+        if tokens is not None:  # a checkpoint's: each symbol is written with the space that starts it
             if not tokens or tokens[0] != BLANK_SYMBOL or not all(t.startswith(" ") for t in tokens[1:]):
                 raise ValueError(
-                    f"phone tokens must be {BLANK_SYMBOL!r} then ' PHONE' each, got {tokens[:5]!r}"
+                    f"{self.unit} tokens must be {BLANK_SYMBOL!r} then ' {self.unit.upper()}' each, "
+                    f"got {tokens[:5]!r}"
                 )
             self._set([t[1:] for t in tokens[1:]])
         else:
-            self._set(read_inventory(cfg.inventory) if cfg.inventory is not None else [])
+            self._set(read_inventory(cfg.inventory, self.unit) if cfg.inventory is not None else [])
 
     def _set(self, phones: list[str]) -> None:
         self.phones = list(phones)
@@ -214,7 +217,27 @@ class PhoneTokenizer:
                 else "train with data that contains them, or correct the transcript"
             )
             unknown = sorted({p for p in phones if p not in self._ids})
-            raise UnknownSymbolError(unknown, text, "phones", fix) from None
+            raise UnknownSymbolError(unknown, text, self.unit + "s", fix) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(self.phones[i - 1] for i in ids if i != 0)
+
+
+@dataclass
+class WordConfig:
+    inventory: Any = None  # the vocabulary, fixed: a file (first field of each line: a words.txt) or a
+    # list [bin,lay,place]; None: every word of the training transcripts, sorted
+    lowercase: bool = False  # lower-case every transcript before tokenising
+    normalize: str = "NFC"  # Unicode normalisation of transcripts: NFC, NFKC, none
+
+
+@register("tokenizer", "word", WordConfig)
+class WordTokenizer(PhoneTokenizer):
+    """Whole words as tokens, for a closed vocabulary (GRID's 51 words, digits, commands): one label
+    per word instead of one per letter, so CTC has a handful of labels to place in an utterance
+    instead of dozens (measured on lips_grid and asr_grid: recipes/lips_grid/README.md, "In 10
+    minutes"; benchmarks/README.md, "Time to accuracy"). A transcript with a word outside the
+    vocabulary is an error, in training and in a fixed ``inventory``; the model can write no other
+    word. Error rates: WER and CER, as for characters."""
+
+    unit = "word"

@@ -185,7 +185,7 @@ class BeamDecoder(Decoder):
             example = next((t for t in self.tokens[1:] if len(t) > 1), self.tokens[-1])
             raise ValueError(
                 "decoder.lm and decoder.lexicon take words spelt by the model's tokens, but every token "
-                f"of this model is a whole word of its text (phones such as {example!r}), which spell no "
+                f"of this model is a whole word of its text (a phone or a word, such as {example!r}), which spell no "
                 "words; decode it without them (decoder.lm=null decoder.lexicon=null; decoder.beta "
                 "still rewards each token), or train with tokenizer=char or tokenizer=bpe"
             )

@@ -203,7 +203,7 @@ PHONES = ["<blank>", " sil", " dh", " ax", " k", " ae", " t"]
 def test_phones_with_a_lexicon_or_word_lm_are_refused_with_what_to_do(lexicon, word_lm):
     for setting in ({"lexicon": lexicon}, {"lm": word_lm}):
         with pytest.raises(
-            ValueError, match=r"every token of this model is a whole word .*phones such as ' sil'"
+            ValueError, match=r"every token of this model is a whole word .*a phone or a word, such as ' sil'"
         ):
             beam(PHONES, **setting)
     # a bonus still counts tokens (each phone is a word of the text)
