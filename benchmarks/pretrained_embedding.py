@@ -151,7 +151,7 @@ def train(feats: list[np.ndarray], texts: list[str], steps: int, seed: int, batc
     ctc = nn.CTCLoss(zero_infinity=True)
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        idx = rng.choice(len(feats), batch, replace=False)
+        idx = rng.choice(len(feats), min(batch, len(feats)), replace=False)
         x, lengths = pad([feats[i] for i in idx])
         for b, n in enumerate(lengths.tolist()):  # two time masks of ≤ 10 % each (SpecAugment's time masks)
             for _ in range(2):

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO, SAMPLES, run_cli
 
@@ -20,3 +24,16 @@ def test_train_throughput_runs_and_reports_each_setting():
         assert 0.0 <= padding < 100.0
         assert steps_s > 0 and utts_s > 0
         assert audio_s > utts_s  # the samples' utterances are all longer than a second
+
+
+def test_pretrained_embedding_probe_trains_both_models_and_scores_them(tmp_path):
+    pytest.importorskip("openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the probe's embedding)")
+    if not Path("/usr/share/asterisk/sounds/en_US_f_Allison").is_dir():
+        pytest.skip("the real voice is missing: apt-get install asterisk-core-sounds-en-wav")
+    out = tmp_path / "probe.json"
+    p = run_cli(sys.executable, str(REPO / "benchmarks" / "pretrained_embedding.py"), "--data", str(SAMPLES),
+                "--train", "8", "--steps", "3", "--sentences", "2", "--jobs", "1", "--out", str(out))  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"embedding", "fbank"}, p.stdout
+    for res in results.values():
+        assert 0.0 <= res["letters in sentences"] <= 100.0 and res["synthetic test WER"] >= 0.0
