@@ -47,10 +47,14 @@ def models_dir() -> Path:
     try:
         import openwakeword
     except ImportError:
-        raise SystemExit("error: pip install --no-deps openwakeword==0.5.1 (its wheel holds the models)") from None
+        raise SystemExit(
+            "error: pip install --no-deps openwakeword==0.5.1 (its wheel holds the models)"
+        ) from None
     d = Path(openwakeword.__file__).parent / "resources" / "models"
     if not (d / "embedding_model.onnx").is_file():
-        raise SystemExit(f"error: {d}/embedding_model.onnx is missing: pip install --no-deps openwakeword==0.5.1")
+        raise SystemExit(
+            f"error: {d}/embedding_model.onnx is missing: pip install --no-deps openwakeword==0.5.1"
+        )
     return d
 
 
@@ -202,7 +206,10 @@ def main() -> None:
                 feats.append(f)
                 if i % 500 == 0 or i == len(jobs):
                     rate = i / (time.perf_counter() - start)
-                    print(f"features {i}/{len(jobs)}  {rate:.1f} utt/s  ETA {(len(jobs) - i) / rate:.0f} s", flush=True)
+                    print(
+                        f"features {i}/{len(jobs)}  {rate:.1f} utt/s  ETA {(len(jobs) - i) / rate:.0f} s",
+                        flush=True,
+                    )
         if a.cache:
             torch.save({"key": key, "feats": feats}, a.cache)
     n_train, n_test = len(splits["train"][0]), len(splits["test"][0])
@@ -221,7 +228,9 @@ def main() -> None:
     for name, res in results.items():
         print(f"| {name} | {' | '.join(f'{res[m]:.1f} %' for m in metrics)} |")
     if a.out:
-        a.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "results": results}, indent=1))
+        a.out.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "results": results}, indent=1)
+        )
 
 
 if __name__ == "__main__":
