@@ -27,7 +27,9 @@ def test_train_throughput_runs_and_reports_each_setting():
 
 
 def test_pretrained_embedding_probe_trains_both_models_and_scores_them(tmp_path):
-    pytest.importorskip("openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the probe's embedding)")
+    pytest.importorskip(
+        "openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the probe's embedding)"
+    )
     if not Path("/usr/share/asterisk/sounds/en_US_f_Allison").is_dir():
         pytest.skip("the real voice is missing: apt-get install asterisk-core-sounds-en-wav")
     out = tmp_path / "probe.json"
