@@ -241,3 +241,8 @@ class WordTokenizer(PhoneTokenizer):
     word. Error rates: WER and CER, as for characters."""
 
     unit = "word"
+
+    @property
+    def words(self) -> list[str]:
+        """The vocabulary in id order (id ``i + 1`` is ``words[i]``)."""
+        return self.phones
