@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_voices import SAMPLE_RATE, asterisk_items, score  # noqa: E402
+from real_voices import SAMPLE_RATE, asterisk_items, pocketsphinx_items, score  # noqa: E402
 
 from speechkit.metrics import error_counts, rates  # noqa: E402
 
@@ -187,6 +187,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--sentences", type=int, default=200, help="real sentences (real_voices.py)")
     ap.add_argument("--out", type=Path, help="write the results here (JSON)")
+    ap.add_argument(
+        "--pocketsphinx",
+        type=Path,
+        help="also score real_voices.py's other speakers' digits "
+        "(the test/data folder of pocketsphinx's sdist)",
+    )
     ap.add_argument("--cache", type=Path, help="keep the features here (torch.save) and reuse them next time")
     a = ap.parse_args()
     models_dir()
@@ -212,6 +218,11 @@ def main() -> None:
                     )
         if a.cache:
             torch.save({"key": key, "feats": feats}, a.cache)
+    if a.pocketsphinx:  # a dozen files: computed every time, outside the cache
+        _init()
+        others = pocketsphinx_items(a.pocketsphinx)
+        real += others
+        feats += [features_of(("f", it.audio)) for it in others]
     n_train, n_test = len(splits["train"][0]), len(splits["test"][0])
     results = {}
     for k, name in enumerate(("embedding", "fbank")):
