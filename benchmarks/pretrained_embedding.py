@@ -27,13 +27,13 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_voices import SAMPLE_RATE, asterisk_items, pocketsphinx_items, score  # noqa: E402
+from real_voices import SAMPLE_RATE, asterisk_items, pocketsphinx_items, read_16k, score  # noqa: E402
 
+from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder  # noqa: E402
 from speechkit.metrics import error_counts, rates  # noqa: E402
 
 HOP = 4  # mel frames (10 ms each) per output frame: 40 ms, as the asr_grid recipe's 4× stacking
@@ -98,11 +98,9 @@ def fbank(audio: np.ndarray) -> np.ndarray:
     return f.reshape(n_out, HOP * 80)
 
 
-def features_of(job: tuple[str, np.ndarray | str]) -> tuple[np.ndarray, np.ndarray]:
-    kind, audio = job
-    if isinstance(audio, str):
-        audio, sr = sf.read(audio, dtype="float32")
-        assert sr == SAMPLE_RATE, audio
+def features_of(audio: np.ndarray | str) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature kinds of a 16 kHz waveform or an audio file."""
+    audio = read_16k(Path(audio)) if isinstance(audio, str) else audio
     return embedding(audio), fbank(audio)
 
 
@@ -131,16 +129,15 @@ def pad(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def greedy(model: Model, feats: list[np.ndarray]) -> list[str]:
+    decode = GreedyDecoder(GreedyConfig(), VOCAB)
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(feats), 64):
             x, lengths = pad(feats[i : i + 64])
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
-                best = model(x).argmax(-1)
-            for row, n in zip(best, lengths):
-                ids = torch.unique_consecutive(row[:n]).tolist()
-                out.append(" ".join("".join(VOCAB[j] for j in ids if j).split()))
+                log_probs = model(x).float()
+            out += [nbest[0].text for nbest in decode(log_probs, lengths)]
     model.train()
     return out
 
@@ -199,7 +196,7 @@ def main() -> None:
     torch.set_num_threads(1)
     splits = {"train": load(a.data / "train.jsonl", a.train), "test": load(a.data / "test.jsonl", 10**9)}
     real = asterisk_items(a.sentences)
-    jobs = [("f", p) for s in splits.values() for p in s[0]] + [("f", it.audio) for it in real]
+    jobs = [p for s in splits.values() for p in s[0]] + [it.audio for it in real]
     key = {"data": str(a.data.resolve()), "train": a.train, "sentences": a.sentences, "hop": HOP}
     if a.cache and a.cache.is_file() and (cached := torch.load(a.cache, weights_only=False))["key"] == key:
         feats = cached["feats"]
@@ -222,7 +219,7 @@ def main() -> None:
         _init()
         others = pocketsphinx_items(a.pocketsphinx)
         real += others
-        feats += [features_of(("f", it.audio)) for it in others]
+        feats += [features_of(it.audio) for it in others]
     n_train, n_test = len(splits["train"][0]), len(splits["test"][0])
     results = {}
     for k, name in enumerate(("embedding", "fbank")):

@@ -224,11 +224,9 @@ class PhoneTokenizer:
 
 
 @dataclass
-class WordConfig:
-    inventory: Any = None  # the vocabulary, fixed: a file (first field of each line: a words.txt) or a
-    # list [bin,lay,place]; None: every word of the training transcripts, sorted
-    lowercase: bool = False  # lower-case every transcript before tokenising
-    normalize: str = "NFC"  # Unicode normalisation of transcripts: NFC, NFKC, none
+class WordConfig(PhoneConfig):
+    """The phone tokenizer's keys; ``inventory`` is the vocabulary: a file (first field of each line, a
+    words.txt) or a list [bin,lay,place]; None: every word of the training transcripts, sorted."""
 
 
 @register("tokenizer", "word", WordConfig)
