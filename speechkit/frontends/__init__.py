@@ -3,6 +3,7 @@
 from speechkit.frontends import (
     audio,  # noqa: F401  (registers plugins)
     image,  # noqa: F401  (registers plugins)
+    speech_embedding,  # noqa: F401  (registers plugins)
     video,  # noqa: F401  (registers plugins)
 )
 from speechkit.frontends.audio import load_audio
