@@ -58,3 +58,10 @@ if ! (cd /tmp && "$PY" -c "import speechkit, hydra, librosa, av, pytest, xdist, 
   echo "setup: installing speechkit (editable) and its dependencies"
   "$PY" -m pip install -q -e ".[dev,export,tensorboard,corpora,faces,reverb,hub]"
 fi
+# frontend=speech_embedding reads Google's speech embedding from openWakeWord 0.5.1's wheel (the last one that
+# ships the models); --no-deps: it needs none of the package's dependencies (tflite-runtime has no wheel for
+# every Python), only the two ONNX files, read with onnx (the export extra, above).
+if ! (cd /tmp && "$PY" -c "import openwakeword, pathlib, sys; sys.exit(not (pathlib.Path(openwakeword.__file__).parent / 'resources/models/embedding_model.onnx').is_file())") 2>/dev/null; then
+  echo "setup: installing openwakeword 0.5.1 (the speech embedding's weights)"
+  "$PY" -m pip install -q --no-deps openwakeword==0.5.1 || echo "setup: openwakeword 0.5.1 did not install; frontend=speech_embedding needs it"
+fi

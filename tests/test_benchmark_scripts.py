@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def test_pretrained_embedding_probe_trains_both_models_and_scores_them(tmp_path)
     assert set(results) == {"embedding", "fbank"}, p.stdout
     for res in results.values():
         assert 0.0 <= res["letters in sentences"] <= 100.0 and res["synthetic test WER"] >= 0.0
+
+
+def test_speech_embedding_bench_times_both_ways_and_agrees():
+    pytest.importorskip(
+        "openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the embedding's weights)"
+    )
+    pytest.importorskip("onnxruntime")
+    p = run_cli(sys.executable, str(REPO / "benchmarks" / "speech_embedding_bench.py"),
+                "--manifest", str(SAMPLES / "test.jsonl"), "--files", "4", "--repeats", "1")  # fmt: skip
+    rows = [line for line in p.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3, p.stdout
+    diff, peak = re.search(r"\| ([\d.e+-]+) \(values up to (\d+)\) \|$", rows[1]).groups()
+    assert float(diff) <= 1e-4 * float(peak)  # as tests/frontends/test_speech_embedding.py allows
