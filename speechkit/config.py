@@ -54,6 +54,10 @@ class DataConfig:
     # beside the step (data.FrontendCollate; the raw augmentations alone where the frontend has trainable weights)
     # | true (also without workers or on a GPU; refused for a trainable frontend) | false: in the model
     frontend_in_workers: Any = "auto"
+    # true: the frontend's output of every training utterance is computed once, before the first step, and kept in
+    # memory (float16); batches come from it and only the feature augmentations run each epoch (no raw ones, and
+    # no frontend with trainable weights: both are refused). For a costly frozen frontend (speech_embedding)
+    feature_cache: bool = False
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)
     format: str = "manifest"  # manifest (JSON lines) | lhotse (a CutSet: cuts.jsonl[.gz] or a Shar folder)
 

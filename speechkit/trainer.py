@@ -28,7 +28,16 @@ from speechkit.checkpoint import (
     save_checkpoint,
     tokenizer_context,
 )
-from speechkit.data.dataset import Batch, FrontendCollate, ManifestDataset, collate
+from speechkit.data.dataset import (
+    Batch,
+    CachedFeatures,
+    FrontendCollate,
+    Item,
+    ManifestDataset,
+    Skipped,
+    collate,
+    collate_features,
+)
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
 from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
@@ -123,6 +132,8 @@ class Trainer:
             frontend = self.model.frontend  # normalize=global or online: statistics new, or not taken by init
             if getattr(frontend, "uses_dataset_stats", False) and frontend.stats_count.item() == 0:
                 self._global_stats()
+        if self.loader_stage == "cached":  # after the statistics, which normalisation reads
+            self.train_set = self._feature_cache()
         self.ema = self._make_ema(resume[0] if resume else None)
         self._setup_parallel()
 
@@ -328,10 +339,36 @@ class Trainer:
                                batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 
+    def _feature_cache(self) -> CachedFeatures:
+        """``data.feature_cache``: the frontend's output for every training example, computed once in
+        batches of similar lengths, in the loader workers as ``frontend_in_workers`` does (a copy in eval
+        mode: no dither), and kept in memory as float16 (relative rounding 2^-11, far below what
+        SpecAugment and the features' own spread do to them)."""
+        frontend = copy.deepcopy(self.model.frontend).eval()
+        items: list[Item | Skipped] = [Skipped(i, "", "not computed") for i in range(len(self.train_set))]
+        batches = make_batches(self.lengths, self.cfg.data.batch_size, self.tcfg.seed, -1, bucket=True)
+        compute = FrontendCollate(copy.deepcopy(self.model.augment), frontend, self.tcfg.seed)  # no raw stages
+        start = time.perf_counter()
+        with torch.no_grad():
+            for batch in tqdm(self._loader(self.train_set, EpochBatches(batches), compute), total=len(batches),
+                              desc="feature cache", unit="batch", mininterval=2.0):
+                for skipped in batch.skipped:
+                    items[skipped.index] = skipped
+                offsets = (torch.cumsum(batch.target_lengths, 0) - batch.target_lengths).tolist()
+                for row, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
+                    t0, tl = offsets[row], int(batch.target_lengths[row])
+                    target = batch.targets[t0 : t0 + tl].clone() if batch.targets.numel() else None
+                    items[i] = Item(i, batch.x[row, :n].to(torch.float16).clone(), target)
+        cache = CachedFeatures(items)
+        log.info("feature cache: %d utterances, %.0f MB, %.1f s (data.feature_cache)", len(items),
+                 cache.nbytes / 2**20, time.perf_counter() - start)
+        return cache
+
     def _loader_stage(self) -> str:
         """``data.frontend_in_workers``: what training batches come as — ``features`` (the raw augmentations
         and the frontend run in the loader, data.FrontendCollate, instead of in the step), ``augmented``
-        (the raw augmentations alone: the frontend has trainable weights) or ``raw``."""
+        (the raw augmentations alone: the frontend has trainable weights) or ``raw``; ``cached`` with
+        ``data.feature_cache`` (features computed once, before the first step)."""
         setting = str(self.cfg.data.get("frontend_in_workers", "auto")).lower()
         if setting not in ("auto", "true", "false"):
             raise ValueError(f"data.frontend_in_workers={setting!r}: use auto, true or false")
@@ -341,6 +378,16 @@ class Trainer:
         def trainable(*modules: torch.nn.Module) -> list[str]:
             return [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
 
+        if self.cfg.data.get("feature_cache", False):
+            if raw:
+                raise ValueError(f"data.feature_cache=true keeps the frontend's output of the unaugmented audio, "
+                                 f"but {', '.join(model.augment.names[: model.augment.n_raw])} must run before the "
+                                 "frontend every epoch: drop them from augment=[…] or set data.feature_cache=false")
+            if trainable(model.frontend):
+                raise ValueError(f"data.feature_cache=true: the {self.cfg.frontend.name} frontend has trainable "
+                                 f"weights ({trainable(model.frontend)[0]}), so its output changes every step; "
+                                 "set data.feature_cache=false")
+            return "cached"
         weights = trainable(model.frontend, *raw)
         if setting == "true" and weights:
             raise ValueError(f"data.frontend_in_workers=true: the frontend or a raw augmentation has trainable "
@@ -367,6 +414,8 @@ class Trainer:
         """The training batches of ``epoch``: raw, augmented or as features (``loader_stage``)."""
         if self.loader_stage == "raw":
             return self._loader(self.train_set, sampler)
+        if self.loader_stage == "cached":
+            return self._loader(self.train_set, sampler, collate_features)
         m = self.model  # copies in training mode: the step's own stay the model's (and DDP's)
         seed = hash((self.tcfg.seed, self.dist.rank, epoch))
         frontend = copy.deepcopy(m.frontend).train() if self.loader_stage == "features" else None

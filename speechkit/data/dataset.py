@@ -164,3 +164,27 @@ class FrontendCollate:
                 return replace(batch, x=x, lengths=lengths, stage="augmented")
             x, lengths = self.frontend(x, lengths)
         return replace(batch, x=x, lengths=lengths, stage="features")
+
+
+def collate_features(items: Sequence[Item | Skipped]) -> Batch:
+    """:func:`collate` for items that are features already ``(T, F)`` (:class:`CachedFeatures`)."""
+    return replace(collate(items), stage="features")
+
+
+class CachedFeatures(Dataset):
+    """The training set as features computed once (``data.feature_cache``): item ``i`` is the frontend's
+    output for example ``i`` (float16 in memory, float32 out), or the :class:`Skipped` its loading gave."""
+
+    def __init__(self, items: Sequence[Item | Skipped]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Item | Skipped:
+        it = self.items[index]
+        return it if isinstance(it, Skipped) else Item(index, it.raw.float(), it.target)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(it.raw.nbytes for it in self.items if isinstance(it, Item))
