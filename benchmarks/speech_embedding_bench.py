@@ -14,17 +14,21 @@ also reports the max |difference| from onnxruntime's values (and their largest m
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from speechkit.data.dataset import pad_time_first
-from speechkit.data.manifest import read_manifest
-from speechkit.frontends import speech_embedding as se
-from speechkit.frontends.audio_io import load_audio
-from speechkit.registry import build, load_plugins
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pretrained_embedding as pe  # noqa: E402  (beside this script)
+
+from speechkit.data.dataset import pad_time_first  # noqa: E402
+from speechkit.data.manifest import read_manifest  # noqa: E402
+from speechkit.frontends.audio_io import load_audio  # noqa: E402
+from speechkit.registry import build, load_plugins  # noqa: E402
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -37,27 +41,10 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
 
 
 def onnxruntime_embeddings(waves: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:
-    """openWakeWord's computation, one utterance at a time: mel model, then every window in one call."""
-    import onnxruntime as ort
-
-    folder = se.default_weights_dir()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    mel_s, emb_s = (ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
-                    for f in ("melspectrogram.onnx", "embedding_model.onnx"))  # fmt: skip
-    pad = np.zeros(se.LEFT_PAD, np.float32)
-
-    def run() -> list[np.ndarray]:
-        out = []
-        for w in waves:
-            n_out = -(-w.size // 640)
-            audio = np.concatenate([pad, w, pad, np.zeros(1280, np.float32)])
-            mel = mel_s.run(None, {"input": audio[None] * 32767})[0][0, 0] / 10 + 2
-            windows = np.stack([mel[4 * i : 4 * i + se.CONTEXT] for i in range(n_out)])[..., None]
-            out.append(emb_s.run(None, {"input_1": windows.astype(np.float32)})[0].reshape(n_out, 96))
-        return out
-
-    return run
+    """openWakeWord's computation, one utterance at a time (pretrained_embedding.py's ``embedding``: the
+    mel model, then every 76-frame window in one call), on one thread."""
+    pe._init()
+    return lambda: [pe.embedding(w) for w in waves]
 
 
 def main() -> None:
