@@ -28,7 +28,9 @@ import pickle
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +404,25 @@ def config_as_data(config: dict[str, Any]) -> DictConfig:
     return OmegaConf.create(escape(config))
 
 
+_REBUILDING: ContextVar[bool] = ContextVar("speechkit_rebuilding", default=False)
+
+
+@contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Plugins built inside are about to receive a checkpoint's weights (:func:`build_from_checkpoint`)."""
+    token = _REBUILDING.set(True)
+    try:
+        yield
+    finally:
+        _REBUILDING.reset(token)
+
+
+def rebuilding() -> bool:
+    """Whether a plugin is being built for a checkpoint's weights: one whose weights come from outside
+    (a pretrained frontend, frontends/speech_embedding.py) need not find them on this machine then."""
+    return _REBUILDING.get()
+
+
 def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>"):
     """(model, tokenizer, config) rebuilt from a validated checkpoint dict."""
     from speechkit.data.tokenizer import CharTokenizer  # noqa: F401  (registers the tokenizer)
@@ -415,7 +436,8 @@ def build_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "<checkpoint>
         raise CheckpointError(
             path, f"its tokenizer cannot be rebuilt: {e}", "use another checkpoint"
         ) from None
-    model = CTCModel.from_config(cfg, len(tokenizer))
+    with weights_from_checkpoint():
+        model = CTCModel.from_config(cfg, len(tokenizer))
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as e:  # shapes differ

@@ -152,6 +152,13 @@ class SpeechEmbedding(Frontend):
         )
         if cfg.weights and not weights:
             read_onnx_weights(Path(cfg.weights))  # raises, naming what is missing
+        from speechkit.checkpoint import rebuilding  # here: checkpoint.py imports the registry's plugins
+
+        if not weights and not rebuilding():
+            raise RuntimeError(
+                f"frontend 'speech_embedding' reads Google's speech embedding from the openwakeword package, "
+                f"which is not installed: {INSTALL} (or frontend.weights=FOLDER holding its two .onnx files)"
+            )
         for name, shape in shapes.items():
             w = weights.get(name, torch.zeros(shape))
             if tuple(w.shape) != shape:
@@ -160,7 +167,7 @@ class SpeechEmbedding(Frontend):
                     f"expected {shape}: not openWakeWord 0.5.1's model; {INSTALL}"
                 )
             self.register_buffer(name, w.float())
-        self.has_weights = bool(weights)  # else a checkpoint must bring them (load_state_dict)
+        self.has_weights = bool(weights)  # else the checkpoint being rebuilt brings them (load_state_dict)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -10,18 +10,20 @@ the package is installed.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
+from speechkit.checkpoint import weights_from_checkpoint
 from speechkit.data.dataset import pad_time_first
 from speechkit.frontends import speech_embedding as se
 from speechkit.frontends.audio_io import load_audio
 from speechkit.registry import build
 
-from ..conftest import sample_rows
+from ..conftest import SAMPLES, error_line, run_cli, sample_rows
 
 # Float32 sums in another order over 20 layers: measured ≤ 3e-6 of the largest value; 1e-4 leaves room for
 # other CPUs' convolution kernels, far below what a wrong window (a shifted or mis-pooled one) gives (~1).
@@ -31,7 +33,8 @@ RELATIVE_TOLERANCE = 1e-4
 def random_frontend(hop_ms: int = 40, normalize: str = "none", seed: int = 0) -> se.SpeechEmbedding:
     """The frontend with random weights of the published shapes (and the real DFT and mel matrices'
     shapes), so the tests need no openwakeword."""
-    fe = build("frontend", "speech_embedding", hop_ms=hop_ms, normalize=normalize, weights="")
+    with weights_from_checkpoint():  # weights of its own below, whether or not openwakeword is installed
+        fe = build("frontend", "speech_embedding", hop_ms=hop_ms, normalize=normalize)
     g = torch.Generator().manual_seed(seed)
     state = {}
     for name, buf in fe.state_dict().items():
@@ -107,12 +110,17 @@ def test_frame_normalisation():
 def test_a_checkpoint_brings_the_weights(monkeypatch):
     trained = random_frontend(seed=3)
     monkeypatch.setattr(se, "default_weights_dir", lambda: None)  # as on a machine without openwakeword
-    bare = build("frontend", "speech_embedding", normalize="none")
+    with pytest.raises(
+        RuntimeError, match="from the openwakeword package, which is not installed: pip install onnx"
+    ):
+        build("frontend", "speech_embedding")  # training from scratch: said at once, in the main process
+    with weights_from_checkpoint():  # as checkpoint.build_from_checkpoint does
+        bare = build("frontend", "speech_embedding", normalize="none")
     x, lengths = pad_time_first(waves()[:2])
     with pytest.raises(
         RuntimeError, match="no weights: pip install onnx && pip install --no-deps openwakeword"
     ):
-        bare(x, lengths)
+        bare(x, lengths)  # built for a checkpoint that did not bring them
     bare.load_state_dict(trained.state_dict())
     with torch.no_grad():
         assert torch.equal(bare.eval()(x, lengths)[0], trained(x, lengths)[0])
@@ -159,3 +167,19 @@ def test_matches_openwakeword_in_onnxruntime():
     windows = np.stack([mel[4 * i : 4 * i + se.CONTEXT] for i in range(n_out)])[..., None]
     ref = emb_s.run(None, {"input_1": windows.astype(np.float32)})[0].reshape(n_out, 96)
     assert np.abs(got - ref).max() <= RELATIVE_TOLERANCE * np.abs(ref).max()
+
+
+def test_training_without_openwakeword_is_one_error_line(tmp_path):
+    code = (
+        "import sys; sys.modules['openwakeword'] = None  # as if not installed\n"
+        "from speechkit.train import main; main()"
+    )
+    p = run_cli(sys.executable, "-c", code, "recipe=demo", "frontend=speech_embedding", "augment=none",
+                f"data.train_manifest={SAMPLES / 'train.jsonl'}", f"data.dev_manifest={SAMPLES / 'dev.jsonl'}",
+                "trainer.max_steps=1", f"hydra.run.dir={tmp_path}", check=False)  # fmt: skip
+    assert p.returncode == 2
+    assert error_line(p.stderr) == (
+        "error: frontend 'speech_embedding' reads Google's speech embedding from the openwakeword package, which is "
+        "not installed: pip install onnx && pip install --no-deps openwakeword==0.5.1 (or frontend.weights=FOLDER "
+        "holding its two .onnx files)"
+    )
