@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,24 +341,32 @@ class Trainer:
 
     def _feature_cache(self) -> CachedFeatures:
         """``data.feature_cache``: the frontend's output for every training example, computed once in
-        batches of similar lengths, in the loader workers as ``frontend_in_workers`` does (a copy in eval
-        mode: no dither), and kept in memory as float16 (relative rounding 2^-11, far below what
-        SpecAugment and the features' own spread do to them)."""
-        frontend = copy.deepcopy(self.model.frontend).eval()
+        batches of similar lengths (a copy in eval mode: no dither) and kept in memory as float16 (relative
+        rounding 2^-11, far below what SpecAugment and the features' own spread do to them; an utterance
+        with a value past float16's range stays float32). On a CPU the loader workers compute it, as
+        ``frontend_in_workers`` does; on a GPU the main process, on the device. Under torchrun every
+        process computes the whole set (its batches change with the epoch)."""
+        d = self.cfg.data
+        on_cpu = self.device.type == "cpu"
+        frontend = copy.deepcopy(self.model.frontend).eval().to("cpu" if on_cpu else self.device)
+        compute = FrontendCollate(copy.deepcopy(self.model.augment).cpu(), frontend, self.tcfg.seed) if on_cpu else collate
         items: list[Item | Skipped] = [Skipped(i, "", "not computed") for i in range(len(self.train_set))]
-        batches = make_batches(self.lengths, self.cfg.data.batch_size, self.tcfg.seed, -1, bucket=True)
-        compute = FrontendCollate(copy.deepcopy(self.model.augment), frontend, self.tcfg.seed)  # no raw stages
+        batches = make_batches(self.lengths, d.batch_size, self.tcfg.seed, -1, bucket=True, batch_seconds=d.batch_seconds)
         start = time.perf_counter()
         with torch.no_grad():
             for batch in tqdm(self._loader(self.train_set, EpochBatches(batches), compute), total=len(batches),
                               desc="feature cache", unit="batch", mininterval=2.0):
                 for skipped in batch.skipped:
                     items[skipped.index] = skipped
+                if not on_cpu and len(batch):
+                    x, frames = frontend(batch.x.to(self.device), batch.lengths.to(self.device))
+                    batch = replace(batch, x=x.cpu(), lengths=frames.cpu())
                 offsets = (torch.cumsum(batch.target_lengths, 0) - batch.target_lengths).tolist()
                 for row, (i, n) in enumerate(zip(batch.indices, batch.lengths.tolist())):
-                    t0, tl = offsets[row], int(batch.target_lengths[row])
-                    target = batch.targets[t0 : t0 + tl].clone() if batch.targets.numel() else None
-                    items[i] = Item(i, batch.x[row, :n].to(torch.float16).clone(), target)
+                    target = batch.targets[offsets[row] : offsets[row] + int(batch.target_lengths[row])].clone()
+                    feats = batch.x[row, :n].float()
+                    half = feats.to(torch.float16)
+                    items[i] = Item(i, half if torch.isfinite(half).all() else feats.clone(), target)
         cache = CachedFeatures(items)
         log.info("feature cache: %d utterances, %.0f MB, %.1f s (data.feature_cache)", len(items),
                  cache.nbytes / 2**20, time.perf_counter() - start)

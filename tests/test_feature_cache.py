@@ -10,8 +10,9 @@ from speechkit.data.sampler import EpochBatches
 from tests.conftest import sample_rows, write_manifest
 from tests.test_frontend_in_workers import _trainer
 
-# float16 keeps 11 significant bits: relative rounding ≤ 2^-11 of a value (normalised features sit within ±10)
-FLOAT16_RELATIVE = 2.0**-11
+# float16 keeps 11 significant bits: rounding ≤ 2^-11 of a value; twice that for the batch composition's own
+# float32 noise (another batch, another summation order), still far below any real difference
+FLOAT16_RELATIVE = 2.0**-10
 
 
 def test_cached_batches_are_the_frontends_output_of_the_same_examples(tmp_path):

@@ -19,11 +19,13 @@ so a trained model loads without the package. The pipeline:
   0.2 floored at −0.4, four max-pools → 96 values. Its time convolutions are unpadded, so instead of
   cutting 76-frame windows it runs over a whole utterance at once, one output every 8 mel frames (80 ms)
   — exactly the windows' values, at a fraction of their cost (each mel frame is convolved once instead
-  of 19 times); ``hop_ms=40`` runs it a second time four frames later and interleaves the two.
+  of 19 times); at ``hop_ms=40`` the two offsets, four mel frames apart, share all but the last pool and
+  convolution (:meth:`SpeechEmbedding.embed`).
 
-Output frame ``i`` is the embedding centred on sample ``i * hop`` (the waveform is padded with 38 mel
-frames of zeros at each end), ``ceil(N / hop)`` frames for ``N`` samples. Each frame reads 0.76 s of
-audio around it, so frames are not computed from their own samples alone: no streaming.
+Output frame ``i`` is the embedding of the 76 mel frames starting 38 frames before sample ``i * hop``
+(so centred 11 ms after it; zeros pad the waveform at both ends), ``ceil(N / hop)`` frames for ``N``
+samples. Each frame reads 0.76 s of audio around it, so frames are not computed from their own samples
+alone: no streaming.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ NET_STRIDE = 8  # mel frames between outputs of the network run over a whole utt
 DIM = 96  # values per embedding
 CHANNELS = (24, 24, 24, 48, 48, 48, 48, 72, 72, 72, 72, 96, 96, 96, 96, 96, 96, 96, 96)  # convs 0-18
 POOL_AFTER = {2: (2, 2), 6: (1, 2), 10: (2, 2), 14: (1, 2), 18: (2, 2)}  # conv index → max-pool (time, mel)
-LEFT_PAD = CONTEXT // 2 * MEL_HOP  # zeros before the first sample, so output 0 is centred on it
+LEFT_PAD = CONTEXT // 2 * MEL_HOP  # zeros before the first sample: output 0 reads 38 mel frames before it
 # Zeros after the last: N + LEFT_PAD + RIGHT_PAD samples give M = 1 + (that - 512) // 160 mel frames, and the
 # network floor((M - 72) / 4) outputs at the 40 ms hop (its convolutions and pools, composed); this pad
 # makes that ceil(N / 640) for every N (and ceil(N / 1280) at 80 ms), without a data-dependent slice.
@@ -95,8 +97,24 @@ def read_onnx_weights(folder: Path) -> dict[str, Tensor]:
         )
     arrays = {}
     for path in files.values():
-        for t in onnx.load(str(path)).graph.initializer:
-            arrays[t.name] = torch.from_numpy(numpy_helper.to_array(t).copy())
+        try:
+            for t in onnx.load(str(path)).graph.initializer:
+                arrays[t.name] = torch.from_numpy(numpy_helper.to_array(t).copy())
+        except Exception as e:  # noqa: BLE001 - protobuf's decode errors have no common public base
+            raise RuntimeError(
+                f"frontend 'speech_embedding': {path} is not a readable ONNX model ({e}); {INSTALL}"
+            ) from None
+    try:
+        return _named(arrays)
+    except KeyError as e:
+        raise RuntimeError(
+            f"frontend 'speech_embedding': {folder} holds other ONNX models (no weight {e}); "
+            f"the weights are openWakeWord 0.5.1's: {INSTALL}"
+        ) from None
+
+
+def _named(arrays: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The ONNX initialisers under this module's buffer names."""
     out = {
         "dft_real": arrays["0.stft.conv_real.weight"],
         "dft_imag": arrays["0.stft.conv_imag.weight"],
@@ -144,16 +162,16 @@ class SpeechEmbedding(Frontend):
             if i < len(CHANNELS):
                 shapes[f"conv{i}_bias"] = (c_out,)
             c_in = c_out
-        folder = Path(cfg.weights) if cfg.weights else default_weights_dir()
-        weights = (
-            read_onnx_weights(folder)
-            if folder is not None and (folder / "embedding_model.onnx").is_file()
-            else {}
-        )
-        if cfg.weights and not weights:
-            read_onnx_weights(Path(cfg.weights))  # raises, naming what is missing
         from speechkit.checkpoint import rebuilding  # here: checkpoint.py imports the registry's plugins
 
+        folder = Path(cfg.weights) if cfg.weights else default_weights_dir()
+        weights = {}
+        if rebuilding():
+            pass  # the checkpoint brings them: this machine's files (or their absence) do not matter
+        elif cfg.weights:
+            weights = read_onnx_weights(folder)  # or an error naming what is missing
+        elif folder is not None and (folder / "embedding_model.onnx").is_file():
+            weights = read_onnx_weights(folder)
         if not weights and not rebuilding():
             raise RuntimeError(
                 f"frontend 'speech_embedding' reads Google's speech embedding from the openwakeword package, "

@@ -86,6 +86,17 @@ def test_whole_utterance_equals_the_windows(hop_ms):
             assert not feats[i, frames[i] :].any()  # padding is zero
 
 
+@pytest.mark.parametrize("hop_ms", [40, 80])
+def test_frames_are_ceil_of_samples_over_the_hop_at_every_length(hop_ms):
+    fe = random_frontend(hop_ms)
+    hop = hop_ms * 16
+    lengths = [1, 159, 160, 161, 639, 640, 641, 1279, 1280, 1281, 5 * hop - 1, 5 * hop, 5 * hop + 1]
+    for n in lengths:  # each alone, so the batch's own length is n: no slicing may be needed
+        with torch.no_grad():
+            feats, frames = fe(torch.randn(1, n) * 0.1, torch.tensor([n]))
+        assert feats.shape[1] == int(frames[0]) == math.ceil(n / hop), n
+
+
 def test_a_row_does_not_depend_on_its_batch():
     fe = random_frontend(normalize="frame")
     alone = [fe(w[None], torch.tensor([w.shape[0]]))[0][0] for w in waves()]
@@ -183,3 +194,20 @@ def test_training_without_openwakeword_is_one_error_line(tmp_path):
         "not installed: pip install onnx && pip install --no-deps openwakeword==0.5.1 (or frontend.weights=FOLDER "
         "holding its two .onnx files)"
     )
+
+
+def test_unreadable_or_foreign_onnx_files_are_named(tmp_path):
+    (tmp_path / "melspectrogram.onnx").write_bytes(b"not a model")
+    (tmp_path / "embedding_model.onnx").write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="melspectrogram.onnx is not a readable ONNX model"):
+        build("frontend", "speech_embedding", weights=str(tmp_path))
+    onnx = pytest.importorskip("onnx")
+    empty = onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], []))
+    for name in ("melspectrogram.onnx", "embedding_model.onnx"):
+        onnx.save(empty, str(tmp_path / name))
+    with pytest.raises(
+        RuntimeError, match=r"holds other ONNX models \(no weight '0.stft.conv_real.weight'\)"
+    ):
+        build("frontend", "speech_embedding", weights=str(tmp_path))
+    with weights_from_checkpoint():  # a checkpoint trained with weights=FOLDER loads where FOLDER is not
+        build("frontend", "speech_embedding", weights=str(tmp_path / "gone"))
