@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,20 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pretrained_embedding as pe  # noqa: E402  (beside this script)
+from features_bench import best_of  # noqa: E402  (beside this script)
 
 from speechkit.data.dataset import pad_time_first  # noqa: E402
 from speechkit.data.manifest import read_manifest  # noqa: E402
 from speechkit.frontends.audio_io import load_audio  # noqa: E402
 from speechkit.registry import build, load_plugins  # noqa: E402
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def onnxruntime_embeddings(waves: list[np.ndarray]) -> Callable[[], list[np.ndarray]]:

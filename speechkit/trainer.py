@@ -391,9 +391,9 @@ class Trainer:
                 raise ValueError(f"data.feature_cache=true keeps the frontend's output of the unaugmented audio, "
                                  f"but {', '.join(model.augment.names[: model.augment.n_raw])} must run before the "
                                  "frontend every epoch: drop them from augment=[…] or set data.feature_cache=false")
-            if trainable(model.frontend):
+            if weights := trainable(model.frontend):
                 raise ValueError(f"data.feature_cache=true: the {self.cfg.frontend.name} frontend has trainable "
-                                 f"weights ({trainable(model.frontend)[0]}), so its output changes every step; "
+                                 f"weights ({weights[0]}), so its output changes every step; "
                                  "set data.feature_cache=false")
             return "cached"
         weights = trainable(model.frontend, *raw)

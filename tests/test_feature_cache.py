@@ -8,7 +8,7 @@ import torch
 from speechkit.data.dataset import ManifestDataset, Skipped
 from speechkit.data.sampler import EpochBatches
 from tests.conftest import sample_rows, write_manifest
-from tests.test_frontend_in_workers import _trainer
+from tests.test_frontend_in_workers import _trainer, give_the_frontend_a_weight
 
 # float16 keeps 11 significant bits: rounding ≤ 2^-11 of a value; twice that for the batch composition's own
 # float32 noise (another batch, another summation order), still far below any real difference
@@ -62,16 +62,7 @@ def test_raw_augmentations_and_trainable_frontends_are_refused(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"data.feature_cache=true keeps the frontend's output of the unaugmented "
                                          r"audio, but speed must run before the frontend every epoch"):  # fmt: skip
         _trainer(tmp_path / "a", "augment=[speed,specaugment]", "data.feature_cache=true")
-    from speechkit.pipeline import CTCModel
-
-    real = CTCModel.from_config.__func__
-
-    def with_weight(cls, *args, **kwargs):
-        model = real(cls, *args, **kwargs)
-        model.frontend.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
-        return model
-
-    monkeypatch.setattr(CTCModel, "from_config", classmethod(with_weight))
+    give_the_frontend_a_weight(monkeypatch)
     with pytest.raises(
         ValueError, match=r"data.feature_cache=true: the \w+ frontend has trainable weights \(scale\)"
     ):

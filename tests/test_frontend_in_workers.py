@@ -77,9 +77,8 @@ def test_auto_runs_the_frontend_in_workers_on_a_cpu_with_workers_only(tmp_path):
     assert _trainer(tmp_path / "c", "data.num_workers=2", "data.frontend_in_workers=false").loader_stage == "raw"
 
 
-def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refused(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="data.frontend_in_workers='maybe': use auto, true or false"):
-        _trainer(tmp_path / "a", "data.frontend_in_workers=maybe")
+def give_the_frontend_a_weight(monkeypatch) -> None:
+    """Every model built from here on has a trainable weight, ``scale``, in its frontend."""
     from speechkit.pipeline import CTCModel
 
     real = CTCModel.from_config.__func__
@@ -90,6 +89,12 @@ def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refuse
         return model
 
     monkeypatch.setattr(CTCModel, "from_config", classmethod(with_weight))
+
+
+def test_a_trainable_frontend_stays_in_the_model_and_unknown_settings_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="data.frontend_in_workers='maybe': use auto, true or false"):
+        _trainer(tmp_path / "a", "data.frontend_in_workers=maybe")
+    give_the_frontend_a_weight(monkeypatch)
     assert _trainer(tmp_path / "b", "data.num_workers=2", "augment=specaugment").loader_stage == "raw"
     with pytest.raises(ValueError, match="trainable weights"):
         _trainer(tmp_path / "c", "data.frontend_in_workers=true")

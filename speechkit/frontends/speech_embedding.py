@@ -165,18 +165,14 @@ class SpeechEmbedding(Frontend):
         from speechkit.checkpoint import rebuilding  # here: checkpoint.py imports the registry's plugins
 
         folder = Path(cfg.weights) if cfg.weights else default_weights_dir()
-        weights = {}
-        if rebuilding():
-            pass  # the checkpoint brings them: this machine's files (or their absence) do not matter
-        elif cfg.weights:
+        weights = {}  # rebuilding: the checkpoint brings them, whatever this machine has
+        if not rebuilding():
+            if folder is None:
+                raise RuntimeError(
+                    f"frontend 'speech_embedding' reads Google's speech embedding from the openwakeword package, "
+                    f"which is not installed: {INSTALL} (or frontend.weights=FOLDER holding its two .onnx files)"
+                )
             weights = read_onnx_weights(folder)  # or an error naming what is missing
-        elif folder is not None and (folder / "embedding_model.onnx").is_file():
-            weights = read_onnx_weights(folder)
-        if not weights and not rebuilding():
-            raise RuntimeError(
-                f"frontend 'speech_embedding' reads Google's speech embedding from the openwakeword package, "
-                f"which is not installed: {INSTALL} (or frontend.weights=FOLDER holding its two .onnx files)"
-            )
         for name, shape in shapes.items():
             w = weights.get(name, torch.zeros(shape))
             if tuple(w.shape) != shape:
