@@ -18,9 +18,11 @@ The only real English speech with transcripts that Debian packages install here:
 
 Everything is resampled to 16 kHz. Scores, greedy and beam 16 with the 51-word lexicon:
 
-- letters: share of letter files (and of sentences) whose hypothesis has the letter in its letter
-  slot (the first one-character word of the hypothesis);
-- digits: the same with the first digit word;
+- letters: share of letter files (and of sentences) whose letter the hypothesis has, read through the
+  word alignment behind the WER (``speechkit.metrics.matched_words``): the letter must be paired with
+  an equal word, and a misheard preposition does not count against it (until 2026-12-05 the letter
+  slot was the hypothesis' first one-character word, so "at s nine" heard as "r s nine" lost the "s");
+- digits: the same for the digit;
 - WER of the sentences (against the three-word fragment);
 - other speakers' digits: the pocketsphinx recordings' digit words found in the hypothesis, in order.
 
@@ -41,7 +43,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from speechkit.corpora.grid import DIGITS, LETTERS
-from speechkit.metrics import wer_cer
+from speechkit.metrics import matched_words, wer_cer
 
 ASTERISK = Path("/usr/share/asterisk/sounds/en_US_f_Allison")  # asterisk-core-sounds-en-wav
 ALSA = Path("/usr/share/sounds/alsa")  # alsa-utils
@@ -172,26 +174,21 @@ def write_manifest(items: list[Item], out: Path, name: str) -> Path:
     return path
 
 
-def slot(hyp: str, vocabulary: tuple[str, ...], single_char: bool) -> str | None:
-    """The hypothesis' letter slot (first one-character word) or digit slot (first digit word)."""
-    for word in hyp.split():
-        if (len(word) == 1) if single_char else (word in vocabulary):
-            return word
-    return None
+def recognised(ref: str, hyp: str, position: int) -> bool:
+    """Whether the reference's word at ``position`` is recognised: paired with an equal word by the
+    alignment behind the WER, so that an error in another slot (her "at" heard as the letter "r") does
+    not count against this one."""
+    return matched_words(ref.split(), hyp.split())[position]
 
 
 def score(items: list[Item], hyps: list[str]) -> dict[str, float]:
     """Letters and digits recognised (%), on their own files and inside sentences; sentence WER (%)."""
     out = {}
-    for kind in ("letter", "digit"):
-        alone = [(it.text, h) for it, h in zip(items, hyps) if it.kind == kind]
-        vocab = LETTERS if kind == "letter" else DIGITS
-        out[f"{kind}s alone"] = 100 * np.mean([slot(h, vocab, kind == "letter") == ref for ref, h in alone])
-        ref_slot = 1 if kind == "letter" else 2
-        inside = [(it.text.split()[ref_slot], h) for it, h in zip(items, hyps) if it.kind == "sentence"]
-        out[f"{kind}s in sentences"] = 100 * np.mean(
-            [slot(h, vocab, kind == "letter") == r for r, h in inside]
-        )
+    for kind, position in (("letter", 1), ("digit", 2)):
+        alone = [recognised(it.text, h, 0) for it, h in zip(items, hyps) if it.kind == kind]
+        out[f"{kind}s alone"] = 100 * np.mean(alone)
+        inside = [recognised(it.text, h, position) for it, h in zip(items, hyps) if it.kind == "sentence"]
+        out[f"{kind}s in sentences"] = 100 * np.mean(inside)
     sent = [(it.text, h) for it, h in zip(items, hyps) if it.kind == "sentence"]
     out["sentence WER"] = 100 * wer_cer([r for r, _ in sent], [h for _, h in sent])[0]
     found = [digits_found(it.text, h) for it, h in zip(items, hyps) if it.kind == "digits"]

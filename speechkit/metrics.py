@@ -18,6 +18,37 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     return prev[-1]
 
 
+def matched_words(ref: Sequence, hyp: Sequence) -> list[bool]:
+    """For each reference word, whether a Levenshtein alignment of ``hyp`` to ``ref`` pairs it with an equal
+    word: the per-slot reading of a WER ("was the letter recognised?") that an error elsewhere in the
+    hypothesis, such as a preposition heard as a letter, does not move. Of the alignments with the fewest
+    edits, the one with the most matches."""
+    n, m = len(ref), len(hyp)
+    # cost[i][j]: (edits, -matches) of ref[:i] against hyp[:j]; tuples compare edits first
+    cost = [[(i + j, 0) if i == 0 or j == 0 else None for j in range(m + 1)] for i in range(n + 1)]
+
+    def diagonal(i: int, j: int) -> tuple[int, int]:
+        same = ref[i - 1] == hyp[j - 1]
+        edits, neg_matches = cost[i - 1][j - 1]
+        return edits + (not same), neg_matches - same
+
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            up, left = cost[i - 1][j], cost[i][j - 1]
+            cost[i][j] = min(diagonal(i, j), (up[0] + 1, up[1]), (left[0] + 1, left[1]))
+    hits = [False] * n
+    i, j = n, m
+    while i and j:  # walk back along one optimal path
+        if cost[i][j] == diagonal(i, j):
+            hits[i - 1] = ref[i - 1] == hyp[j - 1]
+            i, j = i - 1, j - 1
+        elif cost[i][j] == (cost[i - 1][j][0] + 1, cost[i - 1][j][1]):
+            i -= 1
+        else:
+            j -= 1
+    return hits
+
+
 def error_counts(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, int]:
     """Word and character edits and reference lengths, summed over utterances."""
     out = {"word_errors": 0, "words": 0, "char_errors": 0, "chars": 0}

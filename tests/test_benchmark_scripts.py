@@ -53,3 +53,21 @@ def test_speech_embedding_bench_times_both_ways_and_agrees():
     assert len(rows) == 3, p.stdout
     diff, peak = re.search(r"\| ([\d.e+-]+) \(values up to (\d+)\) \|$", rows[1]).groups()
     assert float(diff) <= 1e-4 * float(peak)  # as tests/frontends/test_speech_embedding.py allows
+
+
+def test_real_voices_reads_each_slot_through_the_alignment():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from real_voices import Item, score
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    silent = __import__("numpy").zeros(1, dtype="float32")
+    items = [Item("letter-s", "letter", "s", silent), Item("digit-nine", "digit", "nine", silent),
+             Item("sentence-0", "sentence", "at s nine", silent),
+             Item("sentence-1", "sentence", "with b six", silent)]  # fmt: skip
+    # her "at" heard as the letter "r": the "s" after it is still recognised; "with b six" lost its "b"
+    out = score(items, ["s", "five", "r s nine", "with six"])
+    assert out["letters alone"] == 100.0 and out["digits alone"] == 0.0
+    assert out["letters in sentences"] == 50.0
+    assert out["digits in sentences"] == 100.0
+    assert out["sentence WER"] == pytest.approx(100 * 2 / 6)
