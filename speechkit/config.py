@@ -58,6 +58,11 @@ class DataConfig:
     # memory (float16); batches come from it and only the feature augmentations run each epoch (no raw ones, and
     # no frontend with trainable weights: both are refused). For a costly frozen frontend (speech_embedding)
     feature_cache: bool = False
+    # > 0: the first that-many epochs train on spans of 1 to word_spans_max consecutive words, cut from each example
+    # by its manifest's word times ("words": [[word, start_s, end_s], …]): lipreading's curriculum against CTC's
+    # blank plateau (data/spans.py); examples without word times, later epochs and dev are whole. Audio and video
+    word_spans_epochs: int = 0
+    word_spans_max: int = 3  # words in a span: 1 to this many, uniform
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)
     format: str = "manifest"  # manifest (JSON lines) | lhotse (a CutSet: cuts.jsonl[.gz] or a Shar folder)
 

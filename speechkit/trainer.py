@@ -39,6 +39,7 @@ from speechkit.data.dataset import (
     collate_features,
 )
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
+from speechkit.data.spans import WordSpans, choose_span, raw_rate, word_times
 from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.info import training_card
@@ -189,9 +190,18 @@ class Trainer:
             log.warning("%d of %d training examples have no length (manifest \"duration\", or an image's \"width\" "
                         "and \"height\"), so batches are not bucketed by length; speechkit-manifest writes them",
                         self.lengths.count(None), len(self.lengths))
-        self.batches_per_epoch = len(self.epoch_batches(0))
+        self.batches_per_epoch = len(self.epoch_batches(0, whole=True))
         log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
-                 100 * padding_fraction(self.epoch_batches(0), self.lengths))
+                 100 * padding_fraction(self.epoch_batches(0, whole=True), self.lengths))
+        if cfg.data.word_spans_epochs > 0:
+            timed = sum(word_times(ex) is not None for ex in self.train_examples)
+            if timed == 0:
+                raise ValueError(f"data.word_spans_epochs={cfg.data.word_spans_epochs}: no training example has word "
+                                 "times (a manifest field \"words\": [[word, start_s, end_s], …]); add them, or set "
+                                 "data.word_spans_epochs=0")
+            log.info("word spans: the first %d epoch(s) train on 1 to %d consecutive words of the %d of %d training "
+                     "examples with word times", cfg.data.word_spans_epochs, cfg.data.word_spans_max, timed,
+                     len(self.train_examples))
 
     def _setup_model(self) -> None:
         """The model on its device, the loss, AdamW, mixed precision; the datasets read with its frontend."""
@@ -218,6 +228,12 @@ class Trainer:
 
         cuts = source_loader(self.model.frontend)  # data.format=lhotse: each example's cut
         self.train_set = ManifestDataset(self.train_examples, load, self.tokenizer, on_error, load_source=cuts)
+        if cfg.data.word_spans_epochs > 0:
+            rate = raw_rate(self.model.frontend)
+            if rate is None:
+                raise ValueError(f"data.word_spans_epochs={cfg.data.word_spans_epochs}: the {cfg.frontend.name} frontend "
+                                 "reads images, which have no time to cut word spans from; set data.word_spans_epochs=0")
+            self.train_set = WordSpans(self.train_set, rate, cfg.data.word_spans_max, self.tcfg.seed)
         self.dev_set = ManifestDataset(self.dev_examples, load, self.tokenizer, on_error, load_source=cuts)
 
     def _make_ema(self, ckpt: dict[str, Any] | None) -> torch.optim.swa_utils.AveragedModel | None:
@@ -333,10 +349,20 @@ class Trainer:
             if len(batch):
                 self.model.frontend.update_stats(batch.x.to(self.device), batch.lengths.to(self.device))
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_batches(self, epoch: int, whole: bool = False) -> list[list]:
+        """The batches of ``epoch`` (-1: an epoch of its own, for statistics), this rank's part. In the first
+        ``data.word_spans_epochs`` (unless ``whole``) each is a list of ``(index, epoch)`` keys, which the
+        training set (data.spans.WordSpans) cuts to a span of words, batched by the spans' lengths."""
         d = self.cfg.data
-        batches = make_batches(self.lengths, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
+        spans = not whole and 0 <= epoch < d.word_spans_epochs
+        lengths = self.lengths
+        if spans:
+            chosen = [choose_span(ex, d.word_spans_max, self.tcfg.seed, epoch, i) for i, ex in enumerate(self.train_examples)]
+            lengths = [n if c is None else c.end_s - c.start_s for n, c in zip(self.lengths, chosen)]
+        batches = make_batches(lengths, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
                                batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
+        if spans:
+            batches = [[(i, epoch) for i in b] for b in batches]
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
 
     def _feature_cache(self) -> CachedFeatures:
@@ -387,6 +413,9 @@ class Trainer:
             return [name for m in modules for name, p in m.named_parameters() if p.requires_grad]
 
         if self.cfg.data.get("feature_cache", False):
+            if self.cfg.data.word_spans_epochs > 0:
+                raise ValueError("data.feature_cache=true keeps whole utterances' features, and data.word_spans_epochs "
+                                 "cuts spans of words from the audio: set one of them off")
             if raw:
                 raise ValueError(f"data.feature_cache=true keeps the frontend's output of the unaugmented audio, "
                                  f"but {', '.join(model.augment.names[: model.augment.n_raw])} must run before the "
