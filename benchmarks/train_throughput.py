@@ -40,7 +40,8 @@ def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: l
 def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:
     """Seconds for ``n`` steps (loading included), utterances, audio seconds."""
     utts, audio = 0, 0.0
-    seconds = [ex.duration for ex in trainer.train_examples]  # s; None for images
+    seconds = trainer.epoch_lengths(0)  # s (a word span's in a word-span epoch); images: width / height, not counted
+    seconds = [d if ex.duration is not None else None for d, ex in zip(seconds, trainer.train_examples)]
     t0 = time.perf_counter()
     for _ in range(n):
         batch = next(batches_iter)
@@ -73,7 +74,8 @@ def main() -> None:
             tr = make_trainer(a.recipe, setting, a.threads, f"{tmp}/{i}", a.overrides, a.workers)
             batches = tr.epoch_batches(0)
             trainers[setting], loaders[setting] = tr, tr.train_loader(EpochBatches(batches), 0)
-            results[setting] = {"padding": padding_fraction(batches, tr.lengths), "seconds": 0.0,
+            indices = [[k[0] if isinstance(k, tuple) else k for k in b] for b in batches]  # word spans: (index, epoch)
+            results[setting] = {"padding": padding_fraction(indices, tr.epoch_lengths(0)), "seconds": 0.0,
                                 "steps": 0, "utts": 0, "audio": 0.0}
         per_block = max(a.steps // a.blocks, 1)
         for _ in range(a.blocks):

@@ -60,7 +60,8 @@ class DataConfig:
     feature_cache: bool = False
     # > 0: the first that-many epochs train on spans of 1 to word_spans_max consecutive words, cut from each example
     # by its manifest's word times ("words": [[word, start_s, end_s], …]): lipreading's curriculum against CTC's
-    # blank plateau (data/spans.py); examples without word times, later epochs and dev are whole. Audio and video
+    # blank plateau (data/spans.py); examples without word times, later epochs and dev are whole; audio and video
+    # (images have no time to cut), manifests only (lhotse cuts carry no word times)
     word_spans_epochs: int = 0
     word_spans_max: int = 3  # words in a span: 1 to this many, uniform
     on_error: str = "raise"  # raise | skip: what a bad example does (skip counts and logs it)

@@ -124,7 +124,7 @@ class Trainer:
         start = resume or (None if new_vocabulary else init)  # the checkpoint whose tokenizer this run keeps
         self._setup_data(tokenizer_context(start[0]) if start else None, check_train=bool(start) and not resume)
         self._setup_model()
-        self.total_steps = self.tcfg.max_steps or self.tcfg.max_epochs * self.batches_per_epoch
+        self.total_steps = self.tcfg.max_steps or self._steps_in_epochs()
         if resume:
             self._restore(*resume)
         else:
@@ -354,16 +354,32 @@ class Trainer:
         ``data.word_spans_epochs`` (unless ``whole``) each is a list of ``(index, epoch)`` keys, which the
         training set (data.spans.WordSpans) cuts to a span of words, batched by the spans' lengths."""
         d = self.cfg.data
-        spans = not whole and 0 <= epoch < d.word_spans_epochs
-        lengths = self.lengths
-        if spans:
-            chosen = [choose_span(ex, d.word_spans_max, self.tcfg.seed, epoch, i) for i, ex in enumerate(self.train_examples)]
-            lengths = [n if c is None else c.end_s - c.start_s for n, c in zip(self.lengths, chosen)]
-        batches = make_batches(lengths, d.batch_size, self.tcfg.seed, epoch, bucket=d.bucket,
-                               batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
+        spans = not whole and self.spans_in(epoch)
+        batches = make_batches(self.epoch_lengths(epoch) if spans else self.lengths, d.batch_size, self.tcfg.seed,
+                               epoch, bucket=d.bucket, batch_seconds=d.batch_seconds, sortagrad=d.sortagrad)
         if spans:
             batches = [[(i, epoch) for i in b] for b in batches]
         return self.dist.shard(batches)  # under torchrun: this rank's part of each global batch
+
+    def _steps_in_epochs(self) -> int:
+        """Steps in ``trainer.max_epochs`` epochs (the schedule's length without ``max_steps``); word-span
+        epochs count their own batches (with ``data.batch_seconds`` a batch holds more spans than examples)."""
+        epochs = self.tcfg.max_epochs
+        span_epochs = range(min(self.cfg.data.word_spans_epochs, epochs))
+        return sum(len(self.epoch_batches(e)) for e in span_epochs) + (epochs - len(span_epochs)) * self.batches_per_epoch
+
+    def spans_in(self, epoch: int) -> bool:
+        """Whether ``epoch`` trains on word spans (``data.word_spans_epochs``)."""
+        return 0 <= epoch < self.cfg.data.word_spans_epochs
+
+    def epoch_lengths(self, epoch: int) -> list[float | None]:
+        """Each training example's length in ``epoch``: its span's seconds in a word-span epoch, else
+        ``Example.length``."""
+        if not self.spans_in(epoch):
+            return self.lengths
+        d = self.cfg.data
+        chosen = [choose_span(ex, d.word_spans_max, self.tcfg.seed, epoch, i) for i, ex in enumerate(self.train_examples)]
+        return [n if c is None else c.end_s - c.start_s for n, c in zip(self.lengths, chosen, strict=True)]
 
     def _feature_cache(self) -> CachedFeatures:
         """``data.feature_cache``: the frontend's output for every training example, computed once in

@@ -4,8 +4,8 @@ A model that must learn to align ~30 labels in a clip before it writes anything 
 CTC's blank plateau; lipreading models are therefore first trained on one or a few words and then on
 whole sentences (Chung et al. 2017, "Lip Reading Sentences in the Wild", §4; Afouras et al. 2018).
 ``data.word_spans_epochs`` > 0 does that here: in each of the first that-many epochs, every example
-whose manifest line has word times (``"words": [[word, start_s, end_s], …]``, as the GRID corpora's
-``.align`` files and speechkit's synthetic corpora give) is cut to a span of 1 to
+whose manifest line has word times (``"words": [[word, start_s, end_s], …]``, as the real GRID corpus'
+``.align`` files and recipes/lips_grid/prepare.py give; lhotse cuts bring none) is cut to a span of 1 to
 ``data.word_spans_max`` consecutive words, chosen by ``(seed, epoch, index)``; its transcript becomes
 the span's words. Examples without word times stay whole. Later epochs, and dev, see whole examples.
 
@@ -15,15 +15,21 @@ their own lengths and a loader worker cuts the same span, and resume repeats it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
 from speechkit.data.dataset import Item, ManifestDataset, Skipped
+from speechkit.data.errors import DataError
 from speechkit.data.manifest import Example
+from speechkit.data.tokenizer import UnknownSymbolError
 
 MARGIN_S = 0.08  # s kept on each side of a span (2 video frames at 25 fps): the mouth moves before the sound
+OVERRUN_S = (
+    0.05  # s a word may end past the example's duration (rounding) before its word times are distrusted
+)
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,8 @@ class Span:
 
 
 def word_times(ex: Example) -> list[tuple[str, float, float]] | None:
-    """The example's ``words`` field as ``[(word, start_s, end_s), …]``; None where it has none or it is
-    not that shape (such examples are trained whole)."""
+    """The example's ``words`` field as ``[(word, start_s, end_s), …]``; None where it has none, it is not
+    that shape, or a word ends past the example's duration (such examples are trained whole)."""
     words = dict(ex.fields).get("words")
     if not isinstance(words, list | tuple) or not words:
         return None
@@ -47,7 +53,9 @@ def word_times(ex: Example) -> list[tuple[str, float, float]] | None:
             start, end = float(w[1]), float(w[2])
         except (TypeError, ValueError):
             return None
-        if not 0 <= start <= end:
+        if not (math.isfinite(end) and 0 <= start <= end):
+            return None
+        if ex.duration is not None and end > ex.duration + OVERRUN_S:
             return None
         out.append((w[0], start, end))
     return out
@@ -59,7 +67,7 @@ def choose_span(ex: Example, max_words: int, seed: int, epoch: int, index: int) 
     words = word_times(ex)
     if words is None:
         return None
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + index)
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2**63)
     n = 1 + int(torch.randint(min(max_words, len(words)), (1,), generator=g))
     first = int(torch.randint(len(words) - n + 1, (1,), generator=g))
     chosen = words[first : first + n]
@@ -89,13 +97,24 @@ class WordSpans(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, None)
         item = self.base[index]
         span = None if epoch is None or isinstance(item, Skipped) else self.span(index, epoch)
-        if span is None:
+        first = 0 if span is None else int(span.start_s * self.rate)  # the step holding the start …
+        if span is None or first >= item.raw.shape[0]:  # (word times past the media's end: trained whole)
             return item
-        first = int(span.start_s * self.rate)
-        last = max(int(round(span.end_s * self.rate)), first + 1)  # at least one step of input
+        last = max(math.ceil(span.end_s * self.rate), first + 1)  # … to the one holding the end
         target = item.target
         if self.base.tokenizer is not None:
-            target = torch.tensor(self.base.tokenizer.encode(span.text), dtype=torch.long)
+            try:
+                target = torch.tensor(self.base.tokenizer.encode(span.text), dtype=torch.long)
+            except UnknownSymbolError as e:  # the words differ from the transcript (case, punctuation)
+                ex = self.base.examples[index]
+                problem = f"its word times' words cannot be spelled: {e}"
+                if self.base.on_error == "skip":
+                    return Skipped(index, ex.where, problem)
+                raise DataError(
+                    ex.where,
+                    problem,
+                    'make the "words" field spell the transcript\'s words, or set data.word_spans_epochs=0',
+                ) from None
         return Item(index, item.raw[first:last], target)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from speechkit.data.dataset import Item, Skipped
+from speechkit.data.errors import DataError
 from speechkit.data.manifest import Example
 from speechkit.data.sampler import EpochBatches
 from speechkit.data.spans import MARGIN_S, WordSpans, choose_span, word_times
@@ -48,8 +50,10 @@ def test_a_span_is_consecutive_words_with_margins_inside_the_example():
 
 
 @pytest.mark.parametrize(
-    "words", [[], [["a", 1.0]], [["a", "x", 1.0]], [["a", 2.0, 1.0]], [[1, 0.0, 1.0]], "a b"]
-)
+    "words",
+    [[], [["a", 1.0]], [["a", "x", 1.0]], [["a", 2.0, 1.0]], [[1, 0.0, 1.0]], "a b", [["a", 0.0, float("inf")]],
+     [["a", 0.5, 1.0], ["b", 2.9, 3.2]]],  # the last: a word ends past the 3 s example
+)  # fmt: skip
 def test_missing_or_malformed_word_times_leave_the_example_whole(words):
     assert word_times(example(words)) is None and choose_span(example(words), 3, 0, 0, 0) is None
 
@@ -123,3 +127,38 @@ def test_settings_that_cannot_cut_spans_are_refused(tmp_path, overrides, said):
             _cfg(tmp_path, 4, f"data.train_manifest={manifest}", "data.word_spans_epochs=1", *overrides),
             tmp_path / "run",
         )
+
+
+def test_a_date_sized_seed_chooses_a_span():
+    words = [["bin", 0.5, 0.8], ["blue", 0.8, 1.1]]
+    assert choose_span(example(words), 3, 20261205, 7, 2**31).text in ("bin", "blue", "bin blue")
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_words_the_vocabulary_cannot_spell_are_a_skip_or_an_error_naming_the_line(tmp_path, on_error):
+    rows = timed_rows(4)
+    rows[2]["words"] = [[w.upper(), a, b] for w, a, b in rows[2]["words"]]  # the transcript is lower case
+    manifest = write_manifest(tmp_path / "t.jsonl", rows)
+    trainer = Trainer(_cfg(tmp_path, 4, f"data.train_manifest={manifest}", "data.word_spans_epochs=1",
+                           f"data.on_error={on_error}"), tmp_path / "run")  # fmt: skip
+    assert isinstance(trainer.train_set[(1, 0)], Item)
+    if on_error == "skip":
+        skipped = trainer.train_set[(2, 0)]
+        assert (
+            isinstance(skipped, Skipped)
+            and skipped.where.endswith("t.jsonl:3")
+            and "spelled" in skipped.reason
+        )
+    else:
+        with pytest.raises(DataError, match="t.jsonl:3"):
+            trainer.train_set[(2, 0)]
+
+
+def test_the_schedule_counts_the_word_span_epochs_own_batches(tmp_path):
+    manifest = write_manifest(tmp_path / "t.jsonl", timed_rows(16))
+    trainer = Trainer(_cfg(tmp_path, 16, f"data.train_manifest={manifest}", "data.word_spans_epochs=1",
+                           "data.batch_size=0", "data.batch_seconds=6", "trainer.max_steps=0",
+                           "trainer.max_epochs=3"), tmp_path / "run")  # fmt: skip
+    spans, whole = len(trainer.epoch_batches(0)), len(trainer.epoch_batches(1))
+    assert spans < whole  # 6 s hold more spans than whole utterances
+    assert trainer.total_steps == spans + 2 * whole
