@@ -39,7 +39,7 @@ from speechkit.data.dataset import (
     collate_features,
 )
 from speechkit.data.sampler import EpochBatches, make_batches, padding_fraction
-from speechkit.data.spans import WordSpans, choose_span, raw_rate, word_times
+from speechkit.data.spans import WordSpans, raw_rate, word_times
 from speechkit.data.tokenizer import CharTokenizer, check_spellable, saved_state
 from speechkit.decoders.greedy import GreedyConfig, GreedyDecoder
 from speechkit.info import training_card
@@ -190,9 +190,10 @@ class Trainer:
             log.warning("%d of %d training examples have no length (manifest \"duration\", or an image's \"width\" "
                         "and \"height\"), so batches are not bucketed by length; speechkit-manifest writes them",
                         self.lengths.count(None), len(self.lengths))
-        self.batches_per_epoch = len(self.epoch_batches(0, whole=True))
+        first = self.epoch_batches(0, whole=True)
+        self.batches_per_epoch = len(first)
         log.info("%d batches an epoch; padding %.1f %% of batch time", self.batches_per_epoch,
-                 100 * padding_fraction(self.epoch_batches(0, whole=True), self.lengths))
+                 100 * padding_fraction(first, self.lengths))
         if cfg.data.word_spans_epochs > 0:
             timed = sum(word_times(ex) is not None for ex in self.train_examples)
             if timed == 0:
@@ -373,12 +374,11 @@ class Trainer:
         return 0 <= epoch < self.cfg.data.word_spans_epochs
 
     def epoch_lengths(self, epoch: int) -> list[float | None]:
-        """Each training example's length in ``epoch``: its span's seconds in a word-span epoch, else
-        ``Example.length``."""
+        """Each training example's length in ``epoch``: in a word-span epoch its span's seconds (the span the
+        training set cuts: WordSpans.span), else ``Example.length``."""
         if not self.spans_in(epoch):
             return self.lengths
-        d = self.cfg.data
-        chosen = [choose_span(ex, d.word_spans_max, self.tcfg.seed, epoch, i) for i, ex in enumerate(self.train_examples)]
+        chosen = [self.train_set.span(i, epoch) for i in range(len(self.train_examples))]
         return [n if c is None else c.end_s - c.start_s for n, c in zip(self.lengths, chosen, strict=True)]
 
     def _feature_cache(self) -> CachedFeatures:

@@ -27,9 +27,8 @@ from speechkit.data.manifest import Example
 from speechkit.data.tokenizer import UnknownSymbolError
 
 MARGIN_S = 0.08  # s kept on each side of a span (2 video frames at 25 fps): the mouth moves before the sound
-OVERRUN_S = (
-    0.05  # s a word may end past the example's duration (rounding) before its word times are distrusted
-)
+# s a word may end past the example's duration (rounding) before the example's word times are distrusted
+OVERRUN_S = 0.05
 
 
 @dataclass(frozen=True)
