@@ -1,7 +1,7 @@
-"""Typed configs of the non-plugin parts (data, trainer, aligner) and the Hydra entry-point wrapper.
+"""Typed configs of the non-plugin parts (data, trainer, aligner, inter_ctc) and the Hydra entry-point wrapper.
 
 The stage groups (frontend, augment, encoder, …) are filled by the registry; this module stores
-``data``, ``trainer`` and ``aligner`` schemas and runs Hydra so that a misspelt key, an unknown plugin or recipe
+``data``, ``trainer``, ``aligner`` and ``inter_ctc`` schemas and runs Hydra so that a misspelt key, an unknown plugin or recipe
 fails at once with a message naming the valid choices.
 
 Every command (train, eval, transcribe, export, validate) answers the same way: exit status 0 when
@@ -106,6 +106,12 @@ class AlignerConfig:
     channels: int = 128  # width of its convolutions
 
 
+@dataclass
+class InterCTCConfig:
+    weight: float = 0.0  # > 0 (e.g. 0.3): also a CTC loss on inner layers' outputs through the same head, × weight added (intermediate CTC, Lee & Watanabe 2021); training only, no new weights
+    layers: list[int] = field(default_factory=list)  # layers (1 = the first) whose outputs get it; empty: the middle one, (num_layers + 1) // 2; each below num_layers
+
+
 def data_root_places(root: str) -> list[tuple[str, Path | None]]:
     """Where a relative ``data.root`` is looked for, in order, as (place, folder); folder None where the place
     does not exist (``$SPEECHKIT_DATA`` unset, no checkout)."""
@@ -185,6 +191,7 @@ def store_schemas() -> None:
     cs.store(group="data", name="default", node=DataConfig)
     cs.store(group="trainer", name="default", node=TrainerConfig)
     cs.store(group="aligner", name="default", node=AlignerConfig)
+    cs.store(group="inter_ctc", name="default", node=InterCTCConfig)
 
 
 # Nested plugin groups a user writes with a dot: ``decoder.lm=ngram`` selects the ``decoder/lm``
@@ -507,7 +514,7 @@ def _run_hydra(task: Callable, config_name: str, save_hydra_dir: bool) -> None:
 # ----------------------------------------------------------------------------- --help
 
 
-_SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "aligner": AlignerConfig}
+_SCHEMAS = {"data": DataConfig, "trainer": TrainerConfig, "aligner": AlignerConfig, "inter_ctc": InterCTCConfig}
 
 
 def _defaults(config_name: str) -> list[tuple[str, str | None]]:
@@ -558,8 +565,12 @@ def _schema_lines(group: str, schema: type) -> list[str]:
     import inspect
 
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(schema), re.M))
+
+    def default(f: dataclasses.Field) -> Any:  # a list's default comes from its factory
+        return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
     return [
-        (f"  {group}.{f.name}={_yaml_value(f.default)}".ljust(36) + f"  {comments.get(f.name, '')}").rstrip()
+        (f"  {group}.{f.name}={_yaml_value(default(f))}".ljust(36) + f"  {comments.get(f.name, '')}").rstrip()
         for f in dataclasses.fields(schema)
     ]
 

@@ -25,6 +25,28 @@ from speechkit.registry import build
 log = logging.getLogger(__name__)
 
 
+def inter_ctc_layers(node: Any, encoder: nn.Module) -> tuple[int, ...]:
+    """The encoder layers (1 = the first) whose outputs get the intermediate CTC loss (``inter_ctc``,
+    :class:`speechkit.config.InterCTCConfig`); ``()`` where its weight is 0 or the config has no such node.
+    ``ValueError`` for a negative weight, a layer that is not an inner one, or an encoder with no inner
+    outputs to give."""
+    node = dict(node or {})
+    weight, layers = float(node.get("weight") or 0.0), [int(n) for n in node.get("layers") or []]
+    if weight < 0:
+        raise ValueError(f"inter_ctc.weight={weight:g}: use 0 (none) or a positive weight such as 0.3")
+    if weight == 0:
+        return ()
+    if not hasattr(encoder, "forward_taps"):
+        raise ValueError(f"inter_ctc.weight={weight:g}: the encoder {getattr(encoder, 'plugin_name', type(encoder).__name__)!r} "
+                         "gives no inner layers' outputs; use encoder=blstm|lstm|bgru|gru, or inter_ctc.weight=0")  # fmt: skip
+    n = encoder.num_layers
+    layers = layers or [(n + 1) // 2]
+    if n < 2 or any(not 1 <= k < n for k in layers):
+        raise ValueError(f"inter_ctc.layers={layers}: name inner layers of the encoder's {n}, from 1 to {n - 1} "
+                         f"(its last layer's output is the main CTC loss's){'; use encoder.num_layers ≥ 2' * (n < 2)}")  # fmt: skip
+    return tuple(sorted(set(layers)))
+
+
 class CTCModel(nn.Module):
     """frontend → augment (training only) → encoder → linear head → log-probs ``(B, T', V)``.
 
@@ -39,11 +61,14 @@ class CTCModel(nn.Module):
         encoder: nn.Module,
         vocab_size: int,
         aligner: AlignerConfig | None = None,
+        inter_layers: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.frontend, self.encoder = frontend, encoder
         self.augment = augment if isinstance(augment, AugmentChain) else AugmentChain([augment])
         self.head = nn.Linear(encoder.output_dim, vocab_size)
+        # intermediate CTC (inter_ctc_layers): these layers' outputs through the same head, in training only
+        self.inter_layers = tuple(inter_layers)
         self.aligner: AlignerHead | None = None  # the short-sighted head word times come from (aligner.py)
         if aligner is not None and aligner.weight > 0:
             self.aligner = AlignerHead(
@@ -60,7 +85,8 @@ class CTCModel(nn.Module):
         sample_rate = getattr(getattr(frontend, "cfg", None), "sample_rate", None)  # Hz; None: images, video
         augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate, frontend=frontend)
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
-        return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")))
+        return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")),
+                   inter_ctc_layers(cfg.get("inter_ctc"), encoder))
 
     @property
     def frame_shift_s(self) -> float | None:
@@ -72,11 +98,12 @@ class CTCModel(nn.Module):
         return self.encoder.output_lengths(self.frontend.output_lengths(lengths))
 
     def forward(
-        self, x: Tensor, lengths: Tensor, with_aligner: bool = False, stage: str = "raw"
-    ) -> tuple[Tensor, ...]:
+        self, x: Tensor, lengths: Tensor, with_aligner: bool = False, stage: str = "raw", with_inter: bool = False
+    ) -> tuple[Any, ...]:
         """Raw batch ``(B, N, ...)``, ``lengths`` ``(B,)`` → log-probs ``(B, T', V)``, ``(B,)``; with
         ``with_aligner`` (for a model that has one) also the aligner's log-probs ``(B, T', V)``, on the
-        same frames.
+        same frames; then with ``with_inter`` (for a model with ``inter_layers``) a list of the inner
+        layers' log-probs through the same head, each ``(B, T', V)``.
 
         The augment stages whose ``raw`` attribute is true (waveform, image, video augmentations) work
         on the raw batch before the frontend; the others on features after it. Both only in training.
@@ -94,16 +121,23 @@ class CTCModel(nn.Module):
                     x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
                 clean, clean_lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(clean, clean_lengths)
-        hidden, out_lengths = self.encoder(feats, lengths)
+        inner: list[Tensor] = []
+        if with_inter and self.inter_layers:
+            hidden, out_lengths, inner = self.encoder.forward_taps(feats, lengths, self.inter_layers)
+        else:
+            hidden, out_lengths = self.encoder(feats, lengths)
         # log-probs in fp32 whatever the autocast
         log_probs = self.head(hidden).float().log_softmax(dim=-1)
-        if not with_aligner or self.aligner is None:
-            return log_probs, out_lengths
-        # the aligner reads the features before the feature stages, SpecAugment's masks (a masked stretch
-        # would teach it to emit tokens where it hears nothing of them), unless a stage changed their length
-        if clean.shape != feats.shape or not torch.equal(clean_lengths, lengths):
-            clean = feats
-        return log_probs, out_lengths, self.aligner(clean, lengths)[0]
+        out: tuple[Any, ...] = (log_probs, out_lengths)
+        if with_aligner and self.aligner is not None:
+            # the aligner reads the features before the feature stages, SpecAugment's masks (a masked stretch
+            # would teach it to emit tokens where it hears nothing of them), unless a stage changed their length
+            if clean.shape != feats.shape or not torch.equal(clean_lengths, lengths):
+                clean = feats
+            out += (self.aligner(clean, lengths)[0],)
+        if with_inter and self.inter_layers:
+            out += ([self.head(h).float().log_softmax(dim=-1) for h in inner],)
+        return out
 
 
 def resolve_device(name: str) -> torch.device:

@@ -215,9 +215,12 @@ class Trainer:
         self.loss_fn = build("loss", cfg.loss)
         n_params = sum(p.numel() for p in self.model.parameters())
         aligner = self.model.aligner
-        log.info("model: %s + %s + %s%s, %.2f M parameters, %s frames/s out",
+        inner = self.model.inter_layers
+        log.info("model: %s + %s + %s%s%s, %.2f M parameters, %s frames/s out",
                  cfg.frontend.name, self.model.augment.summary, cfg.encoder.name,
                  f" + aligner (±{cfg.aligner.context_ms:g} ms, loss weight {cfg.aligner.weight:g})" if aligner else "",
+                 f" + intermediate CTC (layer {', '.join(map(str, inner))}, loss weight {cfg.inter_ctc.weight:g})"
+                 if inner else "",
                  n_params / 1e6, f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
@@ -545,10 +548,11 @@ class Trainer:
         lr = self.tcfg.lr * lr_factor(progress, self.state.step, self.tcfg.warmup_steps, self.tcfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        aligner = self.model.aligner is not None
+        aligner, inter = self.model.aligner is not None, bool(self.model.inter_layers)
         with self.autocast():
-            log_probs, lengths, *aligned = self.forward(batch.x, batch.lengths, with_aligner=aligner,
-                                                        stage=batch.stage)
+            log_probs, lengths, *extra = self.forward(batch.x, batch.lengths, with_aligner=aligner,
+                                                      stage=batch.stage, with_inter=inter)
+        aligned = extra[:1] if aligner else []
         loss, too_short = self.loss_fn(log_probs, lengths, batch.targets, batch.target_lengths)
         if too_short:
             log.warning("step %d: %d utterance(s) have transcripts longer than their frames allow; "
@@ -559,6 +563,10 @@ class Trainer:
         if aligned:  # the aligner's CTC loss on the same targets, weighted (aligner.py); reported: the main loss
             aligner_loss, _ = self.loss_fn(aligned[0], lengths, batch.targets, batch.target_lengths)
             loss = loss + self.cfg.aligner.weight * self.dist.global_loss(aligner_loss, used, reduction)[0]
+        if inter:  # intermediate CTC: the inner layers' mean CTC loss on the same targets, weighted; not reported
+            inner = [self.loss_fn(lp, lengths, batch.targets, batch.target_lengths)[0] for lp in extra[-1]]
+            inner_loss = torch.stack(inner).mean()
+            loss = loss + self.cfg.inter_ctc.weight * self.dist.global_loss(inner_loss, used, reduction)[0]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -211,3 +211,5 @@ def test_train_help_lists_the_recipes_and_the_trainer_settings():
     p = run_cli("speechkit-train", "-h")
     assert all(r in p.stdout for r in RECIPES)
     assert "trainer.max_epochs=20" in p.stdout and "data.batch_size=16" in p.stdout
+    # a list's default is its factory's, not dataclasses' placeholder
+    assert "trainer.init_exclude=[] " in p.stdout and "inter_ctc.layers=[] " in p.stdout and "MISSING" not in p.stdout

@@ -19,6 +19,7 @@ is a :class:`StreamState`: the frames of an unfinished subsampling group and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,16 +189,29 @@ class _TorchRNN(nn.Module):
         x, lengths = self.sub(x, lengths)
         impl = self.cfg.impl if self.cfg.impl != "auto" else ("packed" if x.is_cuda else "reversed")
         if impl == "reversed":
-            return self._reversed(x, lengths), lengths
+            return self._reversed(x, lengths)[0], lengths
         T = x.shape[1]
         packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
         y, _ = self.rnn(packed)
         y, _ = pad_packed_sequence(y, batch_first=True, total_length=T)
         return y, lengths
 
-    def _reversed(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """The stack layer by layer: forward over the padded batch, backward over each sequence reversed."""
-        rnn = self.rnn
+    @property
+    def num_layers(self) -> int:
+        return self.rnn.num_layers
+
+    def forward_taps(self, x: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """:meth:`forward`, and the outputs ``(B, T', H)`` of the inner ``layers`` (1 = the first), in that
+        order (intermediate CTC: speechkit/pipeline.py). Layer by layer, as ``impl=reversed`` runs on any
+        device (a packed stack is one call with no inner outputs); the same parameters and results."""
+        x, lengths = self.sub(x, lengths)
+        y, taps = self._reversed(x, lengths, layers)
+        return y, lengths, taps
+
+    def _reversed(self, x: Tensor, lengths: Tensor, taps: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+        """The stack layer by layer: forward over the padded batch, backward over each sequence reversed;
+        and the outputs of the ``taps`` layers (1 = the first), in that order."""
+        rnn, tapped = self.rnn, {}
         step = torch.lstm if isinstance(rnn, nn.LSTM) else torch.gru
         h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
         hx = (h0, h0) if isinstance(rnn, nn.LSTM) else h0
@@ -214,7 +228,9 @@ class _TorchRNN(nn.Module):
                 y = step(inp, hx, params, True, 1, 0.0, self.training, False, True)[0]
                 outs.append(reverse_within_lengths(y, lengths) if suffix else y)
             x = mask_padding(torch.cat(outs, 2) if len(outs) > 1 else outs[0], lengths)
-        return x
+            if layer + 1 in taps:
+                tapped[layer + 1] = x
+        return x, [tapped[n] for n in taps]
 
     def stream_init(self, batch: int = 1) -> StreamState:
         """The state before a stream's first frame (zeros, as ``forward`` starts); ``ValueError`` for a
