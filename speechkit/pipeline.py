@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ def inter_ctc_layers(node: Any, encoder: nn.Module) -> tuple[int, ...]:
     outputs to give."""
     node = dict(node or {})
     weight, layers = float(node.get("weight") or 0.0), [int(n) for n in node.get("layers") or []]
-    if weight < 0:
+    if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"inter_ctc.weight={weight:g}: use 0 (none) or a positive weight such as 0.3")
     if weight == 0:
         return ()
@@ -40,10 +41,13 @@ def inter_ctc_layers(node: Any, encoder: nn.Module) -> tuple[int, ...]:
         raise ValueError(f"inter_ctc.weight={weight:g}: the encoder {getattr(encoder, 'plugin_name', type(encoder).__name__)!r} "
                          "gives no inner layers' outputs; use encoder=blstm|lstm|bgru|gru, or inter_ctc.weight=0")  # fmt: skip
     n = encoder.num_layers
+    if n < 2:
+        raise ValueError(f"inter_ctc.weight={weight:g} needs inner layers: this encoder has {n}; use "
+                         "encoder.num_layers ≥ 2, or inter_ctc.weight=0")
     layers = layers or [(n + 1) // 2]
-    if n < 2 or any(not 1 <= k < n for k in layers):
+    if any(not 1 <= k < n for k in layers):
         raise ValueError(f"inter_ctc.layers={layers}: name inner layers of the encoder's {n}, from 1 to {n - 1} "
-                         f"(its last layer's output is the main CTC loss's){'; use encoder.num_layers ≥ 2' * (n < 2)}")  # fmt: skip
+                         "(its last layer's output is the main CTC loss's)")  # fmt: skip
     return tuple(sorted(set(layers)))
 
 

@@ -294,7 +294,9 @@ def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any],
             schema = registry(kind).get(name).config
         except PluginError:
             return False
-    default = {f.name: f.default for f in dataclasses.fields(schema)}.get(field, dataclasses.MISSING)
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(schema)}  # a list's default comes from its factory
+    default = defaults.get(field, dataclasses.MISSING)
     return default is not dataclasses.MISSING and default == new
 
 

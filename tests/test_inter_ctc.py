@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from speechkit.encoders.rnn import BGRU, BLSTM, LSTM, RNNConfig
+from speechkit.encoders.rnn import BGRU, BLSTM, GRU, LSTM, RNNConfig
 from speechkit.pipeline import inter_ctc_layers
 from speechkit.registry import build
 from tests.conftest import run_cli
 from tests.test_trainer import _cfg
 
 
-@pytest.mark.parametrize("cls", [BLSTM, LSTM, BGRU])
+@pytest.mark.parametrize("cls", [BLSTM, LSTM, BGRU, GRU])
 def test_forward_taps_gives_forward_s_output_and_each_inner_layer_s_own(cls):
     """The last output is ``forward``'s (packed, another implementation); layer k's output is that of a
     stack of the first k layers with the same weights; padding stays zero."""
@@ -30,6 +30,27 @@ def test_forward_taps_gives_forward_s_output_and_each_inner_layer_s_own(cls):
         first.load_state_dict({n: p for n, p in enc.state_dict().items() if int(n.split("_l")[1][0]) < k})
         torch.testing.assert_close(tap, first(x, lengths)[0], rtol=1e-5, atol=1e-5)
         assert tap[2, out_lengths[2] :].abs().sum() == 0
+
+
+def test_in_training_a_tap_is_the_layer_s_output_before_the_next_layer_s_dropout():
+    """Train mode, dropout 0.5, the same seed: the last output is ``forward``'s, and layer k's that of a
+    stack of the first k layers (which draws the same dropout masks up to layer k, and none after it)."""
+    torch.manual_seed(0)
+    cfg = RNNConfig(hidden_size=6, num_layers=3, dropout=0.5, impl="reversed")
+    enc = BLSTM(cfg, input_size=5).train()
+    x, lengths = torch.randn(3, 9, 5), torch.tensor([9, 6, 2])
+    torch.manual_seed(1)
+    y = enc(x, lengths)[0]
+    torch.manual_seed(1)
+    y2, _, taps = enc.forward_taps(x, lengths, (1, 2))
+    torch.testing.assert_close(y2, y, rtol=1e-5, atol=1e-5)
+    for k, tap in zip((1, 2), taps, strict=True):
+        first = BLSTM(
+            RNNConfig(hidden_size=6, num_layers=k, dropout=0.5, impl="reversed"), input_size=5
+        ).train()
+        first.load_state_dict({n: p for n, p in enc.state_dict().items() if int(n.split("_l")[1][0]) < k})
+        torch.manual_seed(1)
+        torch.testing.assert_close(tap, first(x, lengths)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_layers_default_to_the_middle_and_what_cannot_be_tapped_is_refused():
@@ -48,10 +69,11 @@ def test_layers_default_to_the_middle_and_what_cannot_be_tapped_is_refused():
         ValueError, match=r"inter_ctc.layers=\[3\]: name inner layers of the encoder's 3, from 1 to 2"
     ):
         inter_ctc_layers({"weight": 0.3, "layers": [3]}, enc(3))
-    with pytest.raises(ValueError, match="use encoder.num_layers ≥ 2"):
+    with pytest.raises(ValueError, match="this encoder has 1; use encoder.num_layers ≥ 2"):
         inter_ctc_layers({"weight": 0.3}, enc(1))
-    with pytest.raises(ValueError, match="inter_ctc.weight=-1"):
-        inter_ctc_layers({"weight": -1.0}, enc(3))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="inter_ctc.weight=(-1|nan|inf): use 0"):
+            inter_ctc_layers({"weight": bad}, enc(3))
     with pytest.raises(ValueError, match="'tcn' gives no inner layers"):
         inter_ctc_layers({"weight": 0.3}, build("encoder", {"name": "tcn"}, input_size=3))
 
@@ -98,6 +120,29 @@ def test_training_adds_the_inner_layer_s_loss_and_reports_the_main_one(tmp_path)
     assert len(seen) == 2 and reported == pytest.approx(float(main_loss.detach()), rel=1e-5)
     for n, g in want.items():
         torch.testing.assert_close(got[n], g * scale, rtol=1e-4, atol=1e-6)
+
+
+def test_with_an_aligner_each_loss_gets_its_own_log_probs(tmp_path):
+    """Aligner and intermediate CTC together: the step's three losses read the main head's, the aligner's
+    and the inner layer's log-probs, in that order (each checked against the model's own outputs)."""
+    from speechkit.data.sampler import EpochBatches
+    from speechkit.trainer import Trainer
+
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "encoder.num_layers=2", "encoder.dropout=0", "data.batch_size=4",
+               "augment=none", "trainer.precision=fp32", "inter_ctc.weight=0.3", "aligner.weight=0.3",
+               "aligner.channels=8")  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run")
+    batch = next(iter(trainer.train_loader(EpochBatches([[0, 1, 2, 3]]), 0))).to(trainer.device)
+    trainer.model.train()
+    with torch.no_grad():
+        main, _, aligned, inner = trainer.model(batch.x, batch.lengths, True, batch.stage, with_inter=True)
+    seen = []
+    real = trainer.loss_fn
+    trainer.loss_fn = lambda lp, *a: seen.append(lp.detach()) or real(lp, *a)
+    trainer.train_step(batch)
+    assert len(seen) == 3
+    for got, want in zip(seen, (main, aligned, inner[0]), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_a_layer_the_encoder_lacks_is_one_error_line(tmp_path):

@@ -337,7 +337,7 @@ def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
     saved = OmegaConf.to_container(cfg, resolve=True)
     del saved["trainer"]["init_from"]  # the key came later: a checkpoint written before has none
     del saved["trainer"]["ema_decay"], saved["data"]["sortagrad"]  # likewise, at their defaults now
-    del saved["aligner"]  # the whole group came later
+    del saved["aligner"], saved["inter_ctc"]  # the whole groups came later (inter_ctc.layers: a list, [] by default)
     check_resume_config(cfg, {"config": saved}, tmp_path / "last.pt")  # no refusal
     from speechkit.rundir import RunDirError
 
@@ -347,6 +347,9 @@ def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
     aligned = _cfg(tmp_path, 2, "encoder.hidden_size=8", "aligner.weight=0.3")
     with pytest.raises(RunDirError, match="aligner.weight"):
         check_resume_config(aligned, {"config": saved}, tmp_path / "last.pt")
+    inner = _cfg(tmp_path, 2, "encoder.hidden_size=8", "inter_ctc.layers=[1]")
+    with pytest.raises(RunDirError, match="inter_ctc.layers"):
+        check_resume_config(inner, {"config": saved}, tmp_path / "last.pt")
 
 
 def test_fine_tuning_with_a_new_vocabulary_takes_every_weight_but_the_excluded_head(tmp_path):
