@@ -559,18 +559,21 @@ def _yaml_value(value: Any) -> str:
     return str(value)
 
 
+def field_default(f: Any) -> Any:
+    """A config dataclass field's default value: a list's from its factory; ``dataclasses.MISSING`` for none."""
+    import dataclasses
+
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _schema_lines(group: str, schema: type) -> list[str]:
     """``group.key=default  comment`` for each field of a config dataclass (the comment from its source)."""
     import dataclasses
     import inspect
 
     comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(schema), re.M))
-
-    def default(f: dataclasses.Field) -> Any:  # a list's default comes from its factory
-        return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
     return [
-        (f"  {group}.{f.name}={_yaml_value(default(f))}".ljust(36) + f"  {comments.get(f.name, '')}").rstrip()
+        (f"  {group}.{f.name}={_yaml_value(field_default(f))}".ljust(36) + f"  {comments.get(f.name, '')}").rstrip()
         for f in dataclasses.fields(schema)
     ]
 

@@ -281,7 +281,7 @@ def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any],
     if old != "(absent)":
         return False
     *path, field = key.split(".")
-    from speechkit.config import _SCHEMAS
+    from speechkit.config import _SCHEMAS, field_default
 
     schema = _SCHEMAS.get(path[0]) if len(path) == 1 else None  # data.*, trainer.*
     if schema is None:
@@ -294,9 +294,7 @@ def _new_setting_at_default(key: str, old: Any, new: Any, saved: dict[str, Any],
             schema = registry(kind).get(name).config
         except PluginError:
             return False
-    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                for f in dataclasses.fields(schema)}  # a list's default comes from its factory
-    default = defaults.get(field, dataclasses.MISSING)
+    default = {f.name: field_default(f) for f in dataclasses.fields(schema)}.get(field, dataclasses.MISSING)
     return default is not dataclasses.MISSING and default == new
 
 
