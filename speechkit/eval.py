@@ -140,6 +140,10 @@ def task(cfg: DictConfig) -> float:
             f"error: update_card=true rewrites the checkpoint file, but {cfg.checkpoint} is a "
             "download: update a local copy of it (pass its path)"
         )
+    if cfg.data.batch_size < 1:
+        raise SystemExit(
+            f"error: data.batch_size={cfg.data.batch_size}: give the utterances decoded at once, 1 or more"
+        )
     try:
         pipe = load_checkpoint(cfg.checkpoint, device=cfg.device, batch_size=cfg.data.batch_size)
         # a URL's cached copy (no second download): the log-prob cache hashes it

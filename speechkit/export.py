@@ -151,6 +151,18 @@ def sidecar(model: nn.Module, tokens: list[str], fmt: str, input: str, config: d
     }
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, before the model is built, an ``out`` that is a folder or whose folder cannot be made."""
+    if out.is_dir():
+        raise ValueError(f"out={out}: is a folder; give a file name in it (e.g. out={out / 'model.pt'})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"out={out}: cannot make its folder ({e.strerror or e}); choose a writable path"
+        ) from None
+
+
 def export(
     checkpoint: str | Path, out: str | Path, fmt: str = "torchscript", input: str = "raw", opset: int = 17
 ) -> dict[str, Any]:
@@ -162,11 +174,11 @@ def export(
 
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    _check_out(out)
     ckpt = read_checkpoint(checkpoint)
     model, tokenizer, _ = build_from_checkpoint(ckpt, checkpoint)
     module = export_module(model, input)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     info = sidecar(model, tokenizer.tokens, fmt, input, ckpt["config"])
     example = example_inputs(model, input)
     if fmt == "torchscript":

@@ -150,7 +150,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} asked for, but torch sees no CUDA device; use cpu or auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:  # torch's message lists twenty device types, none of them the usual answer
+        raise RuntimeError(
+            f"device {name!r} is not a device torch knows: use auto, cpu, cuda or cuda:N"
+        ) from None
 
 
 class Pipeline:

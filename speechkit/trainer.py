@@ -83,6 +83,27 @@ class TrainState:
         return d
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse a ``trainer`` or ``data`` number outside its range before any work, naming the setting:
+    torch would stop later with its own words (a negative learning rate, ``num_workers=-1``), or the run
+    would end having learnt nothing (``lr=0``, ``grad_clip=0``, ``max_epochs=0``, a negative ``max_steps``)."""
+    t, d = cfg.trainer, cfg.data
+    limits = [
+        (0 < t.lr < math.inf, f"trainer.lr={t.lr}: use a positive learning rate (e.g. 2e-3)"),
+        (t.max_steps >= 0, f"trainer.max_steps={t.max_steps}: use 0 (max_epochs decides) or a number of steps"),
+        (t.max_epochs >= 1, f"trainer.max_epochs={t.max_epochs}: use 1 or more epochs"),
+        (t.warmup_steps >= 0, f"trainer.warmup_steps={t.warmup_steps}: use 0 (none) or a number of steps"),
+        (t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use a positive gradient norm (e.g. 5)"),
+        (t.eval_every_epochs >= 1, f"trainer.eval_every_epochs={t.eval_every_epochs}: use 1 or more epochs"),
+        (d.num_workers >= 0, f"data.num_workers={d.num_workers}: use 0 (load in this process) or more"),
+        (d.batch_size >= 1 or (d.batch_size == 0 and d.batch_seconds > 0),
+         f"data.batch_size={d.batch_size}: use 1 or more examples (0, no cap, only with data.batch_seconds > 0)"),
+    ]  # fmt: skip
+    for ok, message in limits:
+        if not ok:
+            raise ValueError(message)
+
+
 class Trainer:
     """Trains ``model`` on the manifests of ``cfg.data``; writes everything under ``run_dir``.
 
@@ -103,6 +124,7 @@ class Trainer:
         self.tcfg = cfg.trainer
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        check_settings(cfg)
         self._setup_process()
         if resume == "find":
             from speechkit import rundir

@@ -312,6 +312,13 @@ def task(cfg: DictConfig) -> None:
             f"error: nbest={cfg.nbest}, but the {decoder.get('name')} decoder returns at most {returns} "
             f"hypothes{'is' if returns == 1 else 'es'} per input: set {fix}"
         )
+    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise SystemExit(f"error: batch_size={cfg.batch_size}: give the inputs decoded at once, 1 or more")
+    output = Path(str(cfg.output)) if cfg.output else None
+    if output is not None and output.is_dir():  # found now, not once every input is decoded
+        raise SystemExit(
+            f"error: output={output}: is a folder; give a file in it (e.g. {output / 'predictions.jsonl'})"
+        )
     group, device = join(cfg)
     try:  # the decoder asked for here, so the checkpoint's own need not be buildable
         pipe = load_checkpoint(cfg.checkpoint, decoder=decoder, device=device, batch_size=cfg.batch_size)

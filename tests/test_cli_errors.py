@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 
@@ -213,3 +214,98 @@ def test_train_help_lists_the_recipes_and_the_trainer_settings():
     assert "trainer.max_epochs=20" in p.stdout and "data.batch_size=16" in p.stdout
     # a list's default is its factory's, not dataclasses' placeholder
     assert "trainer.init_exclude=[] " in p.stdout and "inter_ctc.layers=[] " in p.stdout and "MISSING" not in p.stdout
+
+
+# ----------------------------------------------------------------------------- 4. a value out of range, a wrong path
+
+
+@pytest.mark.parametrize("mistake", [
+    "trainer.lr=-1",  # torch's "Invalid learning rate" traceback
+    "trainer.lr=0",  # trained, learning nothing
+    "trainer.max_steps=-5",  # exit 0 without a step or a checkpoint
+    "trainer.max_epochs=0",  # likewise
+    "trainer.grad_clip=0",  # every update clipped to nothing
+    "trainer.warmup_steps=-1",
+    "trainer.eval_every_epochs=0",  # a ZeroDivisionError after the first epoch
+    "data.num_workers=-1",  # torch's DataLoader traceback
+    "data.batch_size=-2",  # the whole training set in one batch
+])  # fmt: skip
+def test_a_trainer_or_data_setting_out_of_range_is_refused_naming_it(mistake):
+    from speechkit.trainer import check_settings
+    from tests.test_cli_dataroot import composed
+
+    with pytest.raises(ValueError, match=f"^{re.escape(mistake)}(\\.0)?: use "):  # a float setting reads -1.0
+        check_settings(composed("recipe=demo", mistake))
+
+
+@pytest.mark.parametrize("encoder", ["blstm", "bgru", "elman", "tcn"])
+@pytest.mark.parametrize("mistake", ["hidden_size=0", "num_layers=0", "dropout=2"])
+def test_an_encoder_size_out_of_range_is_refused_naming_the_setting(encoder, mistake):
+    from speechkit.registry import build
+
+    key, value = mistake.split("=")  # torch's refusal named neither the setting nor the fix
+    with pytest.raises(ValueError, match=f"^encoder.{mistake}(\\.0)?: use "):
+        build("encoder", encoder, input_size=10, **{key: float(value) if key == "dropout" else int(value)})
+
+
+def test_an_unknown_device_is_refused_with_the_usual_answers():
+    from speechkit.pipeline import resolve_device
+
+    with pytest.raises(RuntimeError, match="device 'gpu' is not a device torch knows: use auto, cpu, cuda"):
+        resolve_device("gpu")  # torch's message lists twenty device types
+
+
+def test_a_setting_out_of_range_stops_train_with_one_error_line_before_a_run_directory_is_made(tmp_path):
+    p = run_cli("speechkit-train", "recipe=demo", "trainer.lr=-1", "data.num_workers=0", "trainer.max_steps=2",
+                f"hydra.run.dir={tmp_path / 'run'}", check=False)  # fmt: skip
+    assert the_error(p, "speechkit-train").startswith("error: trainer.lr=-1.0: use a positive learning rate")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_size_of_0_without_batch_seconds_is_refused_naming_batch_seconds(tmp_path):
+    p = run_cli("speechkit-train", "recipe=demo", "data.batch_size=0", "data.bucket=false", "data.num_workers=0",
+                "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'run'}", check=False)  # fmt: skip
+    assert "data.batch_seconds > 0" in the_error(p, "speechkit-train")  # was: range() arg 3 must not be zero
+
+
+def test_a_folder_given_as_a_manifest_is_called_a_folder_and_its_manifests_named(tmp_path):
+    (tmp_path / "train.jsonl").write_text("")
+    p = run_cli("speechkit-train", "recipe=demo", f"data.train_manifest={tmp_path}", "data.num_workers=0",
+                f"hydra.run.dir={tmp_path / 'run'}", check=False)  # fmt: skip
+    line = the_error(p, "speechkit-train")
+    assert f"{tmp_path}: a folder, not a manifest file" in line and "train.jsonl" in line, line
+
+
+def test_eval_and_transcribe_refuse_a_batch_size_of_0_and_an_unknown_device(tiny_run, tmp_path):
+    ckpt, test = tiny_run / "run" / "checkpoints" / "best.pt", tiny_run / "test.jsonl"
+    for command, args, said in [
+        ("speechkit-eval", [f"data.test_manifest={test}", "data.batch_size=0"], "error: data.batch_size=0:"),
+        ("speechkit-eval", [f"data.test_manifest={test}", "device=gpu"], "error: device 'gpu' is not a"),
+        ("speechkit-transcribe", [f"input={test}", "batch_size=0"], "error: batch_size=0:"),
+    ]:
+        p = run_cli(command, f"checkpoint={ckpt}", *args, f"hydra.run.dir={tmp_path}", check=False)
+        assert the_error(p, command).startswith(said), p.stderr
+
+
+def test_transcribe_to_a_folder_is_refused_before_decoding(tiny_run, tmp_path):
+    p = run_cli("speechkit-transcribe", f"checkpoint={tiny_run / 'run' / 'checkpoints' / 'best.pt'}",
+                f"input={tiny_run / 'test.jsonl'}", f"output={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}",
+                check=False)  # fmt: skip
+    assert f"error: output={tmp_path}: is a folder" in the_error(p, "speechkit-transcribe")
+    assert "transcribe:" not in p.stderr  # no progress bar: refused before the first input was decoded
+
+
+def test_an_lm_file_given_as_decoder_lm_is_answered_with_the_setting_for_a_file(tiny_run, tmp_path):
+    p = run_cli("speechkit-transcribe", f"checkpoint={tiny_run / 'run' / 'checkpoints' / 'best.pt'}",
+                f"input={tiny_run / 'test.jsonl'}", "decoder=beam", "decoder.lm=word3.arpa",
+                f"hydra.run.dir={tmp_path}", check=False)  # fmt: skip
+    assert "pass decoder.lm=ngram decoder.lm.path=word3.arpa" in the_error(p, "speechkit-transcribe")
+
+
+def test_export_to_a_folder_or_a_path_that_cannot_be_made_is_one_error_line(tiny_run, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    ckpt = tiny_run / "run" / "checkpoints" / "best.pt"
+    for out, said in [(tmp_path, "is a folder"), (tmp_path / "a_file" / "m.pt", "cannot make its folder")]:
+        p = run_cli("speechkit-export", f"checkpoint={ckpt}", f"out={out}", f"hydra.run.dir={tmp_path / 'run'}",
+                    check=False)  # fmt: skip
+        assert the_error(p, "speechkit-export").startswith(f"error: out={out}: {said}"), p.stderr

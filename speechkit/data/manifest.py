@@ -107,6 +107,13 @@ def parse_manifest(
     """
     path = Path(path)
     key = f"{modality}_filepath"
+    if path.is_dir():
+        inside = ", ".join(sorted(p.name for p in path.glob("*.jsonl"))[:4]) or "none"
+        raise DataError(
+            path,
+            f"a folder, not a manifest file (JSON-lines files in it: {inside})",
+            "give the path of a .jsonl file, or make one with speechkit-manifest dir=FOLDER out=FILE",
+        )
     if not path.is_file():
         raise DataError(path, "manifest not found", "check data.*_manifest, or run the recipe's prepare.py")
     root = path.parent

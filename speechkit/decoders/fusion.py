@@ -8,6 +8,7 @@ the utterance ends) and tells a fusion where they end; a fusion scores them.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import Tensor
 from speechkit.decoders.lexicon import Spelling, hash_sequences
 from speechkit.lm.base import LanguageModel
 from speechkit.lm.ngram import EOS, NgramLM
-from speechkit.registry import as_params, build
+from speechkit.registry import as_params, build, registry
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,11 @@ def build_lm(spec: Any) -> LanguageModel | None:
     if hasattr(spec, "logprobs") and hasattr(spec, "advance"):
         return spec
     if isinstance(spec, str):
+        if spec not in registry("lm").names() and (Path(spec).suffix or "/" in spec):  # decoder.lm=lm.arpa
+            raise ValueError(
+                f"decoder.lm={spec} names an LM plugin, not a file: pass decoder.lm=ngram "
+                f"decoder.lm.path={spec} (kenlm for a KenLM binary, char_rnn for a speechkit-train-lm lm.pt)"
+            )
         return build("lm", spec)
     params = as_params(spec)  # a DictConfig, dict or dataclass node
     if "name" not in params:

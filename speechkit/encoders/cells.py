@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from speechkit import functional as SF
-from speechkit.encoders.rnn import RNNConfig, StreamState, Subsample, not_streamable
+from speechkit.encoders.rnn import RNNConfig, StreamState, Subsample, check_layers, not_streamable
 from speechkit.registry import register
 
 # --------------------------------------------------------------------------------------
@@ -324,6 +324,7 @@ class CellStack(nn.Module):
 
     def __init__(self, cfg: CellConfig, input_size: int) -> None:
         super().__init__()
+        check_layers(cfg)
         self.cfg = cfg
         activation = getattr(cfg, "activation", "tanh")
         if activation not in ("tanh", "relu"):

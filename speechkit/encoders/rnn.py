@@ -44,6 +44,17 @@ def not_streamable(name: str, why: str) -> ValueError:
     )
 
 
+def check_layers(cfg: Any) -> None:
+    """Refuse an encoder's ``hidden_size``, ``num_layers`` or ``dropout`` out of range, naming the setting
+    (torch's own refusal names neither the setting nor what to use, and accepts ``dropout=1``)."""
+    if cfg.hidden_size < 1:
+        raise ValueError(f"encoder.hidden_size={cfg.hidden_size}: use a positive number of units")
+    if cfg.num_layers < 1:
+        raise ValueError(f"encoder.num_layers={cfg.num_layers}: use 1 or more layers")
+    if not 0 <= cfg.dropout < 1:
+        raise ValueError(f"encoder.dropout={cfg.dropout}: use a probability from 0 up to, not including, 1")
+
+
 @dataclass
 class StreamState:
     """What a streaming encoder carries from one chunk to the next (``stream_step``)."""
@@ -166,6 +177,7 @@ class _TorchRNN(nn.Module):
 
     def __init__(self, cfg: RNNConfig, input_size: int) -> None:
         super().__init__()
+        check_layers(cfg)
         self.cfg = cfg
         self.sub = Subsample(input_size, cfg.subsample, cfg.subsample_mode, cfg.lookahead, cfg.subsample_channels)
         self.rnn = self.rnn_cls(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from speechkit.encoders.rnn import StreamState, Subsample, not_streamable
+from speechkit.encoders.rnn import StreamState, Subsample, check_layers, not_streamable
 from speechkit.functional import lengths_mask
 from speechkit.registry import register
 
@@ -70,6 +70,7 @@ class TCN(nn.Module):
 
     def __init__(self, cfg: TCNConfig, input_size: int) -> None:
         super().__init__()
+        check_layers(cfg)
         if not cfg.causal and cfg.kernel_size % 2 == 0:
             raise ValueError(
                 f"encoder 'tcn': a centred convolution needs an odd kernel_size, got {cfg.kernel_size}; "

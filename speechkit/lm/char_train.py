@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from speechkit.cli import run
 from speechkit.lm.char_rnn import CharRNN, Vocabulary, detach_state, load_lm, map_state, save_lm
 from speechkit.schedule import lr_factor
 
@@ -84,6 +85,8 @@ def parse_args(cls, argv: list[str]):
     kinds = {f.name: f.type for f in fields(cls)}
     values = {}
     for a in argv:
+        if a == "--debug":  # speechkit.cli.run's, not a key
+            continue
         key, eq, value = a.partition("=")
         if not eq or key not in kinds:
             sys.exit(f"error: expected key=value with key one of {', '.join(kinds)}; got {a!r}")
@@ -364,10 +367,32 @@ def sample(
     return prime + vocab.decode(out)
 
 
+TRAIN_USAGE = "speechkit-train-lm text=FILE [valid=FILE] [test=FILE] [out=DIR] [key=value …]"
+SAMPLE_USAGE = "speechkit-sample checkpoint=DIR/lm.pt [prime=TEXT] [length=N] [temperature=T] [key=value …]"
+
+
+def command_help(usage: str, what: str, config: type) -> str:
+    """``--help``: the usage line, what the command does, and each key with its default (as JSON) and comment."""
+    from speechkit.registry import field_help
+
+    helps = field_help(config)
+    keys = [
+        (f"  {f.name}={json.dumps(f.default)}".ljust(26) + helps.get(f.name, "")).rstrip()
+        for f in fields(config)
+    ]
+    return "\n".join([f"usage: {usage}", "", what, "", "keys:", *keys])
+
+
 def main_train(argv: list[str] | None = None) -> None:
-    cfg = parse_args(TrainLMConfig, sys.argv[1:] if argv is None else argv)
+    """``speechkit-train-lm``: a mistake is the usage line and one ``error:`` line (speechkit/cli.py)."""
+    what = "Train a character RNN LM with truncated BPTT; out=DIR gets lm.pt, history.json and bpc.png."
+    run(_train, TRAIN_USAGE, command_help(TRAIN_USAGE, what, TrainLMConfig), argv)
+
+
+def _train(argv: list[str]) -> None:
     from speechkit.checkpoint import CheckpointError
 
+    cfg = parse_args(TrainLMConfig, argv)
     try:
         row = train(cfg)
     except (TextError, CheckpointError, ValueError) as e:
@@ -376,9 +401,15 @@ def main_train(argv: list[str] | None = None) -> None:
 
 
 def main_sample(argv: list[str] | None = None) -> None:
+    """``speechkit-sample``: a mistake is the usage line and one ``error:`` line (speechkit/cli.py)."""
+    what = "Write text with a character LM trained by speechkit-train-lm."
+    run(_sample, SAMPLE_USAGE, command_help(SAMPLE_USAGE, what, SampleConfig), argv)
+
+
+def _sample(argv: list[str]) -> None:
     from speechkit.checkpoint import CheckpointError
 
-    cfg = parse_args(SampleConfig, sys.argv[1:] if argv is None else argv)
+    cfg = parse_args(SampleConfig, argv)
     if not cfg.checkpoint:
         sys.exit("error: checkpoint=PATH is required (a lm.pt written by speechkit-train-lm)")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 
@@ -104,7 +105,7 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(tmp_path
     assert [h["step"] for h in cb["history"]] == [10, 20, 30, 40]
 
 
-def test_bad_text_files_are_errors_naming_the_file_and_line(tmp_path):
+def test_bad_text_files_are_errors_naming_the_file_and_line(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("  \n\n")
     (tmp_path / "latin1.txt").write_bytes(b"line one\ncaf\xe9 au lait\n")
     with pytest.raises(TextError, match=r"empty\.txt: the text is empty"):
@@ -113,12 +114,25 @@ def test_bad_text_files_are_errors_naming_the_file_and_line(tmp_path):
         read_text(tmp_path / "latin1.txt")
     with pytest.raises(TextError, match="file not found"):
         read_text(tmp_path / "none.txt", "valid")
-    with pytest.raises(SystemExit, match=r"error: .*latin1\.txt:2: not UTF-8"):
-        main_train([f"text={tmp_path / 'latin1.txt'}", "steps=1"])
-    with pytest.raises(SystemExit, match="key one of text, valid"):
-        main_train(["txt=x"])
-    with pytest.raises(SystemExit, match=r"error: .*nope\.pt: char-LM checkpoint not found"):
-        main_sample([f"checkpoint={tmp_path / 'nope.pt'}"])
+    for command, args, said in [
+        (main_train, [f"text={tmp_path / 'latin1.txt'}", "steps=1"], r"latin1\.txt:2: not UTF-8"),
+        (main_train, ["txt=x"], "key one of text, valid"),
+        (main_sample, [f"checkpoint={tmp_path / 'nope.pt'}"], r"nope\.pt: char-LM checkpoint not found"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            command(args)
+        usage, error = capsys.readouterr().err.splitlines()  # the usage line and one error line, status 2
+        assert stopped.value.code == 2 and usage.startswith("usage: speechkit-")
+        assert re.match(f"error: .*{said}", error), error
+
+
+@pytest.mark.parametrize("command, usage", [(main_train, "speechkit-train-lm text=FILE"),
+                                            (main_sample, "speechkit-sample checkpoint=")])  # fmt: skip
+def test_help_prints_the_usage_and_every_key_with_its_default(command, usage, capsys):
+    command(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {usage}") and "\n  seed=0\n" in out  # a key without a comment, no padding
+    assert ("  lr=0.002                Adam's peak learning rate" in out) == (command is main_train)
 
 
 @pytest.fixture(scope="module")
