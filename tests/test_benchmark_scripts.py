@@ -71,3 +71,6 @@ def test_real_voices_reads_each_slot_through_the_alignment():
     assert out["letters in sentences"] == 50.0
     assert out["digits in sentences"] == 100.0
     assert out["sentence WER"] == pytest.approx(100 * 2 / 6)
+    # letters 1 + 1 of 3, digits 0 + 2 of 3: the pooled figure; "at" heard as "r", "with" heard
+    assert out["letters and digits, pooled"] == pytest.approx(100 * 4 / 6)
+    assert out['"at"/"with"'] == 50.0
