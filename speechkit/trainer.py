@@ -635,7 +635,9 @@ class Trainer:
         model = self.eval_model
         model.eval()
         decoder = GreedyDecoder(GreedyConfig(), self.tokenizer.tokens, self.model.frame_shift_s)
-        batches = make_batches([None] * len(self.dev_set), self.cfg.data.batch_size, 0, 0, shuffle=False)
+        d = self.cfg.data  # in manifest order; data.batch_seconds caps dev batches as it caps training's
+        batches = make_batches([ex.length for ex in self.dev_examples], d.batch_size, 0, 0, shuffle=False,
+                               batch_seconds=d.batch_seconds)  # fmt: skip
         batches = batches[self.dist.rank :: self.dist.world]  # under torchrun each rank scores its share
         loader = self._loader(self.dev_set, EpochBatches(batches))
         refs, hyps, losses, aligner_losses = [], [], [], []

@@ -39,6 +39,14 @@ def make_batches(
         order.sort(key=lambda i: durations[i])  # stable: equal durations keep the seeded order
         bucket = shuffle = False  # one sorted window, its batches shortest first
     if not known or not (bucket or batch_seconds > 0):
+        if batch_size < 1 and not known:  # no count cap, and no durations to cap the seconds by
+            raise ValueError(
+                f"data.batch_size={batch_size} leaves data.batch_seconds to size the batches, but "
+                f"{sum(d is None for d in durations)} of {n} examples have no duration (manifest \"duration\", "
+                "or an image's \"width\" and \"height\"): set data.batch_size to 1 or more"
+            )
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size}: 0, no count cap, needs data.batch_seconds > 0")
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     cap = batch_size if batch_size > 0 else n
     batches: list[list[int]] = []

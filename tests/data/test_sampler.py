@@ -1,6 +1,9 @@
 import random
 
+import pytest
+
 from speechkit.data.sampler import make_batches, padding_fraction
+from speechkit.trainer import Trainer
 
 
 def _durations(n=500, seed=0):
@@ -47,3 +50,19 @@ def test_sortagrad_runs_the_first_epoch_shortest_first_and_leaves_later_epochs_a
     # durations unknown: nothing to sort by, the usual shuffled batches
     unknown = [None] * 40
     assert make_batches(unknown, 4, 3, 0, sortagrad=True) == make_batches(unknown, 4, 3, 0)
+
+
+def test_no_count_cap_without_durations_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match=r"data.batch_size=0 .* 2 of 3 examples have no duration"):
+        make_batches([1.0, None, None], 0, 0, 0, batch_seconds=6)
+    with pytest.raises(ValueError, match=r"needs data.batch_seconds > 0"):
+        make_batches([1.0, 2.0], 0, 0, 0)
+
+
+def test_dev_evaluation_batches_by_seconds_when_the_count_is_uncapped(tmp_path):
+    from tests.test_trainer import _cfg
+
+    # data.batch_size=0 with data.batch_seconds: dev batches were range(0, n, 0) at the first evaluation
+    trainer = Trainer(_cfg(tmp_path, 6, "data.batch_size=0", "data.batch_seconds=6", "encoder.hidden_size=8"),
+                      tmp_path / "run")  # fmt: skip
+    assert set(trainer.evaluate()) >= {"dev_loss", "dev_wer"}
