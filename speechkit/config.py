@@ -110,6 +110,7 @@ class AlignerConfig:
 class InterCTCConfig:
     weight: float = 0.0  # > 0 (e.g. 0.3): also a CTC loss on inner layers' outputs through the same head, × weight added (intermediate CTC, Lee & Watanabe 2021); training only, no new weights
     layers: list[int] = field(default_factory=list)  # layers (1 = the first) whose outputs get it; empty: the middle one, (num_layers + 1) // 2; each below num_layers
+    self_condition: bool = False  # true: each such layer's posteriors, projected back, are added to its output before the next layer, in training and inference (self-conditioned CTC, Nozaki & Komatsu 2021; one V × H projection); needs weight > 0
 
 
 def data_root_places(root: str) -> list[tuple[str, Path | None]]:

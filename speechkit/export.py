@@ -58,9 +58,12 @@ def _features_to_log_probs() -> type[nn.Module]:
         def __init__(self, model: nn.Module) -> None:
             super().__init__()
             self.encoder, self.head = model.encoder, model.head
+            self.condition, self.layers = getattr(model, "condition", None), getattr(model, "inter_layers", ())
 
         def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-            hidden, lengths = self.encoder(x, lengths)
+            from speechkit.pipeline import encode
+
+            hidden, lengths, _ = encode(self.encoder, self.head, self.condition, self.layers, x, lengths)
             return self.head(hidden).log_softmax(dim=-1), lengths
 
     return FeaturesToLogProbs

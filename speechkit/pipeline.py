@@ -51,6 +51,34 @@ def inter_ctc_layers(node: Any, encoder: nn.Module) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
+def inter_ctc_self_condition(node: Any, layers: Sequence[int]) -> bool:
+    """Whether the model conditions its later layers on the inner layers' posteriors (``inter_ctc.self_condition``);
+    ``ValueError`` where it is asked for without inner layers to condition on (``inter_ctc.weight`` 0)."""
+    if not bool(dict(node or {}).get("self_condition") or False):
+        return False
+    if not layers:
+        raise ValueError("inter_ctc.self_condition=true conditions on the inner layers' CTC posteriors, which only "
+                         "intermediate CTC trains: add inter_ctc.weight=0.3, or set inter_ctc.self_condition=false")  # fmt: skip
+    return True
+
+
+def encode(encoder: nn.Module, head: nn.Module, condition: nn.Module | None, layers: Sequence[int], feats: Tensor,
+           lengths: Tensor, with_inter: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:  # fmt: skip
+    """Features ``(B, T, F)`` → the encoder's output ``(B, T', H)``, its lengths, and (``with_inter``) the
+    inner ``layers``' outputs. With a ``condition`` projection (self-conditioned CTC) each inner layer's
+    posteriors through ``head``, projected back to the layer's width, are added to its output before the next
+    layer, in training and inference alike."""
+    if condition is None and not (with_inter and layers):
+        hidden, out_lengths = encoder(feats, lengths)
+        return hidden, out_lengths, []
+
+    def conditioned(h: Tensor) -> Tensor:
+        return h + condition(head(h).float().softmax(dim=-1).to(h.dtype))
+
+    hidden, out_lengths, inner = encoder.forward_taps(feats, lengths, layers, conditioned if condition else None)
+    return hidden, out_lengths, inner if with_inter else []
+
+
 class CTCModel(nn.Module):
     """frontend → augment (training only) → encoder → linear head → log-probs ``(B, T', V)``.
 
@@ -66,6 +94,7 @@ class CTCModel(nn.Module):
         vocab_size: int,
         aligner: AlignerConfig | None = None,
         inter_layers: Sequence[int] = (),
+        self_condition: bool = False,
     ) -> None:
         super().__init__()
         self.frontend, self.encoder = frontend, encoder
@@ -73,6 +102,10 @@ class CTCModel(nn.Module):
         self.head = nn.Linear(encoder.output_dim, vocab_size)
         # intermediate CTC (inter_ctc_layers): these layers' outputs through the same head, in training only
         self.inter_layers = tuple(inter_layers)
+        if self_condition and not self.inter_layers:
+            raise ValueError("self_condition needs inner layers (inter_layers) to condition on")
+        # self-conditioned CTC: an inner layer's posteriors, projected back to its width, added to its output
+        self.condition = nn.Linear(vocab_size, encoder.output_dim) if self_condition else None
         self.aligner: AlignerHead | None = None  # the short-sighted head word times come from (aligner.py)
         if aligner is not None and aligner.weight > 0:
             self.aligner = AlignerHead(
@@ -89,8 +122,9 @@ class CTCModel(nn.Module):
         sample_rate = getattr(getattr(frontend, "cfg", None), "sample_rate", None)  # Hz; None: images, video
         augment = AugmentChain.from_config(cfg.get("augment"), sample_rate=sample_rate, frontend=frontend)
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
-        return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")),
-                   inter_ctc_layers(cfg.get("inter_ctc"), encoder))
+        layers = inter_ctc_layers(cfg.get("inter_ctc"), encoder)
+        return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")), layers,
+                   inter_ctc_self_condition(cfg.get("inter_ctc"), layers))
 
     @property
     def frame_shift_s(self) -> float | None:
@@ -125,11 +159,8 @@ class CTCModel(nn.Module):
                     x, lengths = self.augment.before_frontend(x, lengths)  # identity in eval mode
                 clean, clean_lengths = self.frontend(x, lengths)
             feats, lengths = self.augment.after_frontend(clean, clean_lengths)
-        inner: list[Tensor] = []
-        if with_inter and self.inter_layers:
-            hidden, out_lengths, inner = self.encoder.forward_taps(feats, lengths, self.inter_layers)
-        else:
-            hidden, out_lengths = self.encoder(feats, lengths)
+        hidden, out_lengths, inner = encode(self.encoder, self.head, self.condition, self.inter_layers, feats,
+                                            lengths, with_inter)  # fmt: skip
         # log-probs in fp32 whatever the autocast
         log_probs = self.head(hidden).float().log_softmax(dim=-1)
         out: tuple[Any, ...] = (log_probs, out_lengths)

@@ -162,6 +162,10 @@ class Streamer:
             )
         if not hasattr(enc, "stream_init"):
             raise not_streamable(getattr(enc, "plugin_name", type(enc).__name__), "has no streaming step")
+        if getattr(model, "condition", None) is not None:
+            raise ValueError("streaming runs the encoder's layers as one stack; this model conditions its later "
+                             "layers on inner layers' posteriors (inter_ctc.self_condition=true): transcribe the "
+                             "whole file instead")  # fmt: skip
         self.pipeline, self.model = pipeline, model
         self.device = pipeline.device
         self.state = enc.stream_init(1)  # refuses a bidirectional encoder

@@ -241,8 +241,8 @@ class Trainer:
         log.info("model: %s + %s + %s%s%s, %.2f M parameters, %s frames/s out",
                  cfg.frontend.name, self.model.augment.summary, cfg.encoder.name,
                  f" + aligner (±{cfg.aligner.context_ms:g} ms, loss weight {cfg.aligner.weight:g})" if aligner else "",
-                 f" + intermediate CTC (layer {', '.join(map(str, inner))}, loss weight {cfg.inter_ctc.weight:g})"
-                 if inner else "",
+                 f" + intermediate CTC (layer {', '.join(map(str, inner))}, loss weight {cfg.inter_ctc.weight:g}"
+                 f"{', self-conditioned' if self.model.condition is not None else ''})" if inner else "",
                  n_params / 1e6, f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay

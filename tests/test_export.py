@@ -131,6 +131,29 @@ def test_features_input_exports_encoder_and_head_only(tmp_path, fmt, subsampling
     assert _valid_max_diff(got, want, lens) < TOLERANCE
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("input", ["raw", "features"])
+def test_a_self_conditioned_model_exports_with_its_conditioning(tmp_path, fmt, input):
+    """``inter_ctc.self_condition``: the conditioning is part of inference, so the exported graph (rebuilt from
+    the checkpoint) must give the model's own log-probs, whole or from features; the plain stack's differ."""
+    path, model = _checkpoint(tmp_path, "frontend=fbank", "frontend.n_mels=24", "encoder=blstm",
+                              "inter_ctc.weight=0.3", "inter_ctc.self_condition=true")  # fmt: skip
+    assert model.condition is not None
+    out = tmp_path / f"sc.{fmt}"
+    export(path, out, fmt, input=input)
+    x, lengths = _two_lengths(model)
+    with torch.no_grad():
+        if input == "features":
+            x, lengths = model.frontend(x, lengths)
+        want, want_lens = model(x, lengths, stage="features" if input == "features" else "raw")
+        if input == "features":
+            hidden, _ = model.encoder(x, lengths)
+            assert _valid_max_diff(model.head(hidden).log_softmax(-1), want, want_lens) > 1e-3
+    got, got_lens = run_exported(out, fmt, x, lengths)
+    assert got_lens.tolist() == want_lens.tolist()
+    assert _valid_max_diff(got, want, want_lens) < TOLERANCE
+
+
 def test_text_line_model_exports_to_onnx(tmp_path):
     path, model = _checkpoint(tmp_path, "frontend=ocr_line")
     out = tmp_path / "ocr.onnx"

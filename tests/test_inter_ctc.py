@@ -154,3 +154,52 @@ def test_a_layer_the_encoder_lacks_is_one_error_line(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "inter_ctc.layers=[3]" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_self_conditioning_adds_the_inner_layer_s_projected_posteriors_before_the_next_layer():
+    """``encode`` with a condition projection: the tap is layer 1's own output; layer 2 reads it plus the
+    projection of its posteriors through the head (padding zero), checked against two one-layer stacks with
+    the same weights (the second packed, another implementation); without ``with_inter`` the same output."""
+    from speechkit.functional import mask_padding
+    from speechkit.pipeline import encode
+
+    torch.manual_seed(0)
+    enc = BLSTM(RNNConfig(hidden_size=6, num_layers=2, impl="reversed"), input_size=5).eval()
+    head, condition = nn.Linear(12, 4), nn.Linear(4, 12)
+    x, lengths = torch.randn(3, 9, 5), torch.tensor([9, 6, 2])
+    with torch.no_grad():
+        y, out_lengths, taps = encode(enc, head, condition, (1,), x, lengths, with_inter=True)
+        y_eval, _, none = encode(enc, head, condition, (1,), x, lengths)
+        first = BLSTM(RNNConfig(hidden_size=6, num_layers=1, impl="packed"), input_size=5).eval()
+        first.load_state_dict({n: p for n, p in enc.state_dict().items() if "_l0" in n})
+        second = BLSTM(RNNConfig(hidden_size=6, num_layers=1, impl="packed"), input_size=12).eval()
+        second.load_state_dict({n.replace("_l1", "_l0"): p for n, p in enc.state_dict().items() if "_l1" in n})
+        h1 = first(x, lengths)[0]
+        want = second(mask_padding(h1 + condition(head(h1).softmax(-1)), lengths), lengths)[0]
+        plain = encode(enc, head, None, (1,), x, lengths)[0]
+    torch.testing.assert_close(taps[0], h1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out_lengths, lengths) and none == [] and torch.equal(y_eval, y)
+    assert not torch.allclose(plain, y, atol=1e-3)  # the conditioning changes what the last layer sees
+
+
+def test_self_conditioning_needs_intermediate_ctc_and_trains_its_projection(tmp_path, caplog):
+    """``inter_ctc.self_condition=true`` without a weight is refused, naming the fix; with one, the model has a
+    V × H projection that a training step gives a gradient, and the run log names the setting."""
+    from speechkit.data.sampler import EpochBatches
+    from speechkit.trainer import Trainer
+
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "encoder.num_layers=2", "data.batch_size=4", "augment=none",
+               "trainer.precision=fp32", "inter_ctc.self_condition=true")  # fmt: skip
+    with pytest.raises(ValueError, match="self_condition=true .* add inter_ctc.weight=0.3"):
+        Trainer(cfg, tmp_path / "bad")
+    cfg.inter_ctc.weight = 0.3
+    with caplog.at_level("INFO", logger="speechkit.trainer"):
+        trainer = Trainer(cfg, tmp_path / "run")
+    assert "intermediate CTC (layer 1, loss weight 0.3, self-conditioned)" in caplog.text
+    cond = trainer.model.condition
+    assert cond is not None and tuple(cond.weight.shape) == (trainer.model.encoder.output_dim, cond.in_features)
+    batch = next(iter(trainer.train_loader(EpochBatches([[0, 1, 2, 3]]), 0)))
+    before = cond.weight.detach().clone()
+    assert trainer.train_step(batch) is not None
+    assert not torch.equal(cond.weight.detach(), before)

@@ -187,6 +187,16 @@ def test_encoders_that_look_ahead_are_refused_with_one_clear_error(encoder, para
         pipe.stream()
 
 
+def test_a_self_conditioned_model_is_refused_with_one_clear_error():
+    """Its layers read inner layers' posteriors (``inter_ctc.self_condition``), which the stack's one call skips."""
+    fe = frontend()
+    enc = build("encoder", "lstm", input_size=fe.output_dim, hidden_size=16, num_layers=2)
+    model = CTCModel(fe, build("augment", "none"), enc, len(TOKENS), inter_layers=(1,), self_condition=True)
+    pipe = Pipeline(model, CharTokenizer(CharConfig(), TOKENS), {}, decoder={"name": "greedy"})
+    with pytest.raises(ValueError, match=r"inter_ctc.self_condition=true\): transcribe the whole file"):
+        pipe.stream()
+
+
 @pytest.mark.parametrize("normalize", ["utterance", "speech"])
 def test_per_utterance_normalisation_is_refused_naming_the_settings_that_stream(normalize):
     pipe = pipeline("lstm", frontend("fbank", normalize))

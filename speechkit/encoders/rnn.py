@@ -19,7 +19,7 @@ is a :class:`StreamState`: the frames of an unfinished subsampling group and the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,17 +212,24 @@ class _TorchRNN(nn.Module):
     def num_layers(self) -> int:
         return self.rnn.num_layers
 
-    def forward_taps(self, x: Tensor, lengths: Tensor, layers: Sequence[int]) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def forward_taps(
+        self, x: Tensor, lengths: Tensor, layers: Sequence[int], condition: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """:meth:`forward`, and the outputs ``(B, T', H)`` of the inner ``layers`` (1 = the first), in that
         order (intermediate CTC: speechkit/pipeline.py). Layer by layer, as ``impl=reversed`` runs on any
-        device (a packed stack is one call with no inner outputs); the same parameters and results."""
+        device (a packed stack is one call with no inner outputs); the same parameters and results.
+        ``condition``: where given, each tapped output ``h`` goes on to the next layer as ``condition(h)``
+        (self-conditioned CTC); the taps are the outputs before it."""
         x, lengths = self.sub(x, lengths)
-        y, taps = self._reversed(x, lengths, layers)
+        y, taps = self._reversed(x, lengths, layers, condition)
         return y, lengths, taps
 
-    def _reversed(self, x: Tensor, lengths: Tensor, taps: Sequence[int] = ()) -> tuple[Tensor, list[Tensor]]:
+    def _reversed(
+        self, x: Tensor, lengths: Tensor, taps: Sequence[int] = (), condition: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """The stack layer by layer: forward over the padded batch, backward over each sequence reversed;
-        and the outputs of the ``taps`` layers (1 = the first), in that order."""
+        and the outputs of the ``taps`` layers (1 = the first), in that order, each passed on to the next
+        layer through ``condition`` where one is given."""
         rnn, tapped = self.rnn, {}
         step = torch.lstm if isinstance(rnn, nn.LSTM) else torch.gru
         h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
@@ -242,6 +249,8 @@ class _TorchRNN(nn.Module):
             x = mask_padding(torch.cat(outs, 2) if len(outs) > 1 else outs[0], lengths)
             if layer + 1 in taps:
                 tapped[layer + 1] = x
+                if condition is not None:
+                    x = mask_padding(condition(x), lengths)
         return x, [tapped[n] for n in taps]
 
     def stream_init(self, batch: int = 1) -> StreamState:
