@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,15 +156,23 @@ def sidecar(model: nn.Module, tokens: list[str], fmt: str, input: str, config: d
 
 
 def _check_out(out: Path) -> None:
-    """Refuse, before the model is built, an ``out`` that is a folder or whose folder cannot be made."""
+    """Refuse, before the checkpoint is read, an ``out`` that is a folder or whose folder cannot be made;
+    nothing is made yet (a checkpoint that fails to load leaves no empty folder behind)."""
     if out.is_dir():
         raise ValueError(f"out={out}: is a folder; give a file name in it (e.g. out={out / 'model.pt'})")
+    base = out.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK | os.X_OK):
+        what = "is not a folder" if not base.is_dir() else "is not writable"
+        raise ValueError(f"out={out}: cannot make its folder ({base} {what}); choose a writable path")
+
+
+def _make_folder(out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(
-            f"out={out}: cannot make its folder ({e.strerror or e}); choose a writable path"
-        ) from None
+        raise ValueError(f"out={out}: cannot make its folder ({e.strerror or e}); choose a writable path") from None
 
 
 def export(
@@ -181,6 +190,7 @@ def export(
     _check_out(out)
     ckpt = read_checkpoint(checkpoint)
     model, tokenizer, _ = build_from_checkpoint(ckpt, checkpoint)
+    _make_folder(out)
     module = export_module(model, input)
     info = sidecar(model, tokenizer.tokens, fmt, input, ckpt["config"])
     example = example_inputs(model, input)

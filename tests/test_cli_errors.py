@@ -309,3 +309,13 @@ def test_export_to_a_folder_or_a_path_that_cannot_be_made_is_one_error_line(tiny
         p = run_cli("speechkit-export", f"checkpoint={ckpt}", f"out={out}", f"hydra.run.dir={tmp_path / 'run'}",
                     check=False)  # fmt: skip
         assert the_error(p, "speechkit-export").startswith(f"error: out={out}: {said}"), p.stderr
+
+
+def test_export_of_a_missing_checkpoint_leaves_no_folder_behind(tmp_path):
+    from speechkit.checkpoint import CheckpointError
+    from speechkit.export import export
+
+    out = tmp_path / "new" / "deeper" / "m.onnx"
+    with pytest.raises((CheckpointError, ValueError)):
+        export(tmp_path / "missing.pt", out, "onnx")
+    assert not (tmp_path / "new").exists()
