@@ -51,15 +51,10 @@ def inter_ctc_layers(node: Any, encoder: nn.Module) -> tuple[int, ...]:
     return tuple(sorted(set(layers)))
 
 
-def inter_ctc_self_condition(node: Any, layers: Sequence[int]) -> bool:
-    """Whether the model conditions its later layers on the inner layers' posteriors (``inter_ctc.self_condition``);
-    ``ValueError`` where it is asked for without inner layers to condition on (``inter_ctc.weight`` 0)."""
-    if not bool(dict(node or {}).get("self_condition") or False):
-        return False
-    if not layers:
-        raise ValueError("inter_ctc.self_condition=true conditions on the inner layers' CTC posteriors, which only "
-                         "intermediate CTC trains: add inter_ctc.weight=0.3, or set inter_ctc.self_condition=false")  # fmt: skip
-    return True
+def inter_ctc_self_condition(node: Any) -> bool:
+    """Whether the model conditions its later layers on the inner layers' posteriors (``inter_ctc.self_condition``;
+    :class:`CTCModel` refuses it without inner layers)."""
+    return bool(dict(node or {}).get("self_condition") or False)
 
 
 def encode(encoder: nn.Module, head: nn.Module, condition: nn.Module | None, layers: Sequence[int], feats: Tensor,
@@ -75,7 +70,7 @@ def encode(encoder: nn.Module, head: nn.Module, condition: nn.Module | None, lay
     def conditioned(h: Tensor) -> Tensor:
         return h + condition(head(h).float().softmax(dim=-1).to(h.dtype))
 
-    hidden, out_lengths, inner = encoder.forward_taps(feats, lengths, layers, conditioned if condition else None)
+    hidden, out_lengths, inner = encoder.forward_taps(feats, lengths, layers, conditioned if condition is not None else None)
     return hidden, out_lengths, inner if with_inter else []
 
 
@@ -103,7 +98,8 @@ class CTCModel(nn.Module):
         # intermediate CTC (inter_ctc_layers): these layers' outputs through the same head, in training only
         self.inter_layers = tuple(inter_layers)
         if self_condition and not self.inter_layers:
-            raise ValueError("self_condition needs inner layers (inter_layers) to condition on")
+            raise ValueError("inter_ctc.self_condition=true conditions on the inner layers' CTC posteriors, which only "
+                             "intermediate CTC trains: add inter_ctc.weight=0.3, or set inter_ctc.self_condition=false")  # fmt: skip
         # self-conditioned CTC: an inner layer's posteriors, projected back to its width, added to its output
         self.condition = nn.Linear(vocab_size, encoder.output_dim) if self_condition else None
         self.aligner: AlignerHead | None = None  # the short-sighted head word times come from (aligner.py)
@@ -124,7 +120,7 @@ class CTCModel(nn.Module):
         encoder = build("encoder", cfg["encoder"], input_size=frontend.output_dim)
         layers = inter_ctc_layers(cfg.get("inter_ctc"), encoder)
         return cls(frontend, augment, encoder, vocab_size, aligner_config(cfg.get("aligner")), layers,
-                   inter_ctc_self_condition(cfg.get("inter_ctc"), layers))
+                   inter_ctc_self_condition(cfg.get("inter_ctc")))
 
     @property
     def frame_shift_s(self) -> float | None:
