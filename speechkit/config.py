@@ -83,7 +83,8 @@ class TrainerConfig:
     seed: int = 1234
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (GPU: bf16 where supported, else fp16; CPU: bf16 with AMX/AVX-512 BF16, else fp32) | fp32 | fp16 | bf16
-    threads: str = "auto"  # torch intra-op threads: auto (cores per process, less what loader workers need) | N | 0 (torch's default)
+    threads: str = "auto"  # torch intra-op threads: auto (cores per process, less what loader workers need; a long
+    # CPU run times its first steps at 1, 2, 4 … threads and keeps one > 5 % faster) | N | 0 (torch's default)
     resume: bool = False  # continue from <run dir>/checkpoints/last.pt (the same config; see rundir.py)
     resume_force: bool = False  # resume even when the config differs from the checkpoint's (listed in the log)
     init_from: str | None = None  # fine-tune: a checkpoint (path, URL, hf://) whose weights and tokenizer start the run; optimiser and schedule start afresh

@@ -75,6 +75,78 @@ def cpu_threads(setting: str | int, num_workers: int) -> int:
     return max(1, per_process - min(num_workers, per_process // 2))
 
 
+def thread_candidates(setting: str | int, num_workers: int) -> list[int]:
+    """The thread counts ``trainer.threads=auto`` times at the start of a long CPU run (:class:`ThreadProbe`):
+    1, 2, 4, … below the cores this process may use, those cores, and :func:`cpu_threads`' own choice.
+    Empty for a set number, and when there is one count only (a single core)."""
+    if str(setting).strip().lower() != "auto":
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    counts = {cpu_threads(setting, num_workers), per_process}
+    counts.update(2**k for k in range(per_process.bit_length()) if 2**k < per_process)
+    return sorted(counts) if len(counts) > 1 else []
+
+
+class ThreadProbe:
+    """``trainer.threads=auto`` on a CPU: the first steps of the run are timed at each candidate thread count
+    and the fastest is kept for the rest of it. The steps are the run's own (nothing is trained twice or
+    thrown away); what is timed is a whole iteration, the wait for the loader's next batch included, so
+    threads that starve the loader workers lose. :func:`cpu_threads`' rule is what it measures against:
+    another count is kept only when it is more than ``margin`` faster, so where the counts are level the
+    run keeps the rule's (the same on every run), and where the machine is loaded or shaped otherwise than
+    the rule assumes, the probe finds it (benchmarks/README.md, "Threads").
+
+    Schedule: ``warmup`` steps at the first count (the loader's start, the kernels' first shapes), then
+    ``rounds`` rounds of a block of ``block`` steps per count, the order reversed each round so that a
+    drift in the machine's speed falls alike on all; the first ``settle`` steps of a block are not timed
+    (batches the loader made under the previous count). Each count's time is per element of the batch
+    (batches differ in length).
+    """
+
+    def __init__(self, candidates: Sequence[int], first: int, warmup: int = 4, block: int = 8,
+                 rounds: int = 3, settle: int = 2, margin: float = 0.05) -> None:
+        self.candidates, self.first, self.margin = list(candidates), first, margin
+        self.schedule: list[tuple[int, bool]] = [(first, False)] * warmup  # (threads, timed)
+        for r in range(rounds):
+            for n in self.candidates if r % 2 == 0 else reversed(self.candidates):
+                self.schedule += [(n, False)] * settle + [(n, True)] * (block - settle)
+        self.seconds = dict.fromkeys(self.candidates, 0.0)
+        self.work = dict.fromkeys(self.candidates, 0)
+        self.done = 0  # steps of the schedule taken
+        self.chosen: int | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.schedule)
+
+    def threads(self) -> int:
+        """The thread count for the next step."""
+        return self.schedule[self.done][0]
+
+    def record(self, seconds: float, work: int, timed: bool = True) -> int | None:
+        """One step taken in ``seconds`` over a batch of ``work`` elements (``timed=False``: a step that is
+        not comparable, such as an epoch's first); returns the chosen count once the schedule is done."""
+        n, counted = self.schedule[self.done]
+        if counted and timed and work > 0:
+            self.seconds[n] += seconds
+            self.work[n] += work
+        self.done += 1
+        if self.done == len(self.schedule):
+            rates = {c: self.seconds[c] / self.work[c] for c in self.candidates if self.work[c]}
+            fastest = min(rates, key=rates.__getitem__) if rates else self.first
+            rule = rates.get(self.first)
+            keep_rule = rule is not None and rule <= (1 + self.margin) * rates[fastest]
+            self.chosen = self.first if keep_rule else fastest
+        return self.chosen
+
+    def report(self) -> str:
+        """Each count's time per batch element relative to the chosen count's, for the log."""
+        base = self.seconds[self.chosen] / max(self.work[self.chosen], 1)
+        parts = [f"{c}: {self.seconds[c] / self.work[c] / base:.2f}×" for c in self.candidates if self.work[c] and base]
+        return ", ".join(parts)
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16), where oneDNN's bf16 LSTM and
     matrix products run about twice as fast as fp32; elsewhere bf16 autocast is emulated and slower."""

@@ -75,6 +75,7 @@ class TrainState:
     interval_losses: list[float] = field(default_factory=list)  # losses of the open log interval
     epoch_losses: list[float] = field(default_factory=list)  # losses of the current epoch so far
     skipped_before_epoch: int = 0  # skipped_examples when the current epoch began
+    threads: int = 0  # the thread count trainer.threads=auto chose by timing the first steps (ThreadProbe); 0: none
     # (all three saved, so that a resumed run logs and averages exactly what an uninterrupted one does)
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,6 +160,7 @@ class Trainer:
             self.train_set = self._feature_cache()
         self.ema = self._make_ema(resume[0] if resume else None)
         self._setup_parallel()
+        self.thread_probe = self._thread_probe()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -332,6 +334,40 @@ class Trainer:
         log.info("mixed precision: %s autocast on %s", p, kind)
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         return (lambda: torch.autocast(kind, dtype=dtype)), scaler
+
+    def _thread_probe(self) -> distributed.ThreadProbe | None:
+        """``trainer.threads=auto`` on a CPU, one process, a run of at least ten times the probe's steps: a
+        :class:`~speechkit.distributed.ThreadProbe` over the first steps. A resumed run keeps the count its
+        probe chose (the same arithmetic as the uninterrupted run) where this machine still offers it."""
+        if self.device.type != "cpu" or self.dist.active:
+            return None
+        candidates = distributed.thread_candidates(self.tcfg.threads, self.cfg.data.num_workers)
+        if not candidates:
+            return None
+        if self.state.threads in candidates:
+            torch.set_num_threads(self.state.threads)
+            log.info("%d intra-op thread(s): the count this run's first steps chose", self.state.threads)
+            return None
+        rule = distributed.cpu_threads(self.tcfg.threads, self.cfg.data.num_workers)
+        probe = distributed.ThreadProbe(candidates, first=rule)
+        if self.total_steps - self.state.step < 10 * probe.steps:
+            return None  # too short to pay for timing the slower counts: the rule of cpu_threads stays
+        log.info("trainer.threads=auto: timing the next %d steps at %s thread(s); another count than %d is kept "
+                 "if it is more than %.0f %% faster", probe.steps, " / ".join(map(str, candidates)), rule,
+                 100 * probe.margin)
+        return probe
+
+    def _probe_threads(self, seconds: float, work: int, timed: bool) -> None:
+        """Give the probe the step just taken; set the next step's thread count, or keep the chosen one."""
+        chosen = self.thread_probe.record(seconds, work, timed)
+        if chosen is None:
+            torch.set_num_threads(self.thread_probe.threads())
+            return
+        torch.set_num_threads(chosen)
+        self.state.threads = chosen
+        log.info("trainer.threads=auto: %d intra-op thread(s) from step %d (time per batch element, against "
+                 "the chosen: %s)", chosen, self.state.step, self.thread_probe.report())
+        self.thread_probe = None
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
         try:
@@ -684,17 +720,23 @@ class Trainer:
                 s.epoch_losses, s.skipped_before_epoch = [], s.skipped_examples
             epoch_losses, interval = s.epoch_losses, s.interval_losses
             t0 = time.monotonic()
+            if self.thread_probe is not None:
+                torch.set_num_threads(self.thread_probe.threads())
             for batch in bar:
                 for sk in batch.skipped:
                     s.skipped_examples += 1
                     log.warning("skipped %s: %s", sk.where, sk.reason)
-                if self._all_have_examples(len(batch)):
+                stepped = self._all_have_examples(len(batch))
+                if stepped:
                     loss = self.train_step(batch)
                     if loss is not None:
                         epoch_losses.append(loss)
                         interval.append(loss)
+                first_in_epoch = s.step_in_epoch == 0  # its wait includes the loader workers' start
                 s.step_in_epoch += 1
                 now = time.monotonic()
+                if self.thread_probe is not None and stepped:  # the whole iteration: the batch's wait and the step
+                    self._probe_threads(now - t0, batch.x.numel(), timed=not first_in_epoch)
                 s.train_seconds += self._elapsed(now - t0)
                 t0 = now
                 if interval and (len(interval) >= self.tcfg.log_every_steps or s.step_in_epoch == len(batches)):
