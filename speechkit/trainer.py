@@ -75,8 +75,8 @@ class TrainState:
     interval_losses: list[float] = field(default_factory=list)  # losses of the open log interval
     epoch_losses: list[float] = field(default_factory=list)  # losses of the current epoch so far
     skipped_before_epoch: int = 0  # skipped_examples when the current epoch began
-    threads: int = 0  # the thread count trainer.threads=auto chose by timing the first steps (ThreadProbe); 0: none
     # (all three saved, so that a resumed run logs and averages exactly what an uninterrupted one does)
+    threads: int = 0  # the thread count trainer.threads=auto chose by timing the first steps (ThreadProbe); 0: none
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
