@@ -20,6 +20,11 @@ import itertools
 import tempfile
 import time
 
+# speechkit before torch: its OMP_WAIT_POLICY=PASSIVE, as in speechkit-train (spinning OpenMP threads made two
+# threads look 1.2x faster than one here, where training, which sleeps them, found them slower)
+import speechkit  # noqa: F401
+
+# isort: split
 import torch
 from hydra import compose, initialize_config_dir
 
