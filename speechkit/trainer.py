@@ -355,6 +355,7 @@ class Trainer:
         log.info("trainer.threads=auto: timing the next %d steps at %s thread(s); another count than %d is kept "
                  "if it is more than %.0f %% faster", probe.steps, " / ".join(map(str, candidates)), rule,
                  100 * probe.margin)
+        torch.set_num_threads(probe.threads())  # the first step's count (the rule's, after a warm-up)
         return probe
 
     def _probe_threads(self, seconds: float, work: int, timed: bool) -> None:
@@ -720,8 +721,6 @@ class Trainer:
                 s.epoch_losses, s.skipped_before_epoch = [], s.skipped_examples
             epoch_losses, interval = s.epoch_losses, s.interval_losses
             t0 = time.monotonic()
-            if self.thread_probe is not None:
-                torch.set_num_threads(self.thread_probe.threads())
             for batch in bar:
                 for sk in batch.skipped:
                     s.skipped_examples += 1
