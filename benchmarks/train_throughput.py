@@ -4,13 +4,15 @@
     python benchmarks/train_throughput.py --steps 60 --threads 2
     python benchmarks/train_throughput.py --compare trainer.precision=fp32,bf16
     python benchmarks/train_throughput.py --workers 2 --compare data.frontend_in_workers=false,true
+    python benchmarks/train_throughput.py --workers 2 --compare trainer.seed=1234 --profile 20   # where a step's time goes
 
 Builds the recipe's Trainer once per value of the ``--compare`` key (default ``data.bucket``:
 random batches of 32 against batches drawn from duration-sorted windows) and times the same number
 of optimiser steps through ``Trainer.train_step`` after a few warm-up steps (in each block), data loading included
 (in the main process, or in ``--workers`` loader processes).
 The settings are timed in alternating blocks, so a busy machine slows them alike. Reports steps/s,
-utterances/s, audio seconds/s, and the share of padded batch time that is padding.
+utterances/s, audio seconds/s, and the share of padded batch time that is padding. ``--profile N``
+then runs N more steps of each setting under torch.profiler and prints its operators by their own CPU time.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="loader workers (0: load in the main process)")
     p.add_argument("--compare", default="data.bucket=false,true", help="KEY=V1,V2[,…]: the settings timed; V1;V2 when a value holds "
                    "commas (--compare 'augment=[vtlp,specaugment];[speed,vtlp,specaugment]')")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each setting")
     p.add_argument("overrides", nargs="*", help="extra config overrides (key=value)")
     a = p.parse_args()
     key, _, values = a.compare.partition("=")
@@ -103,6 +106,13 @@ def main() -> None:
         sec = r["seconds"]
         audio = f"{r['audio'] / sec:.1f}" if r["audio"] else "—"
         print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} | {audio} |")
+    for setting in settings if a.profile else ():
+        batches_iter = itertools.cycle(loaders[setting])
+        timed_steps(trainers[setting], batches_iter, a.warmup)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            timed_steps(trainers[setting], batches_iter, a.profile)
+        print(f"\n# {setting}: {a.profile} steps under torch.profiler")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
 
 
 if __name__ == "__main__":

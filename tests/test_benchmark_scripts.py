@@ -27,6 +27,15 @@ def test_train_throughput_runs_and_reports_each_setting():
         assert audio_s > utts_s  # the samples' utterances are all longer than a second
 
 
+def test_train_throughput_profiles_a_step_when_asked():
+    p = run_cli(sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--recipe", "demo",
+                "--steps", "1", "--blocks", "1", "--warmup", "1", "--compare", "trainer.seed=1", "--profile", "2",
+                f"data.root={SAMPLES}", "encoder.hidden_size=16", "encoder.num_layers=1",
+                "trainer.device=cpu")  # fmt: skip
+    table = p.stdout.split("# trainer.seed=1: 2 steps under torch.profiler", 1)[1]
+    assert "Self CPU" in table and "aten::" in table, p.stdout  # the step's operators, by their own time
+
+
 def test_pretrained_embedding_probe_trains_both_models_and_scores_them(tmp_path):
     pytest.importorskip(
         "openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the probe's embedding)"
