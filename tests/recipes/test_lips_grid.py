@@ -108,9 +108,10 @@ def test_a_small_lips_model_overfits_a_few_clips(corpus, one_thread):
     loss_fn = build("loss", "ctc")
     decoder = GreedyDecoder(GreedyConfig(), tok.tokens, frontend.frame_shift_s)
     model.train()
-    # Steps to spell all three clips, over 30 seeds on one CPU: 175-525, median 275 (the trajectory is chaotic:
-    # any change in rounding, such as an onnxruntime session earlier in the process, draws another sample;
-    # one CI run was still a letter short at 400). 800 is 1.5x the worst seen; a passing run stops early.
+    # Steps to spell all three clips, over 30 seeds on one CPU: 175-525, median 275. The trajectory is chaotic:
+    # a change in rounding draws another sample (one order of the test files took 300 steps where this file
+    # alone took 225; one CI run was still a letter short at 400). 800 is 1.5x the worst seen; a passing
+    # run stops early.
     for step in range(800):
         log_probs, out_lengths = model(x, lengths)
         loss, _ = loss_fn(log_probs, out_lengths, flat, target_lengths)
