@@ -3,7 +3,7 @@
     python benchmarks/time_to_wer.py --out runs/lev \\
         "fp32=runs/asr_grid/steps" "bf16=runs/lev/bf16_a@3.9" "bf16 + 4x stacking=runs/lev/bf16_sub4@5.1"
 
-Each ``NAME=RUN_DIR`` reads the dev evaluations (step, minutes, dev WER) the trainer keeps in
+Each ``NAME=RUN_DIR`` (the name may hold an ``=`` of its own: ``"encoder.dropout=0=runs/x"``) reads the dev evaluations (step, minutes, dev WER) the trainer keeps in
 ``RUN_DIR/checkpoints/last.pt``: at epoch ends, and every ``trainer.eval_every_steps`` steps. The minutes are the run's own wall clock, unless ``@RATE`` gives a
 steps-per-second rate measured apart (``benchmarks/train_throughput.py`` on an idle machine): then a
 step count is turned into minutes at that rate, so runs that shared a busy machine are compared as
@@ -40,8 +40,12 @@ def main() -> None:
     a = p.parse_args()
     curves = {}
     for spec in a.runs:
-        name, _, rest = spec.partition("=")
-        where, _, rate = rest.partition("@")
+        # the name ends at the first "=" after which a run folder follows: names and paths may hold one
+        splits = [(spec[:i], *spec[i + 1 :].partition("@")[::2]) for i, c in enumerate(spec) if c == "="]
+        found = [(n, w, r) for n, w, r in splits if n and (Path(w) / "checkpoints" / "last.pt").is_file()]
+        if not found:
+            p.error(f"{spec!r}: give NAME=RUN_DIR[@STEPS_PER_SECOND], a run folder holding checkpoints/last.pt")
+        name, where, rate = found[0]
         curves[name] = (*curve(Path(where), float(rate) if rate else None, a.metric), bool(rate))
     print("| run | minutes from | " + " | ".join(f"{m} min" for m in MINUTES) + " | at the end |")
     print("| --- | --- | " + " | ".join("---:" for _ in MINUTES) + " | ---: |")
