@@ -99,20 +99,20 @@ def main() -> None:
                 r["steps"] += per_block
                 r["utts"] += u
                 r["audio"] += au
-    print(f"# {a.recipe}: {per_block * a.blocks} steps per setting, torch threads {a.threads}, loader workers {a.workers}")
-    print("| setting | padding % of batch time | steps / s | utterances / s | audio s / s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for setting, r in results.items():
-        sec = r["seconds"]
-        audio = f"{r['audio'] / sec:.1f}" if r["audio"] else "—"
-        print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} | {audio} |")
-    for setting in settings if a.profile else ():
-        batches_iter = itertools.cycle(loaders[setting])
-        timed_steps(trainers[setting], batches_iter, a.warmup)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-            timed_steps(trainers[setting], batches_iter, a.profile)
-        print(f"\n# {setting}: {a.profile} steps under torch.profiler")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
+        print(f"# {a.recipe}: {per_block * a.blocks} steps per setting, torch threads {a.threads}, loader workers {a.workers}")
+        print("| setting | padding % of batch time | steps / s | utterances / s | audio s / s |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for setting, r in results.items():
+            sec = r["seconds"]
+            audio = f"{r['audio'] / sec:.1f}" if r["audio"] else "—"
+            print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} | {audio} |")
+        for setting in settings if a.profile else ():
+            batches_iter = itertools.cycle(loaders[setting])
+            timed_steps(trainers[setting], batches_iter, a.warmup)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                timed_steps(trainers[setting], batches_iter, a.profile)
+            print(f"\n# {setting}: {a.profile} steps under torch.profiler")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50))
 
 
 if __name__ == "__main__":
