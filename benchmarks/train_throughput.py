@@ -5,6 +5,7 @@
     python benchmarks/train_throughput.py --compare trainer.precision=fp32,bf16
     python benchmarks/train_throughput.py --workers 2 --compare data.frontend_in_workers=false,true
     python benchmarks/train_throughput.py --workers 2 --compare trainer.seed=1234 --profile 20   # where a step's time goes
+    python benchmarks/train_throughput.py --warmup 15 --compare torch.compile=false,true          # the model's forward compiled
 
 Builds the recipe's Trainer once per value of the ``--compare`` key (default ``data.bucket``:
 random batches of 32 against batches drawn from duration-sorted windows) and times the same number
@@ -13,6 +14,8 @@ of optimiser steps through ``Trainer.train_step`` after a few warm-up steps (in 
 The settings are timed in alternating blocks, so a busy machine slows them alike. Reports steps/s,
 utterances/s, audio seconds/s, and the share of padded batch time that is padding. ``--profile N``
 then runs N more steps of each setting under torch.profiler and prints its operators by their own CPU time.
+``torch.compile=true`` is not a config key: that setting's Trainer runs its model's forward through
+``torch.compile(dynamic=True)`` (the backward follows it); its compilation falls in the warm-up steps.
 """
 
 from __future__ import annotations
@@ -34,14 +37,21 @@ from speechkit.config import CONF_DIR, store_schemas
 from speechkit.data.sampler import EpochBatches, padding_fraction
 from speechkit.registry import load_plugins
 
+COMPILE = "torch.compile"  # the --compare key that is not a config key
+
 
 def make_trainer(recipe: str, setting: str, threads: int, run_dir: str, extra: list[str], workers: int = 0):
     from speechkit.trainer import Trainer
 
+    key, _, value = setting.partition("=")
+    compiled = key == COMPILE and value.lower() in ("true", "1", "yes")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"recipe={recipe}", f"trainer.threads={threads}", f"data.num_workers={workers}",
-                                           *extra, setting])
-    return Trainer(cfg, run_dir)
+                                           *extra, *([setting] if key != COMPILE else [])])
+    trainer = Trainer(cfg, run_dir)
+    if compiled:
+        trainer.forward = torch.compile(trainer.forward, dynamic=True)
+    return trainer
 
 
 def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:

@@ -75,11 +75,21 @@ def _run(cfg: DictConfig, run_dir: Path, main: bool, began: list[bool]) -> float
 
 def compare_with_reference(ref, metrics: dict) -> str | None:
     """How this run compares with the run its recipe's README reports (the recipe's ``reference`` node:
-    ``steps``, ``dev_wer``, ``source``): one line, or None when the recipe gives no reference."""
+    ``steps``, ``dev_wer``, ``source``, and ``minutes`` for a recipe trained on a wall-clock budget, whose
+    steps follow the machine): one line, or None when the recipe gives no reference."""
     if not ref or "dev_wer" not in metrics:
         return None
     steps, dev = metrics.get("step"), metrics["dev_wer"]
     theirs = f"{ref.get('steps')} steps, dev WER {100 * ref['dev_wer']:.2f} %" if "dev_wer" in ref else ""
+    if ref.get("minutes"):
+        minutes = metrics.get("minutes")
+        timed = isinstance(minutes, (int, float))
+        took = f" in {minutes:.1f} minutes" if timed else ""
+        less = " (this run trained for less: a smaller budget, or it was stopped)"
+        cut = less if timed and minutes < 0.98 * ref["minutes"] else ""
+        return (f"this run: {steps} steps{took}, dev WER {100 * dev:.2f} %; "
+                f"{ref.get('source', 'the recipe README')}: {theirs} in {ref['minutes']:g} minutes{cut}. "
+                "A time budget: the steps it buys, and so the result, follow the machine's speed")
     if steps == ref.get("steps"):
         same = "the same step count"
     elif isinstance(steps, int) and isinstance(ref.get("steps"), int) and steps > ref["steps"]:

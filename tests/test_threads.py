@@ -43,6 +43,14 @@ def test_a_run_is_compared_with_its_recipes_reference_run():
     assert compare_with_reference(None, {"step": 1, "dev_wer": 0.5}) is None
 
 
+def test_a_time_budget_run_is_compared_at_equal_minutes_not_steps():
+    ref = {"minutes": 10, "steps": 3086, "dev_wer": 0.0467, "source": "recipes/asr_grid/README.md"}
+    line = compare_with_reference(ref, {"step": 4100, "minutes": 10.0, "dev_wer": 0.04})
+    assert "4100 steps in 10.0 minutes, dev WER 4.00 %" in line and "3086 steps, dev WER 4.67 % in 10 minutes" in line
+    assert "machine's speed" in line and "cut short" not in line and "ran longer" not in line
+    assert "this run trained for less" in compare_with_reference(ref, {"step": 900, "minutes": 3.0, "dev_wer": 0.2})
+
+
 @pytest.mark.parametrize("cores, procs, setting, want", [
     (2, 1, "auto", [1, 2]),             # this machine: the rule's 1 (beside two loader workers) and both cores
     (16, 1, "auto", [1, 2, 4, 8, 14, 16]),  # the rule's 14, both ends and the powers of two between
