@@ -68,6 +68,14 @@ def timed_steps(trainer, batches_iter, n: int) -> tuple[float, int, float]:
     return time.perf_counter() - t0, utts, audio
 
 
+def warm_batches(trainer, loader, warmup: int):
+    """A fresh pass over ``loader``, cycling, after ``warmup`` steps taken on it untimed: its workers started
+    and the kernels' first shapes seen before the clock (a compiled forward compiles here)."""
+    batches_iter = itertools.cycle(loader)
+    timed_steps(trainer, batches_iter, warmup)
+    return batches_iter
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="asr_grid")
@@ -100,8 +108,7 @@ def main() -> None:
             for setting in settings:
                 # a block's own loader, started (and its warm-up steps taken) before the clock: the workers
                 # of the setting not being timed are gone, not filling their queues beside this one
-                batches_iter = itertools.cycle(loaders[setting])
-                timed_steps(trainers[setting], batches_iter, a.warmup)
+                batches_iter = warm_batches(trainers[setting], loaders[setting], a.warmup)
                 s, u, au = timed_steps(trainers[setting], batches_iter, per_block)
                 del batches_iter
                 r = results[setting]
@@ -117,8 +124,7 @@ def main() -> None:
             audio = f"{r['audio'] / sec:.1f}" if r["audio"] else "—"
             print(f"| {setting} | {100 * r['padding']:.1f} | {r['steps'] / sec:.2f} | {r['utts'] / sec:.1f} | {audio} |")
         for setting in settings if a.profile else ():
-            batches_iter = itertools.cycle(loaders[setting])
-            timed_steps(trainers[setting], batches_iter, a.warmup)
+            batches_iter = warm_batches(trainers[setting], loaders[setting], a.warmup)
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 timed_steps(trainers[setting], batches_iter, a.profile)
             print(f"\n# {setting}: {a.profile} steps under torch.profiler")

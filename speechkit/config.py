@@ -93,6 +93,7 @@ class TrainerConfig:
     eval_every_epochs: int = 1
     eval_every_steps: int = 0  # also evaluate on dev every N optimiser steps inside epochs (0 = at epoch ends only); the time taken is not training time
     early_stop_patience: int = 0  # stop after N evaluations without a better dev WER (0 = never)
+    stop_at_wer: float | None = None  # stop at the first evaluation whose dev WER is at or below this (e.g. 0.05): the time to a target accuracy
     log_every_steps: int = 50
     global_stats_batches: int = 50  # batches read to estimate global normalisation statistics
     max_nonfinite_in_row: int = 20  # updates skipped for a NaN/inf loss or gradient, in a row, before training stops

@@ -96,6 +96,10 @@ def check_settings(cfg: DictConfig) -> None:
         (t.warmup_steps >= 0, f"trainer.warmup_steps={t.warmup_steps}: use 0 (none) or a number of steps"),
         (t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use a positive gradient norm (e.g. 5)"),
         (t.eval_every_epochs >= 1, f"trainer.eval_every_epochs={t.eval_every_epochs}: use 1 or more epochs"),
+        (0.0 <= t.get("ema_decay", 0.0) < 1.0,
+         f"trainer.ema_decay={t.get('ema_decay', 0.0)}: use a value between 0 and 1 (e.g. 0.999), or 0 for none"),
+        (t.stop_at_wer is None or 0 <= t.stop_at_wer < math.inf,
+         f"trainer.stop_at_wer={t.stop_at_wer}: use a dev WER to stop at, 0 or more (e.g. 0.05), or null"),
         (d.num_workers >= 0, f"data.num_workers={d.num_workers}: use 0 (load in this process) or more"),
         (d.batch_size >= 1 or (d.batch_size == 0 and d.batch_seconds > 0),
          f"data.batch_size={d.batch_size}: use 1 or more examples (0, no cap, only with data.batch_seconds > 0)"),
@@ -117,6 +121,7 @@ class Trainer:
 
     plot_every_s = 60.0  # seconds between redraws of training.png
     _last_plot = -float("inf")
+    _last_drawn: tuple[int, int] | None = None  # (loss points, history rows) on training.png
 
     def __init__(self, cfg: DictConfig, run_dir: str | Path,
                  resume: tuple[dict[str, Any], Path] | None | str = "find",
@@ -275,8 +280,6 @@ class Trainer:
                 log.warning("trainer.ema_decay=0: the checkpoint's weight average is dropped; dev is measured on "
                             "the trained weights from now on")
             return None
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"trainer.ema_decay={decay}: use a value between 0 and 1 (e.g. 0.999), or 0 for none")
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         lerp = get_ema_multi_avg_fn(decay)
@@ -805,10 +808,16 @@ class Trainer:
                  1000 * shift[0], 1000 * shift[1], best)
 
     def _early_stop(self) -> bool:
-        """Whether ``trainer.early_stop_patience`` evaluations have passed without a better dev WER (logged)."""
-        s, patience = self.state, self.tcfg.early_stop_patience
+        """Whether ``trainer.early_stop_patience`` evaluations have passed without a better dev WER, or the
+        last evaluation reached ``trainer.stop_at_wer`` (logged, with the step and minutes it took)."""
+        s, patience, target = self.state, self.tcfg.early_stop_patience, self.tcfg.stop_at_wer
         if patience and s.evals_since_best >= patience:
             log.info("early stop: dev WER has not improved for %d evaluations", s.evals_since_best)
+            return True
+        last = s.history[-1] if s.history else {}
+        if target is not None and "dev_wer" in last and last["dev_wer"] <= target:
+            log.info("dev WER %.2f %% reached trainer.stop_at_wer=%.4g at step %d, after %.1f minutes of training",
+                     100 * last["dev_wer"], target, s.step, s.train_seconds / 60)
             return True
         return False
 
@@ -863,10 +872,12 @@ class Trainer:
         """Redraw training.png; at most every ``plot_every_s`` seconds while training, always at the end."""
         from speechkit.plots import plot_training
 
-        now = time.monotonic()
+        now, drawn = time.monotonic(), (len(self.state.losses), len(self.state.history))
         if not self.dist.main or (not final and now - self._last_plot < self.plot_every_s):
             return
-        self._last_plot = now
+        if final and drawn == self._last_drawn:  # the run's last row is already on it
+            return
+        self._last_plot, self._last_drawn = now, drawn
         try:
             plot_training(self.state.losses, self.state.history, self.run_dir / "training.png")
         except Exception as e:  # a plot must never cost a training run

@@ -39,16 +39,19 @@ def test_model_overfits_a_handful_of_utterances_to_their_exact_transcripts(tmp_p
     # 4 utterances, each listed 8 times: 8 steps an epoch, so checkpoints and evaluations are rare.
     # The first evaluation with every word right, evaluating every 40 steps over seeds 0-19: at step 120-400
     # in a 400-step run (one seed only at its last step: the trajectory is chaotic, so another machine's
-    # rounding draws another seed's luck); at 120-320 in a 600-step run (seeds 0-9), hence 600 steps
+    # rounding draws another seed's luck); at 120-320 in a 600-step run (seeds 0-9), hence 600 steps, of
+    # which the run takes those up to its first perfect evaluation (trainer.stop_at_wer=0)
     rows = sample_rows("train", 4) * 8
     manifest = write_manifest(tmp_path / "four.jsonl", rows)
     cfg = _cfg(tmp_path, 4, f"data.train_manifest={manifest}", "encoder.hidden_size=128", "augment=none",
                "encoder.dropout=0", "data.batch_size=4", "data.bucket=false", "trainer.max_steps=600",
                "trainer.max_epochs=1000", "trainer.lr=4e-3", "trainer.warmup_steps=20",
-               "trainer.eval_every_epochs=25", "trainer.seed=0")
+               "trainer.eval_every_epochs=5", "trainer.stop_at_wer=0", "trainer.seed=0")
     trainer = Trainer(cfg, tmp_path / "run")
     metrics = trainer.fit()
     assert metrics["dev_wer"] == 0.0, metrics
+    measured = [h["dev_wer"] for h in trainer.state.history if "dev_wer" in h]
+    assert measured[-1] == 0.0 and all(w > 0 for w in measured[:-1])  # it stopped at its first perfect one
     assert (tmp_path / "run" / "training.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
 
@@ -101,6 +104,26 @@ def test_early_stopping_counts_evaluations_inside_epochs(tmp_path, monkeypatch):
     trainer.fit()
     assert [(h["step"], h["dev_wer"]) for h in trainer.state.history] == [(1, 0.5), (2, 0.6), (3, 0.7)]
     assert trainer.state.step == 3 and trainer.state.best_wer == 0.5
+
+
+def test_stop_at_wer_ends_the_run_at_the_first_evaluation_at_or_below_it(tmp_path, monkeypatch, caplog):
+    # dev WER 0.5, 0.3, 0.2, …: stop_at_wer=0.2 stops at the third evaluation, step 3 of 50, and says so
+    wers = iter([0.5, 0.3, 0.2, 0.1, 0.0])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"dev_loss": 1.0, "dev_wer": next(wers), "dev_cer": 0.5})
+    cfg = _cfg(tmp_path, 10, "encoder.hidden_size=8", "data.batch_size=2", "data.bucket=false", "augment=none",
+               "trainer.max_steps=50", "trainer.eval_every_steps=1", "trainer.stop_at_wer=0.2")
+    trainer = Trainer(cfg, tmp_path / "run")
+    with caplog.at_level("INFO", logger="speechkit"):
+        trainer.fit()
+    assert [(h["step"], h["dev_wer"]) for h in trainer.state.history] == [(1, 0.5), (2, 0.3), (3, 0.2)]
+    assert trainer.state.step == 3 and trainer.state.best_wer == 0.2
+    assert "dev WER 20.00 % reached trainer.stop_at_wer=0.2 at step 3" in caplog.text
+
+
+def test_a_negative_stop_at_wer_is_refused_naming_the_setting(tmp_path):
+    cfg = _cfg(tmp_path, 2, "trainer.stop_at_wer=-0.1")
+    with pytest.raises(ValueError, match=r"trainer.stop_at_wer=-0.1: use a dev WER to stop at"):
+        Trainer(cfg, tmp_path / "run")
 
 
 def test_ema_is_the_moving_average_of_the_trained_weights_and_best_pt_keeps_it(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ def test_the_10_minute_recipe_is_asr_grid_on_the_clock_with_the_cheaper_settings
     assert fast.data.root == base.data.root and fast.frontend.name == base.frontend.name == "fbank"
     assert (fast.frontend.n_mels, fast.encoder.hidden_size, fast.aligner.weight) == (40, 192, 0.0)
     assert fast.augment.specaugment.freq_masks < base.augment.specaugment.freq_masks
+    assert fast.augment.specaugment.time_masks < base.augment.specaugment.time_masks
     assert fast.inter_ctc.weight > 0 and fast.trainer.max_minutes == 10 and fast.trainer.max_steps > 10 * base.trainer.max_steps
     # the same share of the bands masked as asr_grid's 15 of 80
     assert fast.augment.specaugment.freq_width / 40 == pytest.approx(base.augment.specaugment.freq_width / 80, abs=0.02)
