@@ -120,6 +120,18 @@ def test_stop_at_wer_ends_the_run_at_the_first_evaluation_at_or_below_it(tmp_pat
     assert "dev WER 20.00 % reached trainer.stop_at_wer=0.2 at step 3" in caplog.text
 
 
+def test_training_png_is_drawn_once_at_the_end_with_the_last_row_on_it(tmp_path, monkeypatch):
+    # 3 epochs of 2 steps inside one minute: the first epoch's row draws it (nothing drawn yet), the second's
+    # is inside the minute between redraws, the third's is the run's end; fit's own final call adds nothing
+    import speechkit.plots
+
+    drawn = []
+    monkeypatch.setattr(speechkit.plots, "plot_training", lambda losses, history, path: drawn.append(len(history)))
+    cfg = _cfg(tmp_path, 4, "encoder.hidden_size=8", "data.batch_size=2", "augment=none", "trainer.max_steps=6")
+    Trainer(cfg, tmp_path / "run").fit()
+    assert drawn == [1, 3]
+
+
 def test_a_negative_stop_at_wer_is_refused_naming_the_setting(tmp_path):
     cfg = _cfg(tmp_path, 2, "trainer.stop_at_wer=-0.1")
     with pytest.raises(ValueError, match=r"trainer.stop_at_wer=-0.1: use a dev WER to stop at"):
