@@ -40,7 +40,8 @@ OWNER_NAME = ".speechkit.lock.owner"  # JSON {pid, host, started} of the holder,
 SAFE_ON_RESUME = (
     "trainer.resume", "trainer.resume_force", "trainer.max_minutes", "trainer.max_epochs", "trainer.max_steps",
     "trainer.threads", "trainer.device", "trainer.log_every_steps", "trainer.save_every_steps",
-    "trainer.eval_every_epochs", "trainer.eval_every_steps", "trainer.early_stop_patience", "trainer.max_nonfinite_in_row",
+    "trainer.eval_every_epochs", "trainer.eval_every_steps", "trainer.early_stop_patience", "trainer.stop_at_wer",
+    "trainer.max_nonfinite_in_row",
     "trainer.logger", "data.num_workers", "data.on_error", "decoder", "run_name", "card", "reference",
     "trainer.init_from", "trainer.init_exclude",  # read only when a run starts: a resumed fine-tune has its last.pt
 )

@@ -376,7 +376,11 @@ def test_a_run_saved_before_fine_tuning_existed_still_resumes(tmp_path):
     del saved["trainer"]["init_from"]  # the key came later: a checkpoint written before has none
     del saved["trainer"]["ema_decay"], saved["data"]["sortagrad"]  # likewise, at their defaults now
     del saved["aligner"], saved["inter_ctc"]  # the whole groups came later (inter_ctc.layers: a list, [] by default)
+    del saved["trainer"]["stop_at_wer"]
     check_resume_config(cfg, {"config": saved}, tmp_path / "last.pt")  # no refusal
+    # a stopping rule, like early_stop_patience: a resumed run may set one
+    check_resume_config(_cfg(tmp_path, 2, "encoder.hidden_size=8", "trainer.stop_at_wer=0.05"), {"config": saved},
+                        tmp_path / "last.pt")
     from speechkit.rundir import RunDirError
 
     averaged = _cfg(tmp_path, 2, "encoder.hidden_size=8", "trainer.ema_decay=0.9")  # not how the old run trained
