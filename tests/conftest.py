@@ -38,13 +38,87 @@ torch.set_num_threads(int(os.environ.get("SPEECHKIT_TEST_THREADS", "1")))  # tin
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command; a speechkit console name runs as ``python -m`` on the checkout's own package
-    (whatever the installed console scripts point at). ``check``: fail with its output unless it exits 0."""
-    if args[0] in MODULES:
-        args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
-    p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    (whatever the installed console scripts point at), forked from a warm interpreter where it can be
+    (tests/zygote.py). ``check``: fail with its output unless it exits 0."""
+    if args[0] in MODULES and _Zygote.fits(env):
+        p = _Zygote.get().run(MODULES[args[0]], list(args[1:]), env, timeout=600)
+    else:
+        if args[0] in MODULES:
+            args = (sys.executable, "-m", MODULES[args[0]], *args[1:])
+        p = subprocess.run(list(args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+class _Zygote:
+    """This worker's warm interpreter (tests/zygote.py), started at the first command that can use it."""
+
+    _one: _Zygote | None = None
+    #: Environment variables read when a command runs, not when it imports (pytest's own, naming the
+    #: current test, are read by no command): a request may change them.
+    RUNTIME_ENV = ("SPEECHKIT_", "HYDRA_", "PYTEST_")
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=REPO, env=self.env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.answers = b""  # read from the zygote, not yet taken as lines
+        if self._line(timeout=300) != "ready":
+            raise RuntimeError(f"tests/zygote.py did not start (exit {self.proc.wait()})")
+
+    @classmethod
+    def get(cls) -> _Zygote:
+        if cls._one is None or cls._one.proc.poll() is not None:
+            cls._one = cls()
+        return cls._one
+
+    @classmethod
+    def fits(cls, env: dict | None) -> bool:
+        """Whether a command with environment ``env`` can fork from the zygote: on Linux (fork after
+        importing torch is safe there), unless SPEECHKIT_TEST_FRESH=1, with an environment that differs
+        from the zygote's only in RUNTIME_ENV."""
+        if sys.platform != "linux" or os.environ.get("SPEECHKIT_TEST_FRESH") == "1":
+            return False
+        base = cls._one.env if cls._one is not None else dict(os.environ)
+        env = os.environ if env is None else env
+        changed = {k for k in base.keys() | env.keys() if base.get(k) != env.get(k)}
+        return all(k.startswith(cls.RUNTIME_ENV) for k in changed)
+
+    def run(self, module: str, args: list[str], env: dict | None, timeout: float) -> subprocess.CompletedProcess:
+        import signal
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"module": module, "args": args, "env": dict(os.environ if env is None else env),
+                       "cwd": str(REPO), "stdout": str(out), "stderr": str(err)}
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = int(self._line(timeout=60))
+            try:
+                status = int(self._line(timeout))
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                self._line(timeout=60)
+                raise
+            return subprocess.CompletedProcess([sys.executable, "-m", module, *args], status,
+                                               out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+    def _line(self, timeout: float) -> str:
+        """The zygote's next answer line, waiting at most ``timeout`` seconds for it."""
+        import select
+        import time
+
+        end = time.monotonic() + timeout
+        while b"\n" not in self.answers:
+            if not select.select([self.proc.stdout], [], [], max(0.0, end - time.monotonic()))[0]:
+                raise subprocess.TimeoutExpired(["tests/zygote.py"], timeout)
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"tests/zygote.py stopped (exit {self.proc.wait()})")
+            self.answers += chunk
+        line, self.answers = self.answers.split(b"\n", 1)
+        return line.decode()
 
 
 def sample_rows(split: str, n: int | None = None) -> list[dict]:

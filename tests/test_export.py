@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from speechkit.checkpoint import model_payload, save_checkpoint
 from speechkit.config import CONF_DIR, store_schemas
 from speechkit.export import FORMATS, export, run_exported
 from speechkit.pipeline import CTCModel
-from tests.conftest import MODULES, REPO
+from tests.conftest import run_cli
 
 TOKENS = ["<blank>", " ", "a", "b", "c"]
 TOLERANCE = 1e-4  # max |exported − PyTorch| log-prob: float32 rounding (ONNX's DFT-matrix spectrum included)
@@ -171,21 +169,8 @@ def test_text_line_model_exports_to_onnx(tmp_path):
 def test_export_command_writes_model_and_json(tmp_path):
     path, _ = _checkpoint(tmp_path, "frontend=mfcc")
     out = tmp_path / "cli.onnx"
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            MODULES["speechkit-export"],
-            f"checkpoint={path}",
-            "format=onnx",
-            f"out={out}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+    p = run_cli("speechkit-export", f"checkpoint={path}", "format=onnx", f"out={out}",
+                f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert p.returncode == 0, p.stderr
     assert out.stat().st_size > 10_000 and (tmp_path / "cli.json").exists()
     assert "max |exported − PyTorch| log-prob" in p.stdout
@@ -193,19 +178,6 @@ def test_export_command_writes_model_and_json(tmp_path):
 
 def test_export_command_rejects_an_unknown_format(tmp_path):
     path, _ = _checkpoint(tmp_path)
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            MODULES["speechkit-export"],
-            f"checkpoint={path}",
-            "format=tflite",
-            f"out={tmp_path / 'x'}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+    p = run_cli("speechkit-export", f"checkpoint={path}", "format=tflite", f"out={tmp_path / 'x'}",
+                f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert p.returncode != 0 and "format='tflite'" in p.stderr and "torchscript, onnx" in p.stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ from speechkit.frontends.audio import load_audio
 from speechkit.frontends.image import load_image
 from speechkit.frontends.video import load_video
 from speechkit.validate import validate
-from tests.conftest import MODULES, REPO, sample_rows, write_manifest
+from tests.conftest import run_cli, sample_rows, write_manifest
 
 LOADERS = {
     "audio": lambda p: load_audio(p, 16000),
@@ -90,12 +88,8 @@ def test_validate_reports_a_symlink_loop_on_its_line_and_still_writes_the_report
     train = write_manifest(tmp_path / "train.jsonl", [rows[0], {**rows[1], "audio_filepath": str(loop)}])
     test = write_manifest(tmp_path / "test.jsonl", [{**rows[1], "audio_filepath": str(loop)}])  # both splits
     report = tmp_path / "validate.json"
-    p = subprocess.run(
-        [sys.executable, "-m", MODULES["speechkit-validate"], "recipe=demo", f"data.train_manifest={train}",
-         "data.dev_manifest=null", f"data.test_manifest={test}", f"report={report}", "data.num_workers=0",
-         "progress=false"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    p = run_cli("speechkit-validate", "recipe=demo", f"data.train_manifest={train}", "data.dev_manifest=null",
+                f"data.test_manifest={test}", f"report={report}", "data.num_workers=0", "progress=false", check=False)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     problems = json.loads(report.read_text())["problems"]

@@ -9,8 +9,6 @@ import itertools
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from speechkit.checkpoint import load_checkpoint
 from speechkit.decoders import confidence
 from speechkit.decoders.timing import WordTiming, align_tokens, word_spans
 from speechkit.eval import evaluate
-from tests.conftest import MODULES, REPO, sample_rows
+from tests.conftest import run_cli, sample_rows
 from tests.test_inference_inputs import encode_audio
 
 pytestmark = pytest.mark.slow
@@ -251,11 +249,8 @@ def test_a_folder_run_reads_m4a_reports_what_it_leaves_out_and_the_real_time_fac
     encode_audio(folder / "sub" / "b.m4a", x, rate)
     (folder / "notes.txt").write_text("not audio")
     out = tmp_path / "preds.jsonl"
-    p = subprocess.run(
-        [sys.executable, "-m", MODULES["speechkit-transcribe"], f"checkpoint={tiny_run / 'run/checkpoints/best.pt'}",
-         f"input={folder}", f"output={out}", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    p = run_cli("speechkit-transcribe", f"checkpoint={tiny_run / 'run/checkpoints/best.pt'}", f"input={folder}",
+                f"output={out}", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["audio_filepath"] for r in rows] == [str(folder / "a.flac"), str(folder / "sub" / "b.m4a")]

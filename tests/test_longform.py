@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tracemalloc
 
 import numpy as np
@@ -25,7 +23,7 @@ from speechkit.frontends.audio_blocks import StreamResampler, read_blocks
 from speechkit.frontends.audio_io import load_audio
 from speechkit.longform import LongFormConfig, SegmentStream, config_defaults
 from speechkit.vad import FRAME_S, EnergyVAD, frame_log_energy
-from tests.conftest import MODULES, REPO, sample_rows
+from tests.conftest import REPO, run_cli, sample_rows
 from tests.test_inference_inputs import encode_audio
 
 RATE = 16000  # Hz, samples/grid's rate and the tiny model's
@@ -236,11 +234,8 @@ def test_the_cli_takes_the_long_path_for_long_files_only_and_writes_segments(tin
     sf.write(folder / "long.flac", x, RATE)
     sf.write(folder / "short.flac", clean_utterances(1)[0], RATE)
     out = tmp_path / "preds.jsonl"
-    p = subprocess.run(
-        [sys.executable, "-m", MODULES["speechkit-transcribe"], f"checkpoint={tiny_run / 'run/checkpoints/best.pt'}",
-         f"input={folder}", f"output={out}", "device=cpu", "long_form.min_s=5", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    p = run_cli("speechkit-transcribe", f"checkpoint={tiny_run / 'run/checkpoints/best.pt'}", f"input={folder}",
+                f"output={out}", "device=cpu", "long_form.min_s=5", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert p.returncode == 0, p.stderr
     long, short = [json.loads(line) for line in out.read_text().splitlines()]
     assert long["audio_filepath"].endswith("long.flac") and len(long["segments"]) == 4

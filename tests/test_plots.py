@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +13,7 @@ from speechkit.config import CONF_DIR, store_schemas
 from speechkit.decoders.base import Hypothesis
 from speechkit.pipeline import CTCModel
 from speechkit.plots import plot_training, plot_utterance
-from tests.conftest import MODULES, REPO, sample_rows, write_manifest
+from tests.conftest import run_cli, sample_rows, write_manifest
 
 TOKENS = ["<blank>", " ", "a", "b"]
 
@@ -99,21 +96,8 @@ def test_transcribe_with_plot_writes_one_png_per_input(tmp_path):
     save_checkpoint(ckpt, model_payload(cfg, TOKENS, CTCModel.from_config(cfg, len(TOKENS))))
     rows = sample_rows("test", 3)
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            MODULES["speechkit-transcribe"],
-            f"checkpoint={ckpt}",
-            f"input={manifest}",
-            "plot=true",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
+    p = run_cli("speechkit-transcribe", f"checkpoint={ckpt}", f"input={manifest}", "plot=true",
+                f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert p.returncode == 0, p.stderr
     pngs = sorted((tmp_path / "run" / "plots").glob("*.png"))
     assert len(pngs) == 3

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
-from tests.conftest import MODULES, REPO, sample_rows, write_manifest
+from tests.conftest import run_cli, sample_rows, write_manifest
 
 
 def validate(*args):
-    p = subprocess.run([sys.executable, "-m", MODULES["speechkit-validate"], *args, "data.num_workers=0",
-                        "progress=false"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    p = run_cli("speechkit-validate", *args, "data.num_workers=0", "progress=false", check=False)
     return p
 
 
