@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -69,21 +70,32 @@ class _Zygote:
 
     @classmethod
     def get(cls) -> _Zygote:
-        if cls._one is None or cls._one.proc.poll() is not None:
+        """The zygote, started again when it has stopped or when this worker's environment has changed
+        since (a library sets a variable when a test imports it: torch's inductor its cache folder)."""
+        one = cls._one
+        if one is None or one.proc.poll() is not None or not cls._same(one.env, os.environ):
+            if one is not None:
+                one.close()
             cls._one = cls()
         return cls._one
 
+    def close(self) -> None:
+        self.proc.stdin.close()  # the zygote exits at the end of its requests
+        self.proc.wait(timeout=60)
+
     @classmethod
     def fits(cls, env: dict | None) -> bool:
-        """Whether a command with environment ``env`` can fork from the zygote: on Linux (fork after
-        importing torch is safe there), unless SPEECHKIT_TEST_FRESH=1, with an environment that differs
-        from the zygote's only in RUNTIME_ENV."""
+        """Whether a command with environment ``env`` (None: this worker's) can fork from the zygote: on
+        Linux (fork after importing torch is safe there), unless SPEECHKIT_TEST_FRESH=1, with an environment
+        that differs from this worker's only in RUNTIME_ENV."""
         if sys.platform != "linux" or os.environ.get("SPEECHKIT_TEST_FRESH") == "1":
             return False
-        base = cls._one.env if cls._one is not None else dict(os.environ)
-        env = os.environ if env is None else env
-        changed = {k for k in base.keys() | env.keys() if base.get(k) != env.get(k)}
-        return all(k.startswith(cls.RUNTIME_ENV) for k in changed)
+        return env is None or cls._same(env, os.environ)
+
+    @classmethod
+    def _same(cls, a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+        """Whether environments ``a`` and ``b`` differ only in RUNTIME_ENV."""
+        return all(k.startswith(cls.RUNTIME_ENV) for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
     def run(self, module: str, args: list[str], env: dict | None, timeout: float) -> subprocess.CompletedProcess:
         import signal

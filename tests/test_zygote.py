@@ -30,6 +30,16 @@ def test_only_an_environment_read_at_run_time_may_differ():
     assert not _Zygote.fits({**os.environ, "OMP_NUM_THREADS": "3"})  # read when torch loads OpenMP
 
 
+def test_the_zygote_starts_again_when_the_workers_environment_changes(monkeypatch):
+    before = _Zygote.get()
+    monkeypatch.setenv("SPEECHKIT_TEST_SOMETHING", "1")  # read at run time: the same zygote
+    assert _Zygote.get() is before
+    monkeypatch.setenv("LIBRARY_SETTING_READ_AT_IMPORT", "1")
+    after = _Zygote.get()
+    assert after is not before and after.env["LIBRARY_SETTING_READ_AT_IMPORT"] == "1"
+    assert before.proc.poll() == 0  # the old one stopped, not left behind
+
+
 def test_a_command_past_its_timeout_is_killed_and_the_next_one_runs(tmp_path):
     train = write_manifest(tmp_path / "train.jsonl", sample_rows("train", 4))
     endless = ["recipe=demo", f"data.train_manifest={train}", "data.dev_manifest=null", "data.num_workers=0",

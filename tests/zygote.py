@@ -11,9 +11,10 @@ environment, the working directory; its stdin is /dev/null), and exits as Python
 ``sys.exit`` status or message, a traceback and 1. Whatever the imports printed in this process
 comes first on the child's stdout and stderr, as it would in a fresh one.
 
-:func:`tests.conftest.run_cli` sends a speechkit command here when nothing about the request needs a
-fresh interpreter (an environment that differs only in ``SPEECHKIT_*`` and ``HYDRA_*``, which are read
-when a command runs, not when it imports); ``SPEECHKIT_TEST_FRESH=1`` runs every command fresh.
+:func:`tests.conftest.run_cli` sends a speechkit command here when nothing about it needs a fresh
+interpreter: its environment differs from the pytest worker's only in ``SPEECHKIT_*``, ``HYDRA_*`` and
+``PYTEST_*`` (read when a command runs, not when it imports), and the zygote is started again when the
+worker's own environment changes. ``SPEECHKIT_TEST_FRESH=1`` runs every command fresh.
 No threads are started here before a fork: the child is a whole copy of this process.
 """
 
@@ -25,16 +26,18 @@ import sys
 import tempfile
 
 #: Imported once, here, before any fork: what the commands import (speechkit first, as a command does:
-#: it sets OMP_WAIT_POLICY before torch loads OpenMP). Plugins are imported, not loaded: each child loads
-#: the entry points itself.
+#: it sets OMP_WAIT_POLICY before torch loads OpenMP; torch._dynamo, 1.1 s, is what torch's optimisers import
+#: when training starts). Plugins are imported, not loaded: each child loads the entry points itself.
 PRELOAD = ("speechkit", "torch", "torchaudio", "hydra", "omegaconf", "speechkit.config", "speechkit.trainer",
-           "speechkit.pipeline", "speechkit.checkpoint", "speechkit.rundir")
+           "speechkit.pipeline", "speechkit.checkpoint", "speechkit.rundir", "torch._dynamo", "matplotlib.pyplot")
 
 
-def _preload() -> tuple[bytes, bytes]:
-    """Import PRELOAD (and the built-in plugins' modules) with fds 1 and 2 going to files; what they got."""
+def _preload() -> tuple[bytes, bytes, dict[str, str]]:
+    """Import PRELOAD (and the built-in plugins' modules) with fds 1 and 2 going to files; what they got,
+    and the environment variables the imports set (torch's inductor sets its cache folder)."""
     import importlib
 
+    before = dict(os.environ)
     saved = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         os.dup2(out.fileno(), 1)
@@ -55,10 +58,10 @@ def _preload() -> tuple[bytes, bytes]:
                 os.close(fd)
         out.seek(0)
         err.seek(0)
-        return out.read(), err.read()
+        return out.read(), err.read(), {k: v for k, v in os.environ.items() if before.get(k) != v}
 
 
-def _child(request: dict, printed: tuple[bytes, bytes], control: tuple[int, int]) -> None:
+def _child(request: dict, preloaded: tuple[bytes, bytes, dict[str, str]], control: tuple[int, int]) -> None:
     """Become ``python -m MODULE ARGS…`` and exit; never returns."""
     code = 1
     try:
@@ -68,7 +71,7 @@ def _child(request: dict, printed: tuple[bytes, bytes], control: tuple[int, int]
         stdin = os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
         os.close(stdin)
-        for fd, path, text in ((1, request["stdout"], printed[0]), (2, request["stderr"], printed[1])):
+        for fd, path, text in ((1, request["stdout"], preloaded[0]), (2, request["stderr"], preloaded[1])):
             f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.write(f, text)
             os.dup2(f, fd)
@@ -76,6 +79,8 @@ def _child(request: dict, printed: tuple[bytes, bytes], control: tuple[int, int]
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        for key, value in preloaded[2].items():  # as the imports would have set them in a fresh process
+            os.environ.setdefault(key, value)
         sys.path[0] = request["cwd"]  # ``python -m`` puts the working directory first
         code = _run(request["module"], request["args"])
     finally:
@@ -122,7 +127,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    printed = _preload()
+    preloaded = _preload()
     requests = os.fdopen(control[0], "r")
     answers = os.fdopen(control[1], "w")
     answers.write("ready\n")
@@ -133,7 +138,7 @@ def main() -> None:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(request, printed, control)
+            _child(request, preloaded, control)
         answers.write(f"{pid}\n")
         answers.flush()
         _, status = os.waitpid(pid, 0)
