@@ -76,8 +76,9 @@ class TrainerConfig:
     lr: float = 2e-3  # peak learning rate (AdamW)
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 300  # linear warm-up from 0, then cosine decay to min_lr_ratio × lr
+    warmup_steps: int = 300  # linear warm-up from 0, then decay (lr_decay) to min_lr_ratio × lr
     min_lr_ratio: float = 0.05
+    lr_decay: str = "cosine"  # cosine | linear: the shape of the decay from lr to min_lr_ratio × lr over the run
     grad_clip: float = 5.0  # max global gradient L2 norm
     ema_decay: float = 0.0  # > 0 (e.g. 0.999): also average the weights (EMA) as training goes; dev evaluation and best.pt use the average, last.pt keeps both
     seed: int = 1234

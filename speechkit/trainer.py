@@ -48,7 +48,7 @@ from speechkit.metrics import error_counts, rates
 from speechkit.pipeline import CTCModel, resolve_device
 from speechkit.registry import build
 from speechkit.rng import rng_state, seed_everything, set_rng_state
-from speechkit.schedule import lr_factor  # noqa: F401  (re-exported: the trainer's schedule)
+from speechkit.schedule import DECAYS, lr_factor  # lr_factor re-exported: the trainer's schedule
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ def check_settings(cfg: DictConfig) -> None:
         (t.max_steps >= 0, f"trainer.max_steps={t.max_steps}: use 0 (max_epochs decides) or a number of steps"),
         (t.max_epochs >= 1, f"trainer.max_epochs={t.max_epochs}: use 1 or more epochs"),
         (t.warmup_steps >= 0, f"trainer.warmup_steps={t.warmup_steps}: use 0 (none) or a number of steps"),
+        (0 <= t.min_lr_ratio <= 1, f"trainer.min_lr_ratio={t.min_lr_ratio}: use a share of trainer.lr between 0 and 1"),
+        (t.get("lr_decay", "cosine") in DECAYS,
+         f"trainer.lr_decay={t.get('lr_decay')}: use one of {', '.join(DECAYS)}"),
         (t.grad_clip > 0, f"trainer.grad_clip={t.grad_clip}: use a positive gradient norm (e.g. 5)"),
         (t.eval_every_epochs >= 1, f"trainer.eval_every_epochs={t.eval_every_epochs}: use 1 or more epochs"),
         (0.0 <= t.get("ema_decay", 0.0) < 1.0,
@@ -607,7 +610,8 @@ class Trainer:
         progress = self.state.step / max(self.total_steps, 1)
         if self.tcfg.max_minutes > 0:
             progress = max(progress, self.state.train_seconds / (60 * self.tcfg.max_minutes))
-        lr = self.tcfg.lr * lr_factor(progress, self.state.step, self.tcfg.warmup_steps, self.tcfg.min_lr_ratio)
+        lr = self.tcfg.lr * lr_factor(progress, self.state.step, self.tcfg.warmup_steps, self.tcfg.min_lr_ratio,
+                                      self.tcfg.get("lr_decay", "cosine"))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         aligner, inter = self.model.aligner is not None, bool(self.model.inter_layers)

@@ -226,6 +226,8 @@ def test_train_help_lists_the_recipes_and_the_trainer_settings():
     "trainer.max_epochs=0",  # likewise
     "trainer.grad_clip=0",  # every update clipped to nothing
     "trainer.warmup_steps=-1",
+    "trainer.min_lr_ratio=1.5",  # a schedule that rises
+    "trainer.lr_decay=step",  # a decay there is not
     "trainer.eval_every_epochs=0",  # a ZeroDivisionError after the first epoch
     "data.num_workers=-1",  # torch's DataLoader traceback
     "data.batch_size=-2",  # the whole training set in one batch

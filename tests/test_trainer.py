@@ -34,6 +34,16 @@ def test_lr_warms_up_linearly_then_decays_to_the_floor():
     assert lr_factor(0.5, 100, 10, 0.1) == pytest.approx(0.55)
 
 
+def test_a_linear_decay_is_a_straight_line_from_the_peak_to_the_floor():
+    assert lr_factor(0.0, 100, 10, 0.0, "linear") == pytest.approx(1.0)
+    assert lr_factor(0.25, 100, 10, 0.0, "linear") == pytest.approx(0.75)  # cosine: 0.854
+    assert lr_factor(0.75, 100, 10, 0.0, "linear") == pytest.approx(0.25)  # cosine: 0.146
+    assert lr_factor(1.0, 100, 10, 0.2, "linear") == pytest.approx(0.2)
+    assert lr_factor(0.5, 4, 10, 0.0, "linear") == pytest.approx(0.25)  # still warming up: 5/10 of 0.5
+    with pytest.raises(ValueError, match="lr_decay='step'"):
+        lr_factor(0.5, 100, 10, 0.0, "step")
+
+
 @pytest.mark.slow
 def test_model_overfits_a_handful_of_utterances_to_their_exact_transcripts(tmp_path):
     # 4 utterances, each listed 8 times: 8 steps an epoch, so checkpoints and evaluations are rare.
