@@ -10,12 +10,14 @@ step count is turned into minutes at that rate, so runs that shared a busy machi
 they would run alone. WER at a time between two evaluations is interpolated linearly in steps; a
 run's LR schedule follows its own step count, so a run cut at 10 minutes would end a little better
 than its curve at 10 minutes shows (the schedule had not decayed yet). Prints a Markdown table and
-writes ``time_to_wer.png`` into ``--out``.
+writes ``time_to_wer.png`` into ``--out``, where runs whose names differ only in a trailing ``, seed N``
+share a colour and one legend entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,11 @@ def curve(run_dir: Path, rate: float | None, metric: str = "wer") -> tuple[np.nd
     history = [h for h in ckpt["trainer"]["state"]["history"] if f"dev_{metric}" in h]
     minutes = [h["step"] / rate / 60 if rate else h["minutes"] for h in history]
     return np.array([0.0, *minutes]), np.array([1.0, *(h[f"dev_{metric}"] for h in history)])
+
+
+def setting_of(name: str) -> str:
+    """A run's name without its trailing ``, seed N``: the setting it shares with its other seeds."""
+    return re.sub(r",?\s*seed\s*\S+$", "", name) or name
 
 
 def main() -> None:
@@ -60,11 +67,22 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, (t, wer, _) in curves.items():
-        ax.plot(t, 100 * wer, marker="o", markersize=3, label=name)
-    ax.set(xlabel="training minutes", ylabel=f"dev {a.metric.upper()} (%)", yscale="log", title="time to accuracy")
+    groups = {}  # runs of one setting (names that differ only in a trailing ", seed N") share a colour
+    for name in curves:
+        groups.setdefault(setting_of(name), []).append(name)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (setting, names) in enumerate(groups.items()):
+        for j, name in enumerate(names):
+            t, wer, _ = curves[name]
+            label = (f"{setting} ({len(names)} seeds)" if len(names) > 1 else name) if j == 0 else None
+            ax.plot(t, 100 * wer, marker="o", markersize=3, lw=1.2, alpha=0.8, color=colours[i % len(colours)],
+                    label=label)
+    end = max(t[-1] for t, _, _ in curves.values())
+    ax.set(xlabel="training minutes", ylabel=f"dev {a.metric.upper()} (%)", yscale="log", title="time to accuracy",
+           xlim=(0, end * 1.03))
     for m in MINUTES:
-        ax.axvline(m, color="0.85", lw=0.8, zorder=0)
+        if m <= end:
+            ax.axvline(m, color="0.85", lw=0.8, zorder=0)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     a.out.mkdir(parents=True, exist_ok=True)

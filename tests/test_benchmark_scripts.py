@@ -83,3 +83,31 @@ def test_real_voices_reads_each_slot_through_the_alignment():
     # letters 1 + 1 of 3, digits 0 + 2 of 3: the issue's pooled figure; "at" heard as "r", "with" heard
     assert out["letters and digits, pooled"] == pytest.approx(100 * 4 / 6)
     assert out['"at"/"with"'] == 50.0
+
+
+def _fake_run(folder: Path, history: list[dict]) -> Path:
+    """A run folder as time_to_wer.py reads it: the trainer's dev evaluations in checkpoints/last.pt."""
+    import torch
+
+    (folder / "checkpoints").mkdir(parents=True)
+    torch.save({"trainer": {"state": {"history": history}}}, folder / "checkpoints" / "last.pt")
+    return folder
+
+
+def test_time_to_wer_tabulates_each_run_and_plots_the_seeds_of_a_setting_alike(tmp_path):
+    import importlib.util
+
+    a = _fake_run(tmp_path / "a", [{"step": 100, "minutes": 1.0, "dev_wer": 0.5}, {"step": 400, "minutes": 4.0, "dev_wer": 0.2}])
+    b = _fake_run(tmp_path / "b", [{"step": 300, "minutes": 3.0, "dev_wer": 0.4}, {"step": 1000, "minutes": 10.0, "dev_wer": 0.1}])
+    p = run_cli(sys.executable, str(REPO / "benchmarks" / "time_to_wer.py"), "--out", str(tmp_path / "out"),
+                f"x, seed 1={a}", f"x, seed 2={b}")
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[3:8]] for r in p.stdout.splitlines()
+            if r.startswith("| x, seed")}
+    assert rows["x, seed 1"] == ["40.0 %", "—", "—", "—", "20.00 % (4.0 min)"]  # 2 min: a third of the way from 50 to 20 %
+    assert rows["x, seed 2"][:3] == ["60.0 %", "31.4 %", "10.0 %"]  # (0, 100 %) → (3 min, 40 %) → (10 min, 10 %)
+    assert (tmp_path / "out" / "time_to_wer.png").stat().st_size > 10_000
+    spec = importlib.util.spec_from_file_location("time_to_wer", REPO / "benchmarks" / "time_to_wer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.setting_of("no dropout, seed 1234") == module.setting_of("no dropout, seed 2") == "no dropout"
+    assert module.setting_of("bf16, 4x, 10 min") == "bf16, 4x, 10 min"  # no seed: a setting of its own
