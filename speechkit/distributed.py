@@ -57,7 +57,7 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _cores_per_process() -> int:
+def cores_per_process() -> int:
     """The cores this process may use: its CPU affinity over the processes on this node (``LOCAL_WORLD_SIZE``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
@@ -76,7 +76,7 @@ def cpu_threads(setting: str | int, num_workers: int) -> int:
         if not text.isdigit():
             raise ValueError(f"trainer.threads={setting!r}: use auto or a whole number (0: torch's default)")
         return int(text)
-    per_process = _cores_per_process()
+    per_process = cores_per_process()
     return max(1, per_process - min(num_workers, per_process // 2))
 
 
@@ -86,7 +86,7 @@ def thread_candidates(setting: str | int, num_workers: int) -> list[int]:
     Empty for a set number, and when there is one count only (a single core)."""
     if str(setting).strip().lower() != "auto":
         return []
-    per_process = _cores_per_process()
+    per_process = cores_per_process()
     counts = {cpu_threads(setting, num_workers), per_process}
     counts.update(2**k for k in range(per_process.bit_length()) if 2**k < per_process)
     return sorted(counts) if len(counts) > 1 else []

@@ -254,6 +254,10 @@ class Trainer:
                  f" + intermediate CTC (layer {', '.join(map(str, inner))}, loss weight {cfg.inter_ctc.weight:g}"
                  f"{', self-conditioned' if self.model.condition is not None else ''})" if inner else "",
                  n_params / 1e6, f"{1 / self.model.frame_shift_s:.0f}" if self.model.frame_shift_s else "n/a")
+        runs_as = getattr(self.model.encoder, "runs_as", None)  # torch's LSTM/GRU stacks (encoders/rnn.py)
+        if runs_as is not None and runs_as(self.device) == "parallel":
+            log.info("the encoder runs each layer's two directions side by side on two threads (encoder.impl=%s)",
+                     cfg.encoder.impl)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tcfg.lr, betas=tuple(self.tcfg.betas), weight_decay=self.tcfg.weight_decay
         )

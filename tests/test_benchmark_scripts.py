@@ -36,6 +36,16 @@ def test_train_throughput_profiles_a_step_when_asked():
     assert "Self CPU" in table and "aten::" in table, p.stdout  # the step's operators, by their own time
 
 
+def test_rnn_impl_bench_times_the_three_ways_and_they_agree():
+    p = run_cli(sys.executable, str(REPO / "benchmarks" / "rnn_impl_bench.py"), "--hidden", "8", "--layers", "2",
+                "--features", "5", "--batch", "3", "--frames", "6", "9", "--repeats", "1")  # fmt: skip
+    rows = [line.split("|")[1:-1] for line in p.stdout.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [int(r[0]) for r in rows] == [6, 9], p.stdout
+    for r in rows:
+        assert all(float(c) >= 0 for c in r[1:4])
+        assert float(r[6]) < 1e-5  # fp32: the same outputs to rounding
+
+
 def test_pretrained_embedding_probe_trains_both_models_and_scores_them(tmp_path):
     pytest.importorskip(
         "openwakeword", reason="pip install --no-deps openwakeword==0.5.1 (the probe's embedding)"

@@ -325,6 +325,9 @@ class CellStack(nn.Module):
     def __init__(self, cfg: CellConfig, input_size: int) -> None:
         super().__init__()
         check_layers(cfg)
+        if getattr(cfg, "forget_bias", None) is not None:
+            raise ValueError(f"encoder.forget_bias={cfg.forget_bias}: the {self.cell} cells start from their own "
+                             "init; forget_bias is for the blstm and lstm encoders (leave it unset: null)")
         self.cfg = cfg
         activation = getattr(cfg, "activation", "tanh")
         if activation not in ("tanh", "relu"):

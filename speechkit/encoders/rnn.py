@@ -10,6 +10,12 @@ parameters (an ``nn.LSTM``/``nn.GRU``, so checkpoints load either way):
   flipped back; padded outputs zeroed.
   On CPU this is 2–3× faster for training than ``packed``, whose backward pass allocates a
   zeroed copy of the packed input per time step (measured in benchmarks/README.md, "Encoders").
+- ``parallel``: ``reversed`` with each layer's two directions at once, one on a second CPU thread,
+  forward and backward (:class:`_TwoDirections`): the two are independent sequential chains of small
+  matrix products, which one core runs one after the other and two cores side by side (1.37× the
+  training steps per second of asr_grid_10min on two cores: benchmarks/README.md, "Time to accuracy").
+  The same operations as ``reversed``, so the same outputs; on GPU it runs as ``packed``. ``auto``
+  picks it on CPU where the process has twice the cores of its intra-op threads.
 
 Streaming (speechkit/streaming.py): a unidirectional encoder also runs chunk by chunk,
 ``state = enc.stream_init(batch)``, then ``y, state = enc.stream_step(x, state)`` per chunk of frames
@@ -19,7 +25,9 @@ is a :class:`StreamState`: the frames of an unfinished subsampling group and the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from speechkit.distributed import cores_per_process
 from speechkit.functional import mask_padding, reverse_within_lengths
 from speechkit.registry import register
 
@@ -42,6 +51,86 @@ def not_streamable(name: str, why: str) -> ValueError:
     return ValueError(
         f"streaming needs a unidirectional encoder: {STREAMABLE}; this model's encoder {name!r} {why}"
     )
+
+
+IMPLS = ("auto", "packed", "reversed", "parallel")
+
+_pool: ThreadPoolExecutor | None = None  # the second direction's thread (impl=parallel), made on first use
+
+
+def _second_thread() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechkit-rnn")
+    return _pool
+
+
+def _forget_pool() -> None:  # a forked child has the executor but not its thread
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _tracing() -> bool:
+    """Whether a tracer or compiler records this call: it records the calling thread's operations only."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+def _caller_threads(n: int) -> None:
+    """Give this thread the caller's intra-op thread count: a thread keeps the count it first saw, and
+    ``trainer.threads=auto`` changes the count as it times the first steps."""
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _run_direction(run: Callable[..., Tensor], inputs: Sequence[Tensor], grad: bool,
+                   autocast: torch.dtype | None, threads: int) -> tuple[Tensor, list[Tensor]]:
+    """``run(*inputs)`` on detached copies of the inputs, under the caller's autocast (thread-local state,
+    so passed in); with ``grad``, its own graph from those leaves, for :class:`_TwoDirections`'s backward."""
+    _caller_threads(threads)
+    leaves = [t.detach().requires_grad_(t.requires_grad and grad) for t in inputs]
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=autocast or torch.bfloat16,
+                                                      enabled=autocast is not None):
+        return run(*leaves), leaves
+
+
+def _input_grads(y: Tensor, leaves: list[Tensor], grad_y: Tensor, threads: int) -> list[Tensor | None]:
+    _caller_threads(threads)
+    want = [t for t in leaves if t.requires_grad]
+    got = iter(torch.autograd.grad(y, want, grad_y, allow_unused=True) if want else ())
+    return [next(got) if t.requires_grad else None for t in leaves]
+
+
+class _TwoDirections(torch.autograd.Function):
+    """A bidirectional layer's two directions side by side: ``run_b`` on the second thread while
+    ``run_f`` runs on this one, in the forward pass and again in the backward pass, where each
+    direction's own graph (built in its thread) is differentiated in that thread. Inputs: the
+    ``n`` tensors of the first direction, then the second's."""
+
+    @staticmethod
+    def forward(ctx, run_f, run_b, n: int, *inputs: Tensor) -> tuple[Tensor, Tensor]:
+        grad = any(ctx.needs_input_grad[3:])
+        autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        threads = torch.get_num_threads()
+        second = _second_thread().submit(_run_direction, run_b, inputs[n:], grad, autocast, threads)
+        y_f, leaves_f = _run_direction(run_f, inputs[:n], grad, autocast, threads)
+        y_b, leaves_b = second.result()
+        if grad:
+            ctx.graphs = (y_f, leaves_f), (y_b, leaves_b)
+        return y_f.detach(), y_b.detach()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_f: Tensor, grad_b: Tensor):
+        (y_f, leaves_f), (y_b, leaves_b) = ctx.graphs
+        del ctx.graphs
+        threads = torch.get_num_threads()
+        second = _second_thread().submit(_input_grads, y_b, leaves_b, grad_b, threads)
+        grads_f = _input_grads(y_f, leaves_f, grad_f, threads)
+        return (None, None, None, *grads_f, *second.result())
 
 
 def check_layers(cfg: Any) -> None:
@@ -166,7 +255,9 @@ class RNNConfig:
     subsample_mode: str = "stack"  # stack | conv | conv2d
     subsample_channels: int = 32  # feature maps of subsample_mode=conv2d
     lookahead: int = 0  # input frames of right context each subsampled frame also reads (10 ms each)
-    impl: str = "auto"  # packed | reversed | auto (packed on GPU, reversed on CPU); same parameters
+    impl: str = "auto"  # packed | reversed | parallel (reversed, the two directions on two CPU threads) |
+    # auto (GPU: packed; CPU: parallel where this process has a core to spare, else reversed); same parameters
+    forget_bias: float | None = None  # LSTM only: the forget gates' starting bias (None: torch's uniform init)
 
 
 class _TorchRNN(nn.Module):
@@ -190,8 +281,23 @@ class _TorchRNN(nn.Module):
         )
         self.output_dim = cfg.hidden_size * (2 if self.bidirectional else 1)
         self.subsampling = cfg.subsample  # output frames per input frame: 1 / subsampling
-        if cfg.impl not in ("auto", "packed", "reversed"):
-            raise ValueError(f"encoder.impl={cfg.impl!r}: use auto, packed or reversed")
+        if getattr(cfg, "forget_bias", None) is not None:  # older checkpoints' configs lack it
+            self._init_forget_bias(float(cfg.forget_bias))
+        if cfg.impl not in IMPLS:
+            raise ValueError(f"encoder.impl={cfg.impl!r}: use one of {', '.join(IMPLS)}")
+
+    def _init_forget_bias(self, value: float) -> None:
+        """Start every forget gate at bias ``value`` (Gers et al. 2000; Jozefowicz et al. 2015 found 1.0 helps
+        an LSTM learn): torch's gate order is input, forget, cell, output, and the two bias vectors add, so
+        ``bias_ih`` holds the value and ``bias_hh`` zero. Other weights keep torch's init."""
+        if self.rnn_cls is not nn.LSTM:
+            raise ValueError(f"encoder.forget_bias={value}: only LSTM encoders have forget gates; "
+                             "leave it unset (null) for this encoder")
+        H = self.rnn.hidden_size
+        with torch.no_grad():
+            for name, p in self.rnn.named_parameters():
+                if name.startswith("bias_"):
+                    p[H : 2 * H] = value if name.startswith("bias_ih") else 0.0
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return self.sub.output_lengths(lengths)
@@ -199,8 +305,7 @@ class _TorchRNN(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, T, F)``, ``(B,)`` → ``(B, T', H)``, ``(B,)`` with ``T' = ceil(T / subsample)``."""
         x, lengths = self.sub(x, lengths)
-        impl = self.cfg.impl if self.cfg.impl != "auto" else ("packed" if x.is_cuda else "reversed")
-        if impl == "reversed":
+        if self.runs_as(x.device) != "packed":
             return self._reversed(x, lengths)[0], lengths
         T = x.shape[1]
         packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
@@ -211,6 +316,20 @@ class _TorchRNN(nn.Module):
     @property
     def num_layers(self) -> int:
         return self.rnn.num_layers
+
+    def runs_as(self, device: torch.device) -> str:
+        """How a call on ``device`` runs the stack: ``packed`` on GPU (unless ``reversed`` is asked for),
+        ``parallel`` for a bidirectional stack on CPU when asked, or under ``auto`` when this process has
+        twice the cores of its intra-op threads (a core for the second direction), else ``reversed``."""
+        impl = self.cfg.impl
+        if device.type == "cuda":
+            return "reversed" if impl == "reversed" else "packed"
+        if impl == "auto":
+            spare = cores_per_process() >= 2 * torch.get_num_threads()
+            impl = "parallel" if spare else "reversed"
+        if impl == "parallel" and (not self.bidirectional or _tracing()):
+            return "reversed"
+        return impl
 
     def forward_taps(
         self, x: Tensor, lengths: Tensor, layers: Sequence[int], condition: Callable[[Tensor], Tensor] | None = None
@@ -234,18 +353,26 @@ class _TorchRNN(nn.Module):
         step = torch.lstm if isinstance(rnn, nn.LSTM) else torch.gru
         h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
         hx = (h0, h0) if isinstance(rnn, nn.LSTM) else h0
+        training = self.training
+
+        def forward_dir(inp: Tensor, *params: Tensor) -> Tensor:
+            return step(inp, hx, list(params), True, 1, 0.0, training, False, True)[0]
+
+        def backward_dir(inp: Tensor, *params: Tensor) -> Tensor:
+            return reverse_within_lengths(forward_dir(reverse_within_lengths(inp, lengths), *params), lengths)
+
+        both = self.runs_as(x.device) == "parallel"
         for layer in range(rnn.num_layers):
             if layer > 0:
                 x = nn.functional.dropout(x, rnn.dropout, self.training)
-            outs = []
-            for suffix in ("", "_reverse") if self.bidirectional else ("",):
-                params = [
-                    getattr(rnn, f"{n}_l{layer}{suffix}")
-                    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                ]
-                inp = reverse_within_lengths(x, lengths) if suffix else x
-                y = step(inp, hx, params, True, 1, 0.0, self.training, False, True)[0]
-                outs.append(reverse_within_lengths(y, lengths) if suffix else y)
+            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            params = [[getattr(rnn, f"{n}_l{layer}{suffix}") for n in names]
+                      for suffix in (("", "_reverse") if self.bidirectional else ("",))]
+            if both:
+                outs = list(_TwoDirections.apply(forward_dir, backward_dir, 1 + len(params[0]),
+                                                 x, *params[0], x, *params[1]))
+            else:
+                outs = [run(x, *p) for run, p in zip((forward_dir, backward_dir), params)]
             x = mask_padding(torch.cat(outs, 2) if len(outs) > 1 else outs[0], lengths)
             if layer + 1 in taps:
                 tapped[layer + 1] = x
