@@ -12,7 +12,7 @@ parameters (an ``nn.LSTM``/``nn.GRU``, so checkpoints load either way):
   zeroed copy of the packed input per time step (measured in benchmarks/README.md, "Encoders").
 - ``parallel``: ``reversed`` with each layer's two directions at once, one on a second CPU thread,
   forward and backward (:class:`_TwoDirections`): the two are independent sequential chains of small
-  matrix products, which one core runs one after the other and two cores side by side (1.37× the
+  matrix products, which one core runs one after the other and two cores side by side (1.27–1.37× the
   training steps per second of asr_grid_10min on two cores: benchmarks/README.md, "Time to accuracy").
   The same operations as ``reversed``, so the same outputs; on GPU it runs as ``packed``. ``auto``
   picks it on CPU where the process has twice the cores of its intra-op threads.
