@@ -305,8 +305,9 @@ class _TorchRNN(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, T, F)``, ``(B,)`` → ``(B, T', H)``, ``(B,)`` with ``T' = ceil(T / subsample)``."""
         x, lengths = self.sub(x, lengths)
-        if self.runs_as(x.device) != "packed":
-            return self._reversed(x, lengths)[0], lengths
+        impl = self.runs_as(x.device)
+        if impl != "packed":
+            return self._reversed(x, lengths, side_by_side=impl == "parallel")[0], lengths
         T = x.shape[1]
         packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
         y, _ = self.rnn(packed)
@@ -340,15 +341,17 @@ class _TorchRNN(nn.Module):
         ``condition``: where given, each tapped output ``h`` goes on to the next layer as ``condition(h)``
         (self-conditioned CTC); the taps are the outputs before it."""
         x, lengths = self.sub(x, lengths)
-        y, taps = self._reversed(x, lengths, layers, condition)
+        y, taps = self._reversed(x, lengths, layers, condition, side_by_side=self.runs_as(x.device) == "parallel")
         return y, lengths, taps
 
     def _reversed(
-        self, x: Tensor, lengths: Tensor, taps: Sequence[int] = (), condition: Callable[[Tensor], Tensor] | None = None
+        self, x: Tensor, lengths: Tensor, taps: Sequence[int] = (), condition: Callable[[Tensor], Tensor] | None = None,
+        side_by_side: bool = False,
     ) -> tuple[Tensor, list[Tensor]]:
         """The stack layer by layer: forward over the padded batch, backward over each sequence reversed;
         and the outputs of the ``taps`` layers (1 = the first), in that order, each passed on to the next
-        layer through ``condition`` where one is given."""
+        layer through ``condition`` where one is given. ``side_by_side``: each layer's two directions at
+        once (``impl=parallel``, as :meth:`runs_as` decides)."""
         rnn, tapped = self.rnn, {}
         step = torch.lstm if isinstance(rnn, nn.LSTM) else torch.gru
         h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
@@ -361,14 +364,13 @@ class _TorchRNN(nn.Module):
         def backward_dir(inp: Tensor, *params: Tensor) -> Tensor:
             return reverse_within_lengths(forward_dir(reverse_within_lengths(inp, lengths), *params), lengths)
 
-        both = self.runs_as(x.device) == "parallel"
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         for layer in range(rnn.num_layers):
             if layer > 0:
                 x = nn.functional.dropout(x, rnn.dropout, self.training)
-            names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             params = [[getattr(rnn, f"{n}_l{layer}{suffix}") for n in names]
                       for suffix in (("", "_reverse") if self.bidirectional else ("",))]
-            if both:
+            if side_by_side:
                 outs = list(_TwoDirections.apply(forward_dir, backward_dir, 1 + len(params[0]),
                                                  x, *params[0], x, *params[1]))
             else:
